@@ -1,0 +1,1 @@
+"""In-process fakes of external services, served over real loopback HTTP for tests."""
