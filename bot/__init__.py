@@ -1,0 +1,1 @@
+"""consentbot: the consent checklist for child-protection information sharing."""

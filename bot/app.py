@@ -1,0 +1,72 @@
+"""The ASGI app: health, readiness and metrics; chat platforms mount here when configured."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from bot.cases import Services
+from bot.config import Settings
+from storage.migrate import is_current
+
+logger = logging.getLogger(__name__)
+
+
+def platform_status(settings: Settings) -> dict[str, str]:
+    """Which platforms are on, and how to turn on the others."""
+    slack = "on" if settings.slack_signing_secret and settings.slack_bot_token else (
+        "off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (see docs/slack-setup.md)")
+    teams = "off: Teams support is not built yet (set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID once it is)"
+    return {"slack": "off: the Slack front end is not mounted yet" if slack == "on" else slack, "teams": teams}
+
+
+def build_app(settings: Settings, services: Services) -> FastAPI:
+    """The FastAPI app serving /healthz, /readyz and /metrics."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for name, state in platform_status(settings).items():
+            logger.info("platform %s: %s", name, state)
+        yield
+        await services.db.dispose()
+
+    app = FastAPI(title="consentbot", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.services = services
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        return await _readiness(services)
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(await _metrics(services), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+async def _readiness(services: Services) -> JSONResponse:
+    try:
+        current = await is_current(services.db)
+    except Exception:  # noqa: BLE001 - any database failure means not ready
+        logger.warning("readyz: database unreachable")
+        return JSONResponse({"status": "database unreachable"}, status_code=503)
+    if not current:
+        return JSONResponse({"status": "migrations pending: run `consentbot db upgrade`"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def _metrics(services: Services) -> str:
+    lines = ["# HELP consentbot_outbox_messages Outbox messages by status.", "# TYPE consentbot_outbox_messages gauge"]
+    async with services.db.transaction() as s:
+        for status, count in (await s.execute(text("SELECT status, count(*) FROM outbox GROUP BY status"))).all():
+            lines.append(f'consentbot_outbox_messages{{status="{status}"}} {count}')
+    return "\n".join(lines) + "\n"

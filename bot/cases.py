@@ -1,0 +1,292 @@
+"""Use cases: raise a concern, answer a step (the DSL's decisions, assignments, consent
+outcomes, sharing and follow-up are all steps of the policy), view, export.
+
+Each call is one transaction: it appends hash-chained events, moves the case's projection
+on under a version check, and writes reminder rows and outbox messages. Nothing is sent
+from here. Roles are checked here, whatever the interface did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import notify
+from bot.checklist import Answer, IllegalAnswer, Progress, advance, allowed_options, validate_answer
+from bot.crypto import Keyring
+from bot.errors import Conflict, InvalidAnswer, NotAuthorised, NotFound
+from bot.policy.model import Actor, FieldType, Option, Policy, Step
+from storage import repo
+from storage.audit import GENESIS, append_access, new_case_event
+from storage.db import Database
+from storage.models import Case, CaseEvent, ProcessedDelivery, Staff, utcnow
+
+logger = logging.getLogger(__name__)
+DECIDERS = frozenset({"dsl", "deputy"})
+STATUS_BY_ACTOR = {Actor.STAFF: "draft", Actor.DSL: "awaiting_decision", Actor.ASSIGNEE: "awaiting_outcome"}
+ANSWER_KINDS = ("raised", "answered")
+
+
+@dataclass
+class Services:
+    """What the use cases need: the database, the key ring, the policy and a clock."""
+
+    db: Database
+    keyring: Keyring
+    policy: Policy
+    clock: Callable[[], datetime] = utcnow
+
+
+@dataclass(frozen=True)
+class Person:
+    """A member of staff acting through some platform."""
+
+    id: int
+    school_id: int
+    role: str
+    name: str
+    email: str
+
+    @property
+    def is_decider(self) -> bool:
+        """DSLs and deputies decide and approve."""
+        return self.role in DECIDERS
+
+    @classmethod
+    def of(cls, staff: Staff) -> Person:
+        """From a staff row."""
+        assert staff.id is not None  # noqa: S101 - rows come from the database
+        return cls(id=staff.id, school_id=staff.school_id, role=staff.role, name=staff.display_name, email=staff.email)
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """A case as a chat may show it: references and steps, never sensitive values."""
+
+    ref: str
+    version: int
+    status: str
+    urgent: bool
+    step: Step | None
+    outcome: str | None
+    assignee_id: int | None
+    due_at: datetime | None
+    raised_by: int
+    school_id: int = 0
+    notices: tuple[str, ...] = field(default_factory=tuple)
+    choices: Mapping[str, tuple[Option, ...]] = field(default_factory=dict)  # allowed options per choice field
+    replayed: bool = False  # the idempotency key was seen before: nothing changed
+
+    def answerable_by(self, actor: Person) -> bool:
+        """True when `actor` may answer the step the case is waiting on."""
+        return self.step is not None and may_answer(actor, self.step, school_id=self.school_id,
+                                                    raised_by=self.raised_by, assignee_id=self.assignee_id)
+
+
+async def identify(svc: Services, **criteria: Any) -> Person:
+    """The active member of staff matching `email=` or `slack_user_id=` (etc.)."""
+    async with svc.db.transaction() as s:
+        staff = await repo.staff_by(s, **criteria)
+    if staff is None:
+        raise NotFound("You are not registered with consentbot. Ask your DSL or administrator to add you.")
+    return Person.of(staff)
+
+
+async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any], platform: str,
+                        idempotency_key: str | None = None) -> CaseView:
+    """Open a case with the answer to the policy's first step."""
+    start = svc.policy.steps[svc.policy.start]
+    clean = _validate(svc.policy, start, values, {}, svc.clock())
+    now = svc.clock()
+    try:
+        async with svc.db.transaction() as s:
+            if idempotency_key and (seen := await _seen_case(s, idempotency_key)):
+                return seen
+            case = await repo.insert_case(s, Case(
+                ref="", school_id=actor.school_id, raised_by=actor.id, policy_id=svc.policy.id,
+                policy_version=svc.policy.version, step=start.id, status="draft", created_at=now, updated_at=now))
+            if idempotency_key:
+                await repo.claim_delivery(s, idempotency_key, case.id)
+            return await _apply(svc, s, case, [], start, clean, actor=actor, platform=platform, kind="raised")
+    except IntegrityError:
+        raise Conflict("That request was already received.") from None
+
+
+async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, step: str,
+                 values: dict[str, Any], platform: str, idempotency_key: str | None = None) -> CaseView:
+    """Answer the step the case is waiting on. `version` is the one the person saw."""
+    try:
+        async with svc.db.transaction() as s:
+            case = await _case_for(s, actor, case_ref)
+            if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
+                return _view(case, advance(svc.policy, await _answers(s, case)), replayed=True)
+            answers = await _answers(s, case)
+            progress = advance(_policy_for(svc, case), answers)
+            current = _waiting_step(case, progress, version, step)
+            _authorise(actor, case, current)
+            clean = _validate(svc.policy, current, values, progress.facts, svc.clock())
+            clean = await _resolve_assignee(s, case, current, clean)
+            return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform, kind="answered")
+    except NotAuthorised as refusal:
+        await _log_refusal(svc, refusal)
+        raise
+    except (IntegrityError, repo.StaleVersion):
+        raise Conflict(f"Case {case_ref} was changed by someone else at the same moment. Reload it.") from None
+
+
+def _policy_for(svc: Services, case: Case) -> Policy:
+    if (case.policy_id, case.policy_version) != (svc.policy.id, svc.policy.version):
+        raise Conflict(f"Case {case.ref} follows policy {case.policy_id} {case.policy_version}, "
+                       f"but {svc.policy.id} {svc.policy.version} is loaded.")
+    return svc.policy
+
+
+def _waiting_step(case: Case, progress: Progress, version: int, step: str) -> Step:
+    if progress.step is None:
+        raise Conflict(f"Case {case.ref} is closed.")
+    if version != case.version or step != progress.step.id:
+        raise Conflict(f"Case {case.ref} has moved on since you opened it (someone else answered first). "
+                       "Reload it to see the current step.")
+    return progress.step
+
+
+def may_answer(actor: Person, step: Step, *, school_id: int, raised_by: int, assignee_id: int | None) -> bool:
+    """Only a DSL or deputy of the same school decides; staff answer their own or assigned steps."""
+    if actor.school_id != school_id:
+        return False
+    if step.actor is Actor.DSL:
+        return actor.is_decider
+    owner = raised_by if step.actor is Actor.STAFF else assignee_id
+    return actor.id == owner or actor.is_decider
+
+
+def _authorise(actor: Person, case: Case, step: Step) -> None:
+    if not may_answer(actor, step, school_id=case.school_id, raised_by=case.raised_by, assignee_id=case.assignee_id):
+        who = "a DSL or deputy of this school" if step.actor is Actor.DSL else "the person assigned, or a DSL"
+        refusal = NotAuthorised(f"Only {who} can answer '{step.title}' on case {case.ref}. "
+                                "This attempt has been recorded.")
+        refusal.audit = {"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                         "detail": {"step": step.id, "role": actor.role}}
+        raise refusal
+
+
+async def _log_refusal(svc: Services, refusal: NotAuthorised) -> None:
+    audit = getattr(refusal, "audit", None)
+    if audit:
+        async with svc.db.transaction() as s:
+            await append_access(s, action="refused", at=svc.clock(), **audit)
+        logger.warning("refused actor=%s case=%s step=%s", audit["actor_id"], audit["case_id"], audit["detail"]["step"])
+
+
+def _validate(policy: Policy, step: Step, values: dict[str, Any], facts: Any, now: datetime) -> dict[str, Any]:
+    try:
+        return validate_answer(policy, step, _with_defaults(policy, step, values, now), facts)
+    except IllegalAnswer as exc:
+        raise InvalidAnswer(str(exc), step=exc.step, field=exc.field) from None
+
+
+def _with_defaults(policy: Policy, step: Step, values: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A due field left empty defaults to now plus the policy's due time for it."""
+    values = dict(values)
+    for f in step.fields:
+        if f.type is FieldType.DUE and not values.get(f.key) and f.due_hours:
+            values[f.key] = (now + timedelta(hours=policy.due_hours(f.due_hours))).isoformat()
+    return values
+
+
+async def _resolve_assignee(s: AsyncSession, case: Case, step: Step, clean: dict[str, Any]) -> dict[str, Any]:
+    """An assignee is an active member of staff of the case's school (given by id or email), stored as their id."""
+    for f in step.fields:
+        if f.type is FieldType.ASSIGNEE and f.key in clean:
+            raw = str(clean[f.key])
+            staff = await (repo.get_staff(s, int(raw)) if raw.isdigit() else repo.staff_by(s, email=raw))
+            if staff is None or not staff.active or staff.school_id != case.school_id:
+                raise InvalidAnswer(f"{f.label}: that person is not an active member of staff of this school",
+                                    step=step.id, field=f.key)
+            clean[f.key] = str(staff.id)
+    return clean
+
+
+async def _case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
+    """The case, if the person may know of it; another school's case is 'not found'."""
+    case = await repo.case_by_ref(s, ref)
+    if case is None or case.school_id != actor.school_id:
+        raise NotFound(f"No case {ref.strip().upper()} that you can see.")
+    return case
+
+
+async def _answers(s: AsyncSession, case: Case) -> list[Answer]:
+    assert case.id is not None  # noqa: S101
+    return [to_answer(e) for e in await repo.case_events(s, case.id) if e.kind in ANSWER_KINDS]
+
+
+def to_answer(event: CaseEvent) -> Answer:
+    """An answer event as the checklist replays it (sensitive values stay encrypted)."""
+    payload = json.loads(event.payload)
+    return Answer(step=payload["step"], values=payload["values"], by=str(event.actor_id or ""),
+                  at=event.at.isoformat(), platform=payload.get("platform", ""))
+
+
+async def _seen_case(s: AsyncSession, key: str) -> CaseView | None:
+    seen = await s.get(ProcessedDelivery, key)
+    if seen is None or seen.case_id is None:
+        return None
+    case = await s.get(Case, seen.case_id)
+    assert case is not None  # noqa: S101 - foreign key
+    return _view(case, None, replayed=True)
+
+
+def _encrypt(keyring: Keyring, policy: Policy, case: Case, values: dict[str, Any]) -> dict[str, Any]:
+    sensitive = policy.sensitive_keys()
+    return {k: keyring.encrypt(v, context=f"case:{case.id}:{k}") if k in sensitive else v for k, v in values.items()}
+
+
+async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answer], step: Step,
+                 clean: dict[str, Any], *, actor: Person, platform: str, kind: str) -> CaseView:
+    """Append the answer as an event, move the projection on, queue what follows from it."""
+    now = svc.clock()
+    stored = _encrypt(svc.keyring, svc.policy, case, clean)
+    before = advance(svc.policy, answers)
+    after = advance(svc.policy, [*answers, Answer(step=step.id, values=stored, by=str(actor.id), at=now.isoformat(),
+                                                  platform=platform)])
+    event = new_case_event(case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind=kind,
+                           actor_id=actor.id, at=now, payload={"step": step.id, "values": stored, "platform": platform})
+    s.add(event)
+    await s.flush()
+    await repo.save_projection(s, case, expected_version=case.version, version=case.version + 1,
+                               head_hash=event.hash, updated_at=now, **projection(after))
+    prior = svc.policy.steps[answers[-1].step] if answers else None
+    await notify.follow_up(s, svc.policy, case, before=before, after=after, step=step, prior=prior,
+                           actor_id=actor.id, now=now, visit=sum(a.step == step.id for a in answers))
+    logger.info("case=%s step=%s answered by=%s version=%s", case.ref, step.id, actor.id, case.version)
+    return _view(case, after)
+
+
+def projection(progress: Progress) -> dict[str, Any]:
+    """The case row's columns that follow from its answers (re-derived by `audit verify`)."""
+    facts = progress.facts
+    due = facts.get("due_at")
+    return {
+        "step": progress.step.id if progress.step else progress.outcome.step.id,  # type: ignore[union-attr]
+        "status": "closed" if progress.done else STATUS_BY_ACTOR[progress.step.actor],  # type: ignore[union-attr,index]
+        "urgent": progress.urgent,
+        "assignee_id": int(facts["assignee"]) if facts.get("assignee") else None,
+        "due_at": datetime.fromisoformat(due) if due else None,
+    }
+
+
+def _view(case: Case, progress: Progress | None, *, replayed: bool = False) -> CaseView:
+    step = progress.step if progress else None
+    choices = {f.key: allowed_options(f, progress.facts) for f in step.fields if f.options} if step and progress else {}
+    return CaseView(ref=case.ref, version=case.version, status=case.status, urgent=case.urgent, step=step,
+                    outcome=progress.outcome.code if progress and progress.outcome else None,
+                    assignee_id=case.assignee_id, due_at=case.due_at, raised_by=case.raised_by,
+                    school_id=case.school_id, notices=progress.notices if progress else (), choices=choices,
+                    replayed=replayed)

@@ -1,0 +1,212 @@
+"""The checklist as a pure state machine: (policy, answers so far) -> next step or outcome.
+
+No I/O. `cases.py` persists every answer as an event and replays them through `advance`.
+Routing never depends on a sensitive field (the validator enforces it), so answers can be
+replayed with their sensitive values still encrypted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.policy.model import Field, FieldType, Option, Policy, Step, StepKind
+from bot.policy.requirements import missing_records
+
+TEXT_LIMITS = {FieldType.TEXT: 500, FieldType.LONGTEXT: 5000}
+
+
+class IllegalAnswer(ValueError):
+    """An answer the policy does not allow. The message never repeats the value given."""
+
+    def __init__(self, step: str, problem: str, field: str | None = None) -> None:
+        self.step, self.field, self.problem = step, field, problem
+        where = f"{field!r} in step {step!r}" if field else f"step {step!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered step: who answered, when, from which platform, and the values."""
+
+    step: str
+    values: Mapping[str, Any]
+    by: str = ""
+    at: str = ""
+    platform: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where the checklist ended, and everything it recorded on the way."""
+
+    step: Step
+    code: str
+    shared: bool
+    facts: Mapping[str, Any]
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The state after replaying the answers: a step waiting for an answer, or an outcome."""
+
+    step: Step | None
+    outcome: Outcome | None
+    facts: Mapping[str, Any]
+    urgent: bool = False
+    notices: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def done(self) -> bool:
+        """True once the checklist has reached an outcome."""
+        return self.outcome is not None
+
+
+def advance(policy: Policy, answers: Sequence[Answer]) -> Progress:
+    """Replay `answers` from the start. Raises IllegalAnswer on the first illegal one."""
+    facts: dict[str, Any] = {}
+    current = resolve(policy, policy.start)
+    urgent, notices = False, ()
+    for answer in answers:
+        if current.kind is StepKind.END:
+            raise IllegalAnswer(answer.step, "the checklist has already ended")
+        if answer.step != current.id:
+            raise IllegalAnswer(answer.step, f"the checklist is waiting for step {current.id!r}")
+        values = validate_answer(policy, current, answer.values, facts)
+        chosen = chosen_options(current, values)
+        urgent = urgent or any(o.urgent for o in chosen)
+        notices = tuple(o.notice for o in chosen if o.notice)
+        _record(facts, current, values, answer)
+        current = resolve(policy, next_step_id(current, values))
+    facts["urgent"] = urgent
+    return Progress(step=None if current.kind is StepKind.END else current,
+                    outcome=_outcome(current, facts) if current.kind is StepKind.END else None,
+                    facts=facts, urgent=urgent, notices=notices)
+
+
+def _record(facts: dict[str, Any], step: Step, values: Mapping[str, Any], answer: Answer) -> None:
+    facts.update(values)
+    facts.update(step.sets)
+    visits = f"_visits.{step.id}"  # how often each step was answered: keys repeat visits apart
+    facts[visits] = facts.get(visits, 0) + 1
+    if step.signs:
+        facts[step.signs] = {"by": answer.by, "at": answer.at, "platform": answer.platform}
+
+
+def _outcome(end: Step, facts: dict[str, Any]) -> Outcome:
+    facts["outcome"] = end.end
+    if not end.shared:
+        facts["decision"] = "not_share"
+    code = str(end.end)
+    return Outcome(step=end, code=code, shared=end.shared, facts=facts, missing=missing_records(code, facts))
+
+
+def resolve(policy: Policy, step_id: str) -> Step:
+    """The step with this id, following route steps (which route on a policy setting)."""
+    step = policy.steps[step_id]
+    seen = set()
+    while step.kind is StepKind.ROUTE:
+        if step.id in seen:
+            raise IllegalAnswer(step.id, "route steps form a loop")
+        seen.add(step.id)
+        assert step.next is not None and not isinstance(step.next, str)  # noqa: S101 - loader guarantees
+        step = policy.steps[step.next.cases[str(policy.settings[step.next.by])]]
+    return step
+
+
+def next_step_id(step: Step, values: Mapping[str, Any]) -> str:
+    """Where an answered step leads."""
+    if isinstance(step.next, str):
+        return step.next
+    if step.next is None:
+        raise IllegalAnswer(step.id, "the step has no next step")
+    value = values.get(step.next.by)
+    key = ("any" if value else "none") if isinstance(value, list) else str(value)
+    return step.next.cases[key]
+
+
+def chosen_options(step: Step, values: Mapping[str, Any]) -> list[Option]:
+    """The options picked in a validated answer."""
+    picked = []
+    for f in step.fields:
+        if f.type is FieldType.CHOICE and (option := f.option(str(values.get(f.key)))):
+            picked.append(option)
+    return picked
+
+
+def allowed_options(f: Field, facts: Mapping[str, Any]) -> tuple[Option, ...]:
+    """A choice field's options, less those an earlier answer rules out (`unless`)."""
+    return tuple(o for o in f.options if not any(facts.get(k) == v for k, v in o.unless.items()))
+
+
+def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and normalise the values for `step`. Returns only recorded (non-empty) values."""
+    if not isinstance(values, Mapping):
+        raise IllegalAnswer(step.id, "an answer must be a mapping of field to value")
+    unknown = set(values) - {f.key for f in step.fields}
+    if unknown:
+        raise IllegalAnswer(step.id, f"unknown field(s) {sorted(unknown)}")
+    clean: dict[str, Any] = {}
+    for f in step.fields:
+        value = _normalise(policy, step, f, values.get(f.key), facts)
+        if value not in (None, ""):
+            clean[f.key] = value
+    for f in step.fields:
+        if f.key not in clean and _is_required(f, clean):
+            raise IllegalAnswer(step.id, "is required", f.key)
+    return clean
+
+
+def _is_required(f: Field, clean: Mapping[str, Any]) -> bool:
+    if f.type is FieldType.REASONS:
+        return False  # "none of these applies" is a valid answer
+    if f.required_if_any:
+        return bool(clean.get(f.required_if_any))
+    return not f.optional
+
+
+def _normalise(policy: Policy, step: Step, f: Field, raw: Any, facts: Mapping[str, Any]) -> Any:
+    if raw is None:
+        return [] if f.type is FieldType.REASONS else None
+    if f.type in TEXT_LIMITS or f.type is FieldType.ASSIGNEE:
+        return _text(step, f, raw)
+    if f.type is FieldType.CHOICE:
+        if str(raw) not in {o.value for o in allowed_options(f, facts)}:
+            raise IllegalAnswer(step.id, "is not one of the allowed choices", f.key)
+        return str(raw)
+    if f.type is FieldType.DUE:
+        return _due(step, f, raw)
+    codes = policy.reason_codes if f.type is FieldType.REASONS else [c for c in policy.legal_references if not c.historical]
+    return _codes(step, f, raw, {c.code for c in codes})
+
+
+def _text(step: Step, f: Field, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise IllegalAnswer(step.id, "must be text", f.key)
+    text = raw.strip()
+    if len(text) > TEXT_LIMITS.get(f.type, 200):
+        raise IllegalAnswer(step.id, f"is longer than {TEXT_LIMITS.get(f.type, 200)} characters", f.key)
+    return text
+
+
+def _due(step: Step, f: Field, raw: Any) -> str:
+    try:
+        when = datetime.fromisoformat(str(raw))
+    except ValueError:
+        raise IllegalAnswer(step.id, "must be a date and time (ISO 8601)", f.key) from None
+    if when.tzinfo is None:
+        raise IllegalAnswer(step.id, "must include a UTC offset", f.key)
+    return when.isoformat()
+
+
+def _codes(step: Step, f: Field, raw: Any, known: set[str]) -> list[str]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise IllegalAnswer(step.id, "must be a list of codes", f.key)
+    unknown = sorted(set(items) - known)
+    if unknown:
+        raise IllegalAnswer(step.id, f"unknown code(s) {unknown}", f.key)
+    return list(dict.fromkeys(items))

@@ -1,0 +1,131 @@
+"""The `consentbot` command. bot/cli.py and bot/app.py are the composition roots: the only
+modules of bot/ that reach into handlers/ (lazily), to wire the platforms in."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from bot.config import Settings
+from bot.errors import BotError
+from bot.policy.loader import PolicyError
+
+app = typer.Typer(help="consentbot: the information-sharing consent checklist.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+staff_app = typer.Typer(help="People and their roles.", no_args_is_help=True)
+policy_app = typer.Typer(help="Checklist policy files.", no_args_is_help=True)
+audit_app = typer.Typer(help="The verifiable audit trail.", no_args_is_help=True)
+for sub, name in ((db_app, "db"), (staff_app, "staff"), (policy_app, "policy"), (audit_app, "audit")):
+    app.add_typer(sub, name=name)
+
+T = TypeVar("T")
+ROLES = ("staff", "dsl", "deputy", "admin")
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a clear error and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(make: Callable[[Any], Awaitable[T]]) -> T:
+    """Build the services, run one coroutine with them, close the database."""
+    from bot.crypto import KeyringError
+    from bot.runtime import build_services, configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    try:
+        services = build_services(settings)
+    except (KeyringError, PolicyError) as exc:
+        fail(str(exc))
+
+    async def go() -> T:
+        try:
+            return await make(services)
+        finally:
+            await services.db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except BotError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new encryption key for CONSENTBOT_ENCRYPTION_KEY."""
+    from bot.crypto import generate_key
+
+    typer.echo(generate_key())
+
+
+@app.command()
+def serve() -> None:
+    """Start the web app (HOST, PORT)."""
+    import uvicorn
+
+    from bot.app import build_app
+    from bot.runtime import build_services, configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    try:
+        services = build_services(settings)
+    except Exception as exc:  # noqa: BLE001 - report any start-up failure plainly
+        fail(str(exc))
+    uvicorn.run(build_app(settings, services), host=settings.host, port=settings.port, log_config=None)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the newest version."""
+    from storage.migrate import head_revision, upgrade
+
+    async def go(svc: Any) -> None:
+        await upgrade(svc.db)
+
+    run(go)
+    typer.echo(f"database is at migration {head_revision()}")
+
+
+@policy_app.command("check")
+def policy_check(file: Path) -> None:
+    """Validate a policy file; prints every problem with its line."""
+    from bot.policy.loader import load_policy
+
+    try:
+        policy = load_policy(file)
+    except PolicyError as exc:
+        fail(f"policy is invalid:\n{exc}")
+    typer.echo(f"{file}: ok: policy {policy.id} {policy.version}, {len(policy.steps)} steps")
+
+
+@policy_app.command("diagram")
+def policy_diagram(file: Path = typer.Argument(None), out: Path | None = typer.Option(None)) -> None:
+    """Print (or write to --out) the mermaid diagram of a policy's flow."""
+    from bot.policy.diagram import render_markdown
+    from bot.policy.loader import DEFAULT_POLICY, load_policy
+
+    text = render_markdown(load_policy(file or DEFAULT_POLICY))
+    if out:
+        out.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
+def main() -> None:
+    """Console script entry point."""
+    from bot import cli_commands  # noqa: F401 - registers staff, chat, export and audit commands
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,109 @@
+"""The `consentbot` commands that work on cases and people (registered on import)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bot.cli import ROLES, app, audit_app, fail, run, staff_app
+
+
+@staff_app.command("add")
+def staff_add(email: str, role: str = typer.Option(..., help="staff, dsl, deputy or admin"),
+              name: str = typer.Option(..., help="Display name"),
+              school: str = typer.Option("default", help="School slug (created if new)"),
+              slack_id: str | None = typer.Option(None, help="Slack user id (U...)"),
+              teams_id: str | None = typer.Option(None, help="Teams (Entra) user id")) -> None:
+    """Add a member of staff with a role."""
+    from bot import people
+
+    if role not in ROLES:
+        fail(f"role must be one of {', '.join(ROLES)}")
+    person = run(lambda svc: people.add(svc, email=email, role=role, name=name, school=school,
+                                        slack_user_id=slack_id, teams_user_id=teams_id))
+    typer.echo(f"added {person.email} as {person.role} at {school}")
+
+
+@staff_app.command("list")
+def staff_list(school: str | None = typer.Option(None, help="Only this school")) -> None:
+    """List active staff and their roles."""
+    from bot import people
+
+    for row in run(lambda svc: people.listing(svc, school=school)):
+        typer.echo("\t".join(row))
+
+
+@staff_app.command("remove")
+def staff_remove(email: str) -> None:
+    """Deactivate a member of staff (history that names them is kept)."""
+    from bot import people
+
+    run(lambda svc: people.remove(svc, email=email))
+    typer.echo(f"removed {email}")
+
+
+@app.command()
+def chat(as_: str = typer.Option(..., "--as", help="Your email, as registered with `staff add`"),
+         case: str | None = typer.Option(None, help="Go straight to this case reference")) -> None:
+    """Run the checklist in the terminal (works with piped input)."""
+    from handlers.console import Console
+
+    code = run(lambda svc: Console(svc, sys.stdin, sys.stdout).session(email=as_, case_ref=case))
+    raise typer.Exit(code)
+
+
+@app.command()
+def export(case_ref: str, format: str = typer.Option("json", "--format", help="json or csv"),
+           out: Path | None = typer.Option(None, help="Write to this file instead of standard output")) -> None:
+    """Write a case's consent decision record, with the referral form section (S10)."""
+    from bot.record import flatten
+    from bot.views import export_as_operator
+
+    if format not in ("json", "csv"):
+        fail("format must be json or csv (pdf is not available yet)")
+    details = run(lambda svc: export_as_operator(svc, case_ref=case_ref))
+    text = json.dumps(details.record, indent=2) + "\n" if format == "json" else _csv(flatten(details.record))
+    if out:
+        out.write_text(text)
+        out.chmod(0o600)
+    else:
+        typer.echo(text, nl=False)
+
+
+def _csv(rows: list[tuple[str, str]]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["field", "value"])
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check every hash chain and every case against its events. Exits 1 on any problem."""
+    from bot.audit import verify
+
+    report: Any = run(lambda svc: verify(svc))
+    for problem in report.problems:
+        where = f"case {problem.case_ref}" if problem.case_ref else "access log"
+        typer.echo(f"FAIL {where} event {problem.seq}: {problem.problem}")
+    typer.echo(f"checked {report.cases} cases, {report.events} events, {report.access_entries} access log entries: "
+               f"{'FAILED' if report.problems else 'ok'}")
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def audit_show(case: str | None = typer.Option(None, help="Only entries about this case")) -> None:
+    """List access log entries (views, exports, refusals, staff changes): ids only."""
+    from bot.audit import access_entries
+
+    for line in run(lambda svc: access_entries(svc, case_ref=case)):
+        typer.echo(line)

@@ -1,0 +1,49 @@
+"""Settings from the environment and `.env` (names are part of the interface contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./consentbot.db"
+
+
+class Settings(BaseSettings):
+    """Everything the bot reads from its environment. Secrets never have defaults."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    env: Literal["development", "production"] = Field("development", alias="CONSENTBOT_ENV")
+    database_url: str = Field(DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    encryption_key: str | None = Field(None, alias="CONSENTBOT_ENCRYPTION_KEY", repr=False)
+    policy: str | None = Field(None, alias="CONSENTBOT_POLICY")
+    timezone: str = Field("Europe/London", alias="CONSENTBOT_TIMEZONE")
+    host: str = Field("127.0.0.1", alias="HOST")
+    port: int = Field(3000, alias="PORT")
+    log_level: str = Field("INFO", alias="CONSENTBOT_LOG_LEVEL")
+    slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET", repr=False)
+    slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN", repr=False)
+    slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN", repr=False)
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+    teams_client_id: str | None = Field(None, alias="TEAMS_CLIENT_ID")
+    teams_client_secret: str | None = Field(None, alias="TEAMS_CLIENT_SECRET", repr=False)
+    teams_tenant_id: str | None = Field(None, alias="TEAMS_TENANT_ID")
+    teams_dsl_group_id: str | None = Field(None, alias="TEAMS_DSL_GROUP_ID")
+    graph_api_url: str = Field("https://graph.microsoft.com/v1.0", alias="GRAPH_API_URL")
+    teams_openid_metadata_url: str | None = Field(None, alias="TEAMS_OPENID_METADATA_URL")
+    teams_token_issuer: str | None = Field(None, alias="TEAMS_TOKEN_ISSUER")
+
+    @property
+    def is_production(self) -> bool:
+        """Production refuses to start without an encryption key."""
+        return self.env == "production"
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, when the database is SQLite on disk."""
+        prefix = "sqlite+aiosqlite:///"
+        if not self.database_url.startswith(prefix) or ":memory:" in self.database_url:
+            return None
+        return Path(self.database_url[len(prefix):])

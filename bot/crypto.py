@@ -1,0 +1,107 @@
+"""AES-GCM encryption of sensitive fields, with key ids so keys can rotate.
+
+A key ring is written `KID:BASE64KEY[,KID:BASE64KEY...]`; the first key encrypts, every key
+decrypts. A token is `enc:v1:KID:BASE64(nonce || ciphertext)`. The associated data binds a
+token to its place (e.g. case id and field), so a ciphertext copied elsewhere fails to decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+logger = logging.getLogger(__name__)
+PREFIX = "enc:v1:"
+NONCE_BYTES = 12
+
+
+class KeyringError(ValueError):
+    """A key ring is missing or malformed. Never carries key material."""
+
+
+class DecryptError(ValueError):
+    """A token could not be decrypted (unknown key, tampered, or moved). Never carries data."""
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Named AES-256 keys; `active` encrypts."""
+
+    keys: dict[str, bytes]
+    active: str
+
+    @classmethod
+    def parse(cls, text: str) -> Keyring:
+        """Parse `KID:BASE64KEY[,...]`."""
+        keys: dict[str, bytes] = {}
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            kid, sep, b64 = part.partition(":")
+            if not sep or not kid.isalnum():
+                raise KeyringError("each key must be written KID:BASE64KEY (KID letters and digits)")
+            try:
+                raw = base64.urlsafe_b64decode(b64.encode())
+            except ValueError:
+                raise KeyringError(f"key {kid!r} is not valid base64") from None
+            if len(raw) != 32:
+                raise KeyringError(f"key {kid!r} must be 32 bytes (AES-256); run `consentbot keygen`")
+            keys[kid] = raw
+        if not keys:
+            raise KeyringError("no key given; run `consentbot keygen`")
+        return cls(keys=keys, active=next(iter(keys)))
+
+    def encrypt(self, plaintext: str, *, context: str) -> str:
+        """Encrypt under the active key; `context` must be given again to decrypt."""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = AESGCM(self.keys[self.active]).encrypt(nonce, plaintext.encode(), context.encode())
+        return f"{PREFIX}{self.active}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def decrypt(self, token: str, *, context: str) -> str:
+        """Decrypt a token made by `encrypt` with the same context."""
+        if not is_encrypted(token):
+            raise DecryptError("value is not an encrypted token")
+        kid, _, b64 = token[len(PREFIX):].partition(":")
+        if kid not in self.keys:
+            raise DecryptError(f"no key with id {kid!r} in the key ring")
+        try:
+            blob = base64.urlsafe_b64decode(b64.encode())
+            plain = AESGCM(self.keys[kid]).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode())
+        except (InvalidTag, ValueError):
+            raise DecryptError("token failed authentication (tampered, or decrypted in the wrong place)") from None
+        return plain.decode()
+
+
+def is_encrypted(value: object) -> bool:
+    """True for a token made by `Keyring.encrypt`."""
+    return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def generate_key(kid: str | None = None) -> str:
+    """A new key ring entry, `KID:BASE64KEY`."""
+    kid = kid or "k" + secrets.token_hex(4)
+    return f"{kid}:{base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
+
+
+def load_keyring(*, configured: str | None, production: bool, dev_key_file: Path | None) -> Keyring:
+    """The key ring from configuration; in development only, a generated key kept in a file."""
+    if configured:
+        return Keyring.parse(configured)
+    if production:
+        raise KeyringError("CONSENTBOT_ENCRYPTION_KEY is not set; production refuses to start without it "
+                        "(generate one with `consentbot keygen`)")
+    if dev_key_file is None:
+        raise KeyringError("CONSENTBOT_ENCRYPTION_KEY is not set and there is no SQLite file to keep a development key beside")
+    if not dev_key_file.exists():
+        dev_key_file.parent.mkdir(parents=True, exist_ok=True)
+        dev_key_file.write_text(generate_key("dev") + "\n")
+        dev_key_file.chmod(0o600)
+    logger.warning("!!! DEVELOPMENT ONLY: CONSENTBOT_ENCRYPTION_KEY is not set; using the generated key in %s. "
+                   "Anyone with that file can read the sensitive fields. Set CONSENTBOT_ENCRYPTION_KEY "
+                   "(from `consentbot keygen`) and CONSENTBOT_ENV=production before real use. !!!", dev_key_file)
+    return Keyring.parse(dev_key_file.read_text().strip())

@@ -1,0 +1,65 @@
+"""Platform-neutral outgoing messages. They carry a case reference and a verb, never any
+child-identifying detail; the platforms render them (Block Kit, Adaptive Cards, terminal)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """What a message asks of its reader."""
+
+    DECISION_NEEDED = "decision_needed"
+    URGENT_ALERT = "urgent_alert"
+    ACTION_ASSIGNED = "action_assigned"
+    DECIDED = "decided"
+    REMINDER = "reminder"
+    ESCALATION = "escalation"
+    CLOSED = "closed"
+    DIGEST = "digest"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One notification to one person."""
+
+    kind: Kind
+    case_ref: str
+    urgent: bool = False
+    step_title: str | None = None
+    due_at: str | None = None
+    by: str | None = None  # a member of staff's display name (never a child's)
+    at: str | None = None
+    supersedes: str | None = None  # dedupe key of the message this one updates
+    lines: tuple[str, ...] = ()  # digest lines: references and counts only
+
+    def to_json(self) -> str:
+        """The outbox payload."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Message:
+        """Read an outbox payload."""
+        data = json.loads(text)
+        data["kind"] = Kind(data["kind"])
+        data["lines"] = tuple(data.get("lines") or ())
+        return cls(**data)
+
+
+def render_text(m: Message) -> str:
+    """The message as one line of plain text (also the fallback text of rich messages)."""
+    flag = "URGENT: " if m.urgent else ""
+    texts = {
+        Kind.DECISION_NEEDED: f"{flag}Concern {m.case_ref} needs your decision ({m.step_title}).",
+        Kind.URGENT_ALERT: f"URGENT: concern {m.case_ref}: a child may be in immediate danger. "
+                           "Emergency services or the front door should be called now. Open the case.",
+        Kind.ACTION_ASSIGNED: f"{flag}You are asked to act on concern {m.case_ref}: {m.step_title}, due {m.due_at}.",
+        Kind.DECIDED: f"Concern {m.case_ref}: decided by {m.by} at {m.at}.",
+        Kind.REMINDER: f"{flag}Reminder: concern {m.case_ref} is waiting for you: {m.step_title}, due {m.due_at}.",
+        Kind.ESCALATION: f"{flag}Escalated: concern {m.case_ref} is overdue: {m.step_title}, due {m.due_at}.",
+        Kind.CLOSED: f"Concern {m.case_ref} is closed.",
+        Kind.DIGEST: "Safeguarding digest:\n" + "\n".join(m.lines),
+    }
+    return texts[m.kind]

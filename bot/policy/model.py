@@ -1,0 +1,157 @@
+"""The checklist policy as typed, immutable data. Built by `loader.load_policy`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Actor(StrEnum):
+    """Who answers a step."""
+
+    STAFF = "staff"  # the member of staff who raised the concern
+    DSL = "dsl"  # a DSL or deputy of the case's school
+    ASSIGNEE = "assignee"  # the person assigned to contact the parents (or a DSL)
+
+
+class FieldType(StrEnum):
+    """What kind of value a field takes."""
+
+    TEXT = "text"
+    LONGTEXT = "longtext"
+    CHOICE = "choice"
+    REASONS = "reasons"  # several of the policy's reason codes (may be none)
+    LEGAL_REFS = "legal_refs"  # one or more of the policy's current legal references
+    ASSIGNEE = "assignee"  # a member of staff of the same school (their id)
+    DUE = "due"  # an ISO 8601 date-time with an offset
+
+
+class StepKind(StrEnum):
+    """A step asks someone, routes on a setting, or ends the checklist."""
+
+    ASK = "ask"
+    ROUTE = "route"
+    END = "end"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One choice of a choice field."""
+
+    value: str
+    label: str
+    ids: tuple[str, ...] = ()
+    urgent: bool = False
+    notice: str | None = None
+    significant_harm: bool = False
+    unless: Mapping[str, str] = field(default_factory=dict)
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Field:
+    """One question inside a step."""
+
+    key: str
+    type: FieldType
+    label: str
+    sensitive: bool = False
+    optional: bool = False
+    options: tuple[Option, ...] = ()
+    due_hours: str | None = None
+    required_if_any: str | None = None
+    ids: tuple[str, ...] = ()
+    line: int = 0
+
+    def option(self, value: str) -> Option | None:
+        """The option with this value, if there is one."""
+        return next((o for o in self.options if o.value == value), None)
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Route on the value of a field of the step (or, for a route step, a setting)."""
+
+    by: str
+    cases: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A node of the checklist graph."""
+
+    id: str
+    kind: StepKind
+    title: str = ""
+    actor: Actor | None = None
+    help: str | None = None
+    fields: tuple[Field, ...] = ()
+    next: str | Switch | None = None
+    signs: str | None = None  # fact that records who answered this step, and when
+    sets: Mapping[str, str] = field(default_factory=dict)
+    approval: bool = False
+    end: str | None = None
+    shared: bool = False
+    ids: tuple[str, ...] = ()
+    line: int = 0
+
+    def field(self, key: str) -> Field | None:
+        """The field with this key, if the step has one."""
+        return next((f for f in self.fields if f.key == key), None)
+
+    def targets(self) -> tuple[str, ...]:
+        """Every step this one can lead to."""
+        if self.next is None:
+            return ()
+        if isinstance(self.next, str):
+            return (self.next,)
+        return tuple(self.next.cases.values())
+
+
+@dataclass(frozen=True)
+class Code:
+    """A reason code or a legal reference."""
+
+    code: str
+    label: str
+    ids: tuple[str, ...] = ()
+    historical: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated checklist policy."""
+
+    id: str
+    version: str
+    nation: str
+    title: str
+    disclaimer: str
+    settings: Mapping[str, Any]
+    reason_codes: tuple[Code, ...]
+    legal_references: tuple[Code, ...]
+    referral_form: Mapping[str, str]
+    start: str
+    steps: Mapping[str, Step]
+    source: str = ""
+    sha256: str = ""
+    section_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def consent_model(self) -> str:
+        """`seek` or `inform` on the significant-harm branch (G2)."""
+        return str(self.settings["consent_model"])
+
+    def role_label(self, role: str) -> str:
+        """The school's name for a role (Wales: Designated Safeguarding Person...)."""
+        return str(self.settings["role_labels"].get(role, role))
+
+    def due_hours(self, name: str) -> float:
+        """A due time from the settings, in hours."""
+        return float(self.settings["due_times"][name])
+
+    def sensitive_keys(self) -> frozenset[str]:
+        """Keys of every field stored encrypted."""
+        return frozenset(f.key for s in self.steps.values() for f in s.fields if f.sensitive)

@@ -1,0 +1,93 @@
+"""Reading cases: what a person may act on, the details (decrypted, logged), the export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.cases import Person, Services, _answers, _case_for, _policy_for, _view, CaseView
+from bot.checklist import advance
+from bot.errors import NotAuthorised
+from bot.record import decision_record
+from storage import repo
+from storage.audit import append_access
+from storage.models import Case, School
+
+INTERNAL = "_"
+
+
+@dataclass(frozen=True)
+class CaseDetails:
+    """A case's decrypted facts, for an authorised person only. Never put in chat history."""
+
+    view: CaseView
+    facts: dict[str, Any]
+    record: dict[str, Any]
+
+
+def may_see(actor: Person, case: Case) -> bool:
+    """DSLs and deputies see their school's cases; staff see cases they raised or were assigned."""
+    if actor.school_id != case.school_id:
+        return False
+    return actor.is_decider or actor.id in (case.raised_by, case.assignee_id)
+
+
+async def my_cases(svc: Services, *, actor: Person) -> list[CaseView]:
+    """Open cases this person can see, with the one waiting for them first."""
+    async with svc.db.transaction() as s:
+        cases = [c for c in await repo.open_cases(s, school_id=actor.school_id) if may_see(actor, c)]
+        return [_view(c, advance(_policy_for(svc, c), await _answers(s, c))) for c in cases]
+
+
+async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: str = "viewed") -> CaseDetails:
+    """Decrypt a case for an authorised person, and log that they did."""
+    try:
+        async with svc.db.transaction() as s:
+            case = await _case_for(s, actor, case_ref)
+            if not may_see(actor, case):
+                refusal = NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
+                                        "This attempt has been recorded.")
+                refusal.audit = {"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                                 "detail": {"step": "details", "role": actor.role}}
+                raise refusal
+            details = await _details(s, svc, case)
+            await append_access(s, action=purpose, at=svc.clock(), actor_id=actor.id, school_id=case.school_id,
+                                case_id=case.id, detail={"role": actor.role})
+            return details
+    except NotAuthorised as refusal:
+        from bot.cases import _log_refusal
+
+        await _log_refusal(svc, refusal)
+        raise
+
+
+async def export_as_operator(svc: Services, *, case_ref: str) -> CaseDetails:
+    """The record for `consentbot export`, run by whoever runs the server (logged as the CLI)."""
+    async with svc.db.transaction() as s:
+        case = await repo.case_by_ref(s, case_ref)
+        if case is None:
+            from bot.errors import NotFound
+
+            raise NotFound(f"No case {case_ref.strip().upper()}.")
+        details = await _details(s, svc, case)
+        await append_access(s, action="exported", at=svc.clock(), school_id=case.school_id, case_id=case.id,
+                            detail={"by": "cli"})
+        return details
+
+
+async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:
+    answers = await _answers(s, case)
+    progress = advance(_policy_for(svc, case), answers)
+    facts = {k: _decrypt(svc, case, k, v) for k, v in progress.facts.items() if not k.startswith(INTERNAL)}
+    school = await s.get(School, case.school_id)
+    names = {str(p.id): p.display_name for p in await repo.list_staff(s, school_id=case.school_id)}
+    meta = {"ref": case.ref, "school": school.name if school else "", "status": case.status}
+    return CaseDetails(view=_view(case, progress), facts=facts, record=decision_record(svc.policy, meta, facts, names))
+
+
+def _decrypt(svc: Services, case: Case, key: str, value: Any) -> Any:
+    from bot.crypto import is_encrypted
+
+    return svc.keyring.decrypt(value, context=f"case:{case.id}:{key}") if is_encrypted(value) else value

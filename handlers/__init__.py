@@ -1,0 +1,1 @@
+"""Platform adapters: parse a platform's input into one bot call, render the result."""

@@ -1,0 +1,188 @@
+"""The terminal front end (`consentbot chat`): reads answers line by line, so it can be
+scripted through a pipe, and prints every notification an action queues."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
+
+from bot import cases, outbox, people, views
+from bot.cases import CaseView, Person, Services
+from bot.errors import InvalidAnswer
+from bot.policy.model import Field, FieldType, Option, Step
+
+NEW = "new"
+
+
+class EndOfInput(Exception):
+    """Standard input closed before the conversation finished."""
+
+
+class Console:
+    """One terminal conversation as one member of staff."""
+
+    def __init__(self, svc: Services, stdin: TextIO, stdout: TextIO) -> None:
+        self.svc, self.stdin, self.stdout = svc, stdin, stdout
+        self.view: CaseView | None = None
+        self.person: Person | None = None
+
+    def say(self, text: str = "") -> None:
+        """Print a line."""
+        print(text, file=self.stdout, flush=True)
+
+    def ask(self, prompt: str) -> str:
+        """Read one answer; EndOfInput when the input is closed."""
+        self.say(f"{prompt}\n> ")
+        line = self.stdin.readline()
+        if not line:
+            raise EndOfInput
+        return line.rstrip("\n")
+
+    async def session(self, *, email: str, case_ref: str | None) -> int:
+        """Sign in, then raise a concern or work on a case. Returns the exit code."""
+        me = self.person = await cases.identify(self.svc, email=email.strip().lower())
+        self.say(f"Signed in as {me.name} ({self.svc.policy.role_label(me.role)}).")
+        try:
+            ref = case_ref or await self.menu(me)
+            if ref is None:
+                return 0
+            return await (self.raise_new(me) if ref == NEW else self.work_on(me, ref))
+        except EndOfInput:
+            return self.input_ended()
+
+    def input_ended(self) -> int:
+        if self.view and self.view.step:
+            self.say(f"Input ended. Case {self.view.ref} is saved at '{self.view.step.title}'.")
+            return 1
+        self.say("Input ended.")
+        return 0
+
+    async def menu(self, me: Person) -> str | None:
+        mine = [c for c in await views.my_cases(self.svc, actor=me) if c.answerable_by(me)]
+        choices = [(NEW, "Raise a new concern")] + [(c.ref, render_case_line(c)) for c in mine]
+        return self.choose("What would you like to do?", choices)
+
+    def choose(self, prompt: str, choices: list[tuple[str, str]]) -> str:
+        lines = [prompt] + [f"  {i}) {label}" for i, (_, label) in enumerate(choices, start=1)]
+        while True:
+            picked = pick_one(self.ask("\n".join(lines)), [value for value, _ in choices])
+            if picked is not None:
+                return picked
+            self.say("! Please answer with one of the numbers shown.")
+
+    async def raise_new(self, me: Person) -> int:
+        start = self.svc.policy.steps[self.svc.policy.start]
+        self.view = await self.submit(start, {}, lambda values: cases.raise_concern(
+            self.svc, actor=me, values=values, platform="console"))
+        self.say(f"Concern raised as case {self.view.ref}.")
+        return await self.carry_on(me)
+
+    async def work_on(self, me: Person, ref: str) -> int:
+        details = await views.open_details(self.svc, actor=me, case_ref=ref)
+        self.view = details.view
+        self.show_details(details)
+        return await self.carry_on(me)
+
+    async def carry_on(self, me: Person) -> int:
+        """Answer steps while the case waits on this person."""
+        while self.view and self.view.step and self.view.answerable_by(me):
+            view, step = self.view, self.view.step
+            self.view = await self.submit(step, view.choices, lambda values: cases.answer(
+                self.svc, actor=me, case_ref=view.ref, version=view.version, step=step.id,
+                values=values, platform="console"))
+        self.say_status()
+        return 0
+
+    async def submit(self, step: Step, choices: Any, call: Callable[[dict[str, Any]], Awaitable[CaseView]]) -> CaseView:
+        """Ask every field of a step, then submit; re-ask a field the bot rejects."""
+        self.say(f"\n== {step.title} ==")
+        if step.help:
+            self.say(step.help)
+        values = {f.key: await self.ask_field(f, choices.get(f.key, f.options)) for f in step.fields}
+        while True:
+            before = await outbox.latest_id(self.svc)
+            try:
+                view = await call(values)
+            except InvalidAnswer as exc:
+                self.say(f"! {exc}")
+                bad = step.field(exc.field or "") or step.fields[0]
+                values[bad.key] = await self.ask_field(bad, choices.get(bad.key, bad.options))
+                continue
+            await self.show_notifications(before)
+            for notice in view.notices:
+                self.say(f"\n!!! {notice}\n")
+            return view
+
+    async def ask_field(self, f: Field, options: tuple[Option, ...]) -> Any:
+        hint = " (leave blank to skip)" if f.optional or f.required_if_any else ""
+        if f.type is FieldType.CHOICE:
+            return self.choose(f.label, [(o.value, o.label) for o in options])
+        if f.type in (FieldType.REASONS, FieldType.LEGAL_REFS):
+            return self.ask_codes(f)
+        if f.type is FieldType.ASSIGNEE:
+            return await self.ask_assignee(f)
+        if f.type is FieldType.DUE:
+            return self.ask(f"{f.label} (ISO date and time with offset; blank for the policy's default)") or None
+        return self.ask(f"{f.label}{hint}") or None
+
+    def ask_codes(self, f: Field) -> list[str]:
+        codes = self.svc.policy.reason_codes if f.type is FieldType.REASONS else [
+            c for c in self.svc.policy.legal_references if not c.historical]
+        lines = [f.label] + [f"  {i}) {c.label}" for i, c in enumerate(codes, start=1)]
+        if f.type is FieldType.LEGAL_REFS:
+            lines.append(f"({self.svc.policy.disclaimer})")
+        lines.append("Numbers separated by commas" + ("; blank if none applies." if f.type is FieldType.REASONS else "."))
+        while True:
+            picked = pick_many(self.ask("\n".join(lines)), [c.code for c in codes])
+            if picked is not None:
+                return picked
+            self.say("! Please answer with numbers from the list, separated by commas.")
+
+    async def ask_assignee(self, f: Field) -> str:
+        assert self.person is not None  # noqa: S101 - set at sign-in
+        staff = await people.colleagues(self.svc, actor=self.person)
+        lines = [f.label] + [f"  {i}) {name} ({role}) {email}" for i, (email, name, role) in enumerate(staff, 1)]
+        answer = self.ask("\n".join(lines) + "\nA number or an email.")
+        picked = pick_one(answer, [email for email, _, _ in staff])
+        return picked or answer
+
+    async def show_notifications(self, after_id: int) -> None:
+        for n in await outbox.notices_after(self.svc, after_id=after_id):
+            self.say(f"[notification to {n.recipient} ({n.role}) via {n.platform}] {n.text}")
+
+    def show_details(self, details: views.CaseDetails) -> None:
+        self.say(f"\nCase {details.view.ref} ({details.view.status}{', URGENT' if details.view.urgent else ''})")
+        for key, value in details.facts.items():
+            if key not in ("urgent",) and not isinstance(value, dict):
+                self.say(f"  {key}: {value}")
+
+    def say_status(self) -> None:
+        view = self.view
+        if view is None:
+            return
+        if view.outcome:
+            self.say(f"Case {view.ref} is closed: {view.outcome}.")
+        elif view.step:
+            waiting = self.svc.policy.role_label("dsl") if view.step.actor == "dsl" else "the person assigned"
+            self.say(f"Case {view.ref} is now waiting for {waiting}: {view.step.title}.")
+
+
+def render_case_line(c: CaseView) -> str:
+    """One line of the menu: reference, urgency, what is waited for."""
+    due = f", due {c.due_at.isoformat(timespec='minutes')}" if c.due_at and c.status == "awaiting_outcome" else ""
+    return f"{c.ref}{' URGENT' if c.urgent else ''}: {c.step.title if c.step else c.status}{due}"
+
+
+def pick_one(answer: str, values: list[str]) -> str | None:
+    """A 1-based number or a value from `values`."""
+    answer = answer.strip()
+    if answer.isdigit() and 1 <= int(answer) <= len(values):
+        return values[int(answer) - 1]
+    return answer if answer in values else None
+
+
+def pick_many(answer: str, values: list[str]) -> list[str] | None:
+    """Comma-separated numbers or values; blank is none."""
+    picked = [pick_one(part, values) for part in answer.split(",") if part.strip()]
+    return None if any(p is None for p in picked) else [p for p in picked if p]
+

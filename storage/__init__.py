@@ -1,0 +1,1 @@
+"""Tables, the database engine, repository functions, the audit chain and migrations."""

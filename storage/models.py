@@ -1,0 +1,155 @@
+"""SQLModel tables. Case events and the access log are append-only and hash-chained;
+the `cases` row is a projection of its events that `audit verify` re-derives and checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC."""
+    return datetime.now(UTC)
+
+
+def _when(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class School(SQLModel, table=True):
+    __tablename__ = "schools"
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, max_length=64)
+    name: str = Field(max_length=200)
+    nation: str = Field(default="ENG", max_length=3)
+    timezone: str = Field(default="Europe/London", max_length=64)
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+class Staff(SQLModel, table=True):
+    __tablename__ = "staff"
+    __table_args__ = (sa.UniqueConstraint("email", name="uq_staff_email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="schools.id", index=True)
+    email: str = Field(max_length=254)
+    display_name: str = Field(max_length=200)
+    role: str = Field(max_length=16)  # staff | dsl | deputy | admin
+    slack_user_id: str | None = Field(default=None, max_length=32, unique=True)
+    teams_user_id: str | None = Field(default=None, max_length=64, unique=True)
+    active: bool = True
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+class Case(SQLModel, table=True):
+    __tablename__ = "cases"
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(unique=True, max_length=16)
+    school_id: int = Field(foreign_key="schools.id", index=True)
+    raised_by: int = Field(foreign_key="staff.id")
+    policy_id: str = Field(max_length=64)
+    policy_version: str = Field(max_length=32)
+    created_at: datetime = _when(default_factory=utcnow)
+    # The projection, re-derived from events by `audit verify`:
+    step: str = Field(max_length=64)
+    status: str = Field(max_length=24, index=True)
+    urgent: bool = False
+    assignee_id: int | None = Field(default=None, foreign_key="staff.id")
+    due_at: datetime | None = _when(default=None)
+    version: int = 0
+    head_hash: str = Field(default="", max_length=64)
+    updated_at: datetime = _when(default_factory=utcnow)
+
+
+class CaseEvent(SQLModel, table=True):
+    __tablename__ = "case_events"
+    __table_args__ = (sa.UniqueConstraint("case_id", "seq", name="uq_case_events_case_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    seq: int
+    kind: str = Field(max_length=32)
+    actor_id: int | None = Field(default=None, foreign_key="staff.id")
+    at: datetime = _when()
+    payload: str  # canonical JSON; sensitive values are encrypted tokens
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AccessLog(SQLModel, table=True):
+    __tablename__ = "access_log"
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(unique=True)
+    at: datetime = _when()
+    actor_id: int | None = Field(default=None, foreign_key="staff.id")
+    school_id: int | None = Field(default=None, foreign_key="schools.id")
+    case_id: int | None = Field(default=None, foreign_key="cases.id", index=True)
+    action: str = Field(max_length=32)
+    detail: str = "{}"  # canonical JSON of ids and codes only, never content
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class Reminder(SQLModel, table=True):
+    __tablename__ = "reminders"
+    __table_args__ = (sa.Index("ix_reminders_due", "status", "due_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    recipient_id: int | None = Field(default=None, foreign_key="staff.id")
+    kind: str = Field(max_length=32)
+    level: int = 0
+    due_at: datetime = _when()
+    unique_key: str = Field(unique=True, max_length=200)
+    status: str = Field(default="pending", max_length=16)  # pending | claimed | sent | cancelled
+    claimed_until: datetime | None = _when(default=None)
+    sent_at: datetime | None = _when(default=None)
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_pending", "status", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="schools.id")
+    case_id: int | None = Field(default=None, foreign_key="cases.id", index=True)
+    recipient_id: int = Field(foreign_key="staff.id")
+    platform: str = Field(max_length=16)  # console | slack | teams
+    kind: str = Field(max_length=32)
+    payload: str  # JSON of a bot.messages message: references and verbs, never child details
+    dedupe_key: str = Field(unique=True, max_length=200)
+    status: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed
+    attempts: int = 0
+    next_attempt_at: datetime = _when(default_factory=utcnow)
+    lease_until: datetime | None = _when(default=None)
+    sent_ref: str | None = Field(default=None, max_length=200)  # platform message id (Slack channel:ts)
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _when(default_factory=utcnow)
+    sent_at: datetime | None = _when(default=None)
+
+
+class ProcessedDelivery(SQLModel, table=True):
+    __tablename__ = "processed_deliveries"
+    key: str = Field(primary_key=True, max_length=200)
+    case_id: int | None = Field(default=None, foreign_key="cases.id")
+    seen_at: datetime = _when(default_factory=utcnow)

@@ -1,0 +1,150 @@
+"""Repository functions: every SQL statement the bot runs lives here (and in audit.py)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from storage.models import Case, CaseEvent, OutboxMessage, ProcessedDelivery, Reminder, School, Staff
+
+REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I/L: refs are read aloud
+DECIDERS = ("dsl", "deputy")
+
+
+class StaleVersion(Exception):
+    """The case changed since the caller read it."""
+
+
+async def get_school(session: AsyncSession, slug: str) -> School | None:
+    """The school with this slug."""
+    return (await session.execute(select(School).where(School.slug == slug))).scalars().first()
+
+
+async def ensure_school(session: AsyncSession, slug: str, name: str | None = None) -> School:
+    """The school with this slug, created if new."""
+    school = await get_school(session, slug)
+    if school is None:
+        school = School(slug=slug, name=name or slug)
+        session.add(school)
+        await session.flush()
+    return school
+
+
+async def staff_by(session: AsyncSession, **criteria: Any) -> Staff | None:
+    """One active member of staff matching every criterion (email=..., slack_user_id=...)."""
+    query = select(Staff).where(col(Staff.active).is_(True))
+    for name, value in criteria.items():
+        query = query.where(getattr(Staff, name) == value)
+    return (await session.execute(query)).scalars().first()
+
+
+async def get_staff(session: AsyncSession, staff_id: int) -> Staff | None:
+    """A member of staff by id, active or not (history names people who have left)."""
+    return await session.get(Staff, staff_id)
+
+
+async def list_staff(session: AsyncSession, *, school_id: int | None = None, roles: Sequence[str] = ()) -> list[Staff]:
+    """Active staff, optionally of one school and some roles."""
+    query = select(Staff).where(col(Staff.active).is_(True)).order_by(col(Staff.id))
+    if school_id is not None:
+        query = query.where(Staff.school_id == school_id)
+    if roles:
+        query = query.where(col(Staff.role).in_(roles))
+    return list((await session.execute(query)).scalars())
+
+
+async def insert_case(session: AsyncSession, case: Case) -> Case:
+    """Insert a case under a fresh random reference (not guessable, reveals no counts)."""
+    for _ in range(20):
+        ref = "C-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(6))
+        if (await case_by_ref(session, ref)) is None:
+            case.ref = ref
+            session.add(case)
+            await session.flush()
+            return case
+    raise RuntimeError("could not allocate a case reference")
+
+
+async def case_by_ref(session: AsyncSession, ref: str) -> Case | None:
+    """The case with this reference."""
+    return (await session.execute(select(Case).where(Case.ref == ref.strip().upper()))).scalars().first()
+
+
+async def case_events(session: AsyncSession, case_id: int) -> list[CaseEvent]:
+    """A case's events in chain order."""
+    query = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.seq))
+    return list((await session.execute(query)).scalars())
+
+
+async def save_projection(session: AsyncSession, case: Case, *, expected_version: int, **values: Any) -> None:
+    """Move the case's projection on, only if nobody else has since `expected_version`."""
+    result = await session.execute(
+        update(Case).where(col(Case.id) == case.id, col(Case.version) == expected_version).values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleVersion(case.ref)
+    for name, value in values.items():
+        setattr(case, name, value)
+
+
+async def claim_delivery(session: AsyncSession, key: str, case_id: int | None) -> bool:
+    """Record an idempotency key. False when it was seen before (the caller changes nothing)."""
+    if await session.get(ProcessedDelivery, key) is not None:
+        return False
+    session.add(ProcessedDelivery(key=key, case_id=case_id))
+    await session.flush()
+    return True
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    dialect = session.bind.dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+async def enqueue(session: AsyncSession, messages: Sequence[OutboxMessage]) -> None:
+    """Queue messages; a message whose dedupe key is queued already is skipped."""
+    if messages:
+        rows = [m.model_dump(exclude={"id"}) for m in messages]
+        await session.execute(_insert(session, OutboxMessage).values(rows).on_conflict_do_nothing(
+            index_elements=["dedupe_key"]))
+
+
+async def add_reminders(session: AsyncSession, reminders: Sequence[Reminder]) -> None:
+    """Write reminder rows; a row whose unique key exists already is skipped."""
+    if reminders:
+        rows = [r.model_dump(exclude={"id"}) for r in reminders]
+        await session.execute(_insert(session, Reminder).values(rows).on_conflict_do_nothing(
+            index_elements=["unique_key"]))
+
+
+async def cancel_reminders(session: AsyncSession, case_id: int, kinds: Sequence[str]) -> None:
+    """Stop the pending reminders of some kinds for a case."""
+    await session.execute(update(Reminder).where(
+        col(Reminder.case_id) == case_id, col(Reminder.status) == "pending", col(Reminder.kind).in_(kinds)
+    ).values(status="cancelled"))
+
+
+async def open_cases(session: AsyncSession, *, school_id: int) -> list[Case]:
+    """A school's cases that have not closed, oldest first."""
+    query = select(Case).where(Case.school_id == school_id, Case.status != "closed").order_by(col(Case.created_at))
+    return list((await session.execute(query)).scalars())
+
+
+async def outbox_for_case(session: AsyncSession, case_id: int, *, since: datetime | None = None) -> list[OutboxMessage]:
+    """Messages queued for a case, oldest first."""
+    query = select(OutboxMessage).where(OutboxMessage.case_id == case_id).order_by(col(OutboxMessage.id))
+    if since is not None:
+        query = query.where(col(OutboxMessage.created_at) >= since)
+    return list((await session.execute(query)).scalars())
+
+
+async def all_cases(session: AsyncSession) -> list[Case]:
+    """Every case, by id."""
+    return list((await session.execute(select(Case).order_by(col(Case.id)))).scalars())
