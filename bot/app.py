@@ -32,7 +32,15 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         for name, state in platform_status(settings).items():
             logger.info("platform %s: %s", name, state)
+        scheduler = None
+        if settings.scheduler_enabled:  # the reminder sweep and digest crons (bot/scheduler.py)
+            from bot.scheduler import build_scheduler
+
+            scheduler = build_scheduler(services, settings, now=services.clock())
+            scheduler.start()
         yield
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         await services.db.dispose()
 
     app = FastAPI(title="consentbot", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -124,6 +124,7 @@ def policy_diagram(file: Path = typer.Argument(None), out: Path | None = typer.O
 def main() -> None:
     """Console script entry point."""
     from bot import cli_commands  # noqa: F401 - registers staff, chat, export and audit commands
+    from bot import cli_reminders  # noqa: F401 - registers remind, digest, reminders and calendar commands
 
     try:
         app()

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     graph_api_url: str = Field("https://graph.microsoft.com/v1.0", alias="GRAPH_API_URL")
     teams_openid_metadata_url: str | None = Field(None, alias="TEAMS_OPENID_METADATA_URL")
     teams_token_issuer: str | None = Field(None, alias="TEAMS_TOKEN_ISSUER")
+    # Reminders and digests (bot/scheduler.py): the sweep's interval, claim lease and batch size.
+    scheduler_enabled: bool = Field(True, alias="CONSENTBOT_SCHEDULER")
+    sweep_seconds: float = Field(30, alias="CONSENTBOT_SWEEP_SECONDS", gt=0)
+    sweep_lease_seconds: float = Field(120, alias="CONSENTBOT_SWEEP_LEASE_SECONDS", gt=0)
+    sweep_batch: int = Field(500, alias="CONSENTBOT_SWEEP_BATCH", gt=0)
+    digest_time: str = Field("07:30", alias="CONSENTBOT_DIGEST_TIME")
 
     @property
     def is_production(self) -> bool:

@@ -3,7 +3,7 @@ the `cases` row is a projection of its events that `audit verify` re-derives and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -153,3 +153,29 @@ class ProcessedDelivery(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     case_id: int | None = Field(default=None, foreign_key="cases.id")
     seen_at: datetime = _when(default_factory=utcnow)
+
+
+class SchoolCalendarEntry(SQLModel, table=True):
+    """A school's own term or closure dates (inclusive), imported by `consentbot calendar import`."""
+
+    __tablename__ = "school_calendar"
+    __table_args__ = (sa.Index("ix_school_calendar_school", "school_id", "kind"),)
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="schools.id")
+    kind: str = Field(max_length=16)  # term | closure
+    start_date: date
+    end_date: date
+    imported_at: datetime = _when(default_factory=utcnow)
+
+
+class DigestRun(SQLModel, table=True):
+    """One digest built for one DSL for one period; 'closed since the last digest' reads these."""
+
+    __tablename__ = "digest_runs"
+    __table_args__ = (sa.UniqueConstraint("recipient_id", "kind", "period", name="uq_digest_runs_period"),)
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="schools.id")
+    recipient_id: int = Field(foreign_key="staff.id")
+    kind: str = Field(max_length=16)  # daily | weekly
+    period: str = Field(max_length=16)  # ISO date (daily) or ISO week 2026-W10 (weekly)
+    built_at: datetime = _when()

@@ -1,0 +1,218 @@
+"""Reminder, calendar and digest queries: the sweep's claim and finish, school calendars, digest inputs.
+
+The sweep's claim is one statement: UPDATE ... WHERE id IN (SELECT ... ORDER BY due_at LIMIT n
+FOR UPDATE SKIP LOCKED). On PostgreSQL concurrent sweeps skip each other's locked rows; on SQLite
+the engine's BEGIN IMMEDIATE serialises them (SQLAlchemy renders no FOR UPDATE there). Both read
+ix_reminders_due (status, due_at), so the cost follows the number due, not the table's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from storage.models import (
+    AccessLog,
+    Case,
+    CaseEvent,
+    DigestRun,
+    Reminder,
+    School,
+    SchoolCalendarEntry,
+    Staff,
+)
+from storage.repo import _insert
+
+LIVE = ("pending", "claimed")
+SENT_BY_DIGEST = "sent_by_digest"
+
+
+def _due(now: datetime) -> Any:
+    """Pending rows that are due, and claimed rows whose lease ran out (their claimer died)."""
+    return select(Reminder.id).where(
+        col(Reminder.status).in_(LIVE), col(Reminder.due_at) <= now,
+        (col(Reminder.status) == "pending") | (col(Reminder.claimed_until) <= now))
+
+
+async def claim_due(session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int) -> list[int]:
+    """Claim up to `limit` due rows, oldest first, until `lease_until`. Returns their ids."""
+    locked = _due(now).order_by(col(Reminder.due_at)).limit(limit).with_for_update(skip_locked=True)
+    result = await session.execute(update(Reminder).where(col(Reminder.id).in_(locked.scalar_subquery()))
+                                   .values(status="claimed", claimed_until=lease_until).returning(col(Reminder.id)))
+    return [int(rid) for rid in result.scalars() if rid is not None]
+
+
+async def owned(session: AsyncSession, *, ids: Sequence[int], lease_until: datetime) -> list[Reminder]:
+    """The claimed rows still ours: a row re-claimed after our lease ran out has another lease."""
+    query = (select(Reminder).where(col(Reminder.id).in_(ids), col(Reminder.status) == "claimed",
+                                    col(Reminder.claimed_until) == lease_until)
+             .order_by(col(Reminder.id)).with_for_update())
+    return list((await session.execute(query)).scalars())
+
+
+async def due_now(session: AsyncSession, *, now: datetime, limit: int) -> list[Reminder]:
+    """Due rows without claiming them (the dry run)."""
+    ids = _due(now).order_by(col(Reminder.due_at)).limit(limit).scalar_subquery()
+    query = select(Reminder).where(col(Reminder.id).in_(ids)).order_by(col(Reminder.due_at), col(Reminder.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def finish(session: AsyncSession, *, sent: Sequence[int], cancelled: Sequence[int],
+                 deferred: Sequence[tuple[int, datetime]], now: datetime) -> None:
+    """Record what the sweep did with the rows it owns."""
+    if sent:
+        await session.execute(update(Reminder).where(col(Reminder.id).in_(sent))
+                              .values(status="sent", sent_at=now, claimed_until=None))
+    if cancelled:
+        await session.execute(update(Reminder).where(col(Reminder.id).in_(cancelled))
+                              .values(status="cancelled", claimed_until=None))
+    if deferred:
+        # Core UPDATE with bind parameters: executemany, one statement for the batch.
+        table = Reminder.__table__  # type: ignore[attr-defined]
+        stmt = table.update().where(table.c.id == bindparam("rid")).values(
+            due_at=bindparam("new_due"), status="pending", claimed_until=None)
+        await session.execute(stmt, [{"rid": rid, "new_due": due} for rid, due in deferred])
+
+
+async def rows_by_id(session: AsyncSession, model: Any, ids: Iterable[int]) -> dict[int, Any]:
+    """Rows of `model` (Case, Staff, School) by id, in one query."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {r.id: r for r in (await session.execute(select(model).where(col(model.id).in_(wanted)))).scalars()}
+
+
+async def calendar_entries(session: AsyncSession, school_ids: Iterable[int]) -> dict[int, list[SchoolCalendarEntry]]:
+    """Each school's imported term and closure dates."""
+    found: dict[int, list[SchoolCalendarEntry]] = {sid: [] for sid in school_ids}
+    if found:
+        query = select(SchoolCalendarEntry).where(col(SchoolCalendarEntry.school_id).in_(sorted(found)))
+        for entry in (await session.execute(query)).scalars():
+            found[entry.school_id].append(entry)
+    return found
+
+
+async def replace_calendar(session: AsyncSession, *, school_id: int, terms: Sequence[tuple[date, date]],
+                           closures: Sequence[tuple[date, date]], now: datetime) -> None:
+    """Replace a school's calendar with an imported one (re-importing the same file changes nothing)."""
+    await session.execute(delete(SchoolCalendarEntry).where(col(SchoolCalendarEntry.school_id) == school_id))
+    session.add_all([SchoolCalendarEntry(school_id=school_id, kind=kind, start_date=start, end_date=end,
+                                         imported_at=now)
+                     for kind, spans in (("term", terms), ("closure", closures)) for start, end in spans])
+    await session.flush()
+
+
+async def cancel(session: AsyncSession, *, case_id: int, kinds: Sequence[str]) -> int:
+    """Stop a case's live reminders of some kinds, claimed ones too (their sweep then skips them)."""
+    result = await session.execute(update(Reminder).where(
+        col(Reminder.case_id) == case_id, col(Reminder.status).in_(LIVE), col(Reminder.kind).in_(kinds)
+    ).values(status="cancelled", claimed_until=None))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def pending_for_case(session: AsyncSession, *, case_id: int, kinds: Sequence[str]) -> list[Reminder]:
+    """A case's pending reminders of some kinds."""
+    query = select(Reminder).where(col(Reminder.case_id) == case_id, col(Reminder.status) == "pending",
+                                   col(Reminder.kind).in_(kinds)).order_by(col(Reminder.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def access_count(session: AsyncSession, *, case_id: int, action: str) -> int:
+    """How many access log entries of one action a case has (snoozes so far)."""
+    query = select(func.count()).select_from(AccessLog).where(col(AccessLog.case_id) == case_id,
+                                                              col(AccessLog.action) == action)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def listing(session: AsyncSession, *, overdue_at: datetime | None) -> list[tuple[Reminder, str, str]]:
+    """Live reminders (only those due by `overdue_at`, when given) with the case ref and recipient name."""
+    query = (select(Reminder, Case.ref, Staff.display_name)
+             .join(Case, col(Case.id) == col(Reminder.case_id))
+             .join(Staff, col(Staff.id) == col(Reminder.recipient_id))
+             .where(col(Reminder.status).in_(LIVE)).order_by(col(Reminder.due_at), col(Reminder.id)))
+    if overdue_at is not None:
+        query = query.where(col(Reminder.due_at) <= overdue_at)
+    return [(r, ref, name) for r, ref, name in (await session.execute(query)).all()]
+
+
+async def digest_recipients(session: AsyncSession, *, roles: Sequence[str]) -> list[Staff]:
+    """Active staff who get digests, by school."""
+    query = (select(Staff).where(col(Staff.active).is_(True), col(Staff.role).in_(roles))
+             .order_by(col(Staff.school_id), col(Staff.id)))
+    return list((await session.execute(query)).scalars())
+
+
+async def schools(session: AsyncSession) -> list[School]:
+    """Every school."""
+    return list((await session.execute(select(School).order_by(col(School.id)))).scalars())
+
+
+async def open_cases(session: AsyncSession, *, school_ids: Sequence[int]) -> list[Case]:
+    """Cases not closed, of some schools, oldest first."""
+    query = (select(Case).where(col(Case.school_id).in_(school_ids), col(Case.status) != "closed")
+             .order_by(col(Case.created_at), col(Case.id)))
+    return list((await session.execute(query)).scalars())
+
+
+async def closed_since(session: AsyncSession, *, school_ids: Sequence[int], since: datetime) -> list[Case]:
+    """Cases of some schools that closed at or after `since`."""
+    query = (select(Case).where(col(Case.school_id).in_(school_ids), col(Case.status) == "closed",
+                                col(Case.updated_at) >= since).order_by(col(Case.updated_at)))
+    return list((await session.execute(query)).scalars())
+
+
+async def cases_created_since(session: AsyncSession, *, school_ids: Sequence[int], since: datetime) -> list[Case]:
+    """Cases of some schools raised at or after `since`."""
+    query = select(Case).where(col(Case.school_id).in_(school_ids), col(Case.created_at) >= since)
+    return list((await session.execute(query)).scalars())
+
+
+async def answer_events(session: AsyncSession, *, case_ids: Sequence[int]) -> list[CaseEvent]:
+    """The answer events of some cases, in order (their payloads name the step answered)."""
+    if not case_ids:
+        return []
+    query = (select(CaseEvent).where(col(CaseEvent.case_id).in_(case_ids), col(CaseEvent.kind) == "answered")
+             .order_by(col(CaseEvent.case_id), col(CaseEvent.seq)))
+    return list((await session.execute(query)).scalars())
+
+
+async def last_digests(session: AsyncSession, *, recipient_ids: Sequence[int], kind: str) -> dict[int, DigestRun]:
+    """Each recipient's most recent digest of a kind."""
+    query = (select(DigestRun).where(col(DigestRun.recipient_id).in_(recipient_ids), col(DigestRun.kind) == kind)
+             .order_by(col(DigestRun.built_at)))
+    return {run.recipient_id: run for run in (await session.execute(query)).scalars()}
+
+
+async def record_digests(session: AsyncSession, runs: Sequence[DigestRun]) -> None:
+    """Record digests built; one already recorded for the same recipient and period is kept."""
+    if runs:
+        rows = [r.model_dump(exclude={"id"}) for r in runs]
+        await session.execute(_insert(session, DigestRun).values(rows).on_conflict_do_nothing(
+            index_elements=["recipient_id", "kind", "period"]))
+
+
+async def fold_into_digest(session: AsyncSession, *, recipient_ids: Sequence[int], kinds: Sequence[str],
+                           until: datetime, now: datetime) -> list[tuple[int, int]]:
+    """Mark routine reminders due by `until` as sent by the digest. Returns (recipient_id, case_id) pairs."""
+    routine_cases = select(Case.id).where(col(Case.urgent).is_(False))
+    result = await session.execute(update(Reminder).where(
+        col(Reminder.recipient_id).in_(recipient_ids), col(Reminder.status) == "pending",
+        col(Reminder.kind).in_(kinds), col(Reminder.due_at) <= until,
+        col(Reminder.case_id).in_(routine_cases.scalar_subquery()),
+    ).values(status=SENT_BY_DIGEST, sent_at=now).returning(col(Reminder.recipient_id), col(Reminder.case_id)))
+    return [(int(rid or 0), int(cid)) for rid, cid in result.all()]
+
+
+async def due_query_plan(session: AsyncSession, *, now: datetime, limit: int = 500) -> list[str]:
+    """The database's plan for the sweep's due-row query (tests and the benchmark check it uses the index)."""
+    query = _due(now).order_by(col(Reminder.due_at)).limit(limit)
+    dialect = session.get_bind().dialect
+    compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+    rows = (await session.execute(text(prefix + str(compiled)))).all()
+    return [str(row[-1]) for row in rows]

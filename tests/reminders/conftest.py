@@ -1,0 +1,116 @@
+"""Fixtures for reminder, digest and calendar tests: a fresh migrated SQLite database per test,
+services with a hand-moved clock, one school's people, and helpers that write rows directly."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.cases import Person, Services
+from bot.crypto import Keyring, generate_key
+from bot.policy.loader import load_policy
+from storage import repo
+from storage.db import create_database
+from storage.migrate import upgrade
+from storage.models import Case, OutboxMessage, Reminder
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def london(*args: int) -> datetime:
+    return datetime(*args, tzinfo=LONDON)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def tick() -> Clock:
+    return Clock(london(2026, 11, 24, 10, 0))  # a Tuesday in term
+
+
+@pytest.fixture
+async def svc(tmp_path: object, tick: Clock) -> AsyncIterator[Services]:
+    db = create_database(f"sqlite+aiosqlite:///{tmp_path}/reminders.db")
+    await upgrade(db)
+    yield Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(), clock=tick)
+    await db.dispose()
+
+
+@dataclass
+class People:
+    teacher: Person
+    teacher2: Person
+    dsl: Person
+    deputy: Person
+    head: Person
+    other_dsl: Person
+
+
+@pytest.fixture
+async def oak(svc: Services) -> People:
+    from bot import people
+
+    async def add(email: str, role: str, name: str, school: str = "oak") -> Person:
+        return await people.add(svc, email=email, role=role, name=name, school=school, slack_user_id=f"U{email[:4]}")
+
+    return People(
+        teacher=await add("tina@oak.sch.uk", "staff", "Tina Teacher"),
+        teacher2=await add("tom@oak.sch.uk", "staff", "Tom Teacher"),
+        dsl=await add("dee@oak.sch.uk", "dsl", "Dee DSL"),
+        deputy=await add("pat@oak.sch.uk", "deputy", "Pat Deputy"),
+        head=await add("hal@oak.sch.uk", "admin", "Hal Head"),
+        other_dsl=await add("olu@elm.sch.uk", "dsl", "Olu DSL", school="elm"),
+    )
+
+
+async def make_case(svc: Services, raiser: Person, *, status: str = "awaiting_outcome", urgent: bool = False,
+                    assignee: Person | None = None, due_at: datetime | None = None, step: str = "eh_outcome",
+                    created_at: datetime | None = None) -> Case:
+    created = created_at or svc.clock()
+    async with svc.db.transaction() as s:
+        return await repo.insert_case(s, Case(
+            ref="", school_id=raiser.school_id, raised_by=raiser.id, policy_id=svc.policy.id,
+            policy_version=svc.policy.version, step=step, status=status, urgent=urgent,
+            assignee_id=assignee.id if assignee else None, due_at=due_at, created_at=created, updated_at=created))
+
+
+async def add_reminder(svc: Services, case: Case, to: Person, *, due: datetime, kind: str = "outcome",
+                       level: int = 0) -> str:
+    key = f"{case.id}:{kind}:test:{level}:{to.id}"
+    async with svc.db.transaction() as s:
+        await repo.add_reminders(s, [Reminder(case_id=case.id or 0, recipient_id=to.id, kind=kind, level=level,
+                                              due_at=due, unique_key=key)])
+    return key
+
+
+async def reminder_rows(svc: Services) -> list[Reminder]:
+    from sqlmodel import col, select
+
+    async with svc.db.transaction() as s:
+        return list((await s.execute(select(Reminder).order_by(col(Reminder.id)))).scalars())
+
+
+async def outbox_rows(svc: Services, kind: str | None = None) -> list[OutboxMessage]:
+    from sqlmodel import col, select
+
+    query = select(OutboxMessage).order_by(col(OutboxMessage.id))
+    if kind:
+        query = query.where(OutboxMessage.kind == kind)
+    async with svc.db.transaction() as s:
+        return list((await s.execute(query)).scalars())
