@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,12 @@ def platform_status(settings: Settings) -> dict[str, str]:
     slack = "on" if settings.slack_signing_secret and settings.slack_bot_token else (
         "off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (see docs/slack-setup.md)")
     teams = "off: Teams support is not built yet (set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID once it is)"
-    return {"slack": "off: the Slack front end is not mounted yet" if slack == "on" else slack, "teams": teams}
+    return {"slack": slack, "teams": teams}
+
+
+def slack_configured(settings: Settings) -> bool:
+    """Slack is served when both its secrets are set."""
+    return bool(settings.slack_signing_secret and settings.slack_bot_token)
 
 
 def build_app(settings: Settings, services: Services) -> FastAPI:
@@ -38,13 +44,21 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
 
             scheduler = build_scheduler(services, settings, now=services.clock())
             scheduler.start()
+        stop_senders = asyncio.Event()
+        senders = _start_senders(settings, services, stop_senders)
         yield
+        stop_senders.set()
+        await asyncio.gather(*senders, return_exceptions=True)
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await services.db.dispose()
 
     app = FastAPI(title="consentbot", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
+    if slack_configured(settings):
+        from handlers.slack import mount  # composition root: the only place bot/ reaches into handlers/
+
+        mount(app, settings, services)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -59,6 +73,16 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
         return PlainTextResponse(await _metrics(services), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The outbox senders (one per configured platform), as background tasks of the server."""
+    if not slack_configured(settings):
+        return []
+    from bot import sender
+    from handlers.slack import sender_platform
+
+    return [asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop), name="outbox-slack")]
 
 
 async def _readiness(services: Services) -> JSONResponse:

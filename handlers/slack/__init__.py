@@ -1,0 +1,117 @@
+"""
+Slack: a Bolt AsyncApp served from the FastAPI app at POST /slack/events.
+
+`process_before_response=True`: every listener finishes (the bot has committed) before the
+HTTP answer, which suits a web app that may not keep working after it has answered
+(https://docs.slack.dev/tools/bolt-python/concepts/lazy-listeners). Our listeners answer
+well inside Slack's 3 seconds (bench/bench_slack.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.cases import Services
+from bot.config import Settings
+from handlers.slack import concern, home, open_case, steps
+from handlers.slack.platform import SlackPlatform
+
+logger = logging.getLogger(__name__)
+LISTENERS = (concern, steps, open_case, home)
+SENDER_TIMEOUT = 10  # seconds; a post that takes longer is treated as possibly delivered
+
+
+def quiet_logger(name: str) -> logging.Logger:
+    """
+    Bolt and slack_sdk log whole request and response bodies (modals hold case details) at
+    DEBUG: their loggers stop at WARNING whatever the root level is.
+    """
+    quiet = logging.getLogger(name)
+    quiet.setLevel(logging.WARNING)
+    return quiet
+
+
+def web_client(settings: Settings, *, timeout: int = 30) -> AsyncWebClient:
+    """A Web API client for SLACK_API_URL (the fake Slack in tests)."""
+    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=timeout,
+                          logger=quiet_logger("handlers.slack.sdk"))
+
+
+def build_bolt_app(settings: Settings, services: Services) -> AsyncApp:
+    """The Bolt app with every listener registered."""
+    app = AsyncApp(client=web_client(settings), signing_secret=settings.slack_signing_secret,
+                   process_before_response=True, logger=quiet_logger("handlers.slack.bolt"))
+    app.use(skip_retried_events)
+    app.error(on_error)
+    for module in LISTENERS:
+        module.register(app, services)
+    return app
+
+
+def sender_platform(settings: Settings) -> SlackPlatform:
+    """The `Chat` the outbox sender delivers through (its own client, without retry handlers)."""
+    return SlackPlatform(web_client(settings, timeout=SENDER_TIMEOUT))
+
+
+def mount(fastapi_app: FastAPI, settings: Settings, services: Services) -> AsyncApp:
+    """Serve Slack at POST /slack/events."""
+    bolt = build_bolt_app(settings, services)
+    handler = AsyncSlackRequestHandler(bolt)
+    verifier = SignatureVerifier(settings.slack_signing_secret or "")
+
+    @fastapi_app.post("/slack/events")
+    async def slack_events(request: Request) -> Response:
+        try:
+            return await handler.handle(request)
+        except ValueError:  # the body is not the JSON or form it claims to be
+            return await _unreadable(request, verifier)
+
+    fastapi_app.state.slack = bolt
+    return bolt
+
+
+async def _unreadable(request: Request, verifier: SignatureVerifier) -> Response:
+    """401 when the signature is wrong too (as Bolt would answer), else 400."""
+    signed = verifier.is_valid_request(await request.body(), dict(request.headers))
+    logger.warning("slack request unreadable signed=%s", signed)
+    return Response(status_code=400 if signed else 401, content="bad request" if signed else "invalid request")
+
+
+async def skip_retried_events(req: Any, next: Any) -> BoltResponse | None:  # noqa: A002 - Bolt injects by name
+    """
+    Slack retries an event it thinks we missed (X-Slack-Retry-Num). Every listener runs
+    before we answer, so the first delivery is done or under way: answer 200 and do nothing
+    (https://docs.slack.dev/apis/events-api/#retries).
+    """
+    retry = req.headers.get("x-slack-retry-num")
+    if retry and req.body.get("type") == "event_callback":
+        logger.info("slack event retry skipped event_id=%s retry=%s", req.body.get("event_id"), retry[0])
+        return BoltResponse(status=200, body="")
+    await next()
+    return None
+
+
+async def on_error(error: Exception) -> BoltResponse:
+    """
+    A payload missing what its type promises is the sender's fault (400); a Slack API error
+    after we acknowledged is logged by its code. Logs carry types and codes, never bodies.
+    """
+    if isinstance(error, SlackApiError):
+        code = error.response.get("error") if isinstance(error.response.data, dict) else error.response.status_code
+        logger.warning("slack api call failed in a listener error=%s", code)
+        return BoltResponse(status=200, body="")
+    if isinstance(error, KeyError | TypeError | ValueError | AttributeError | json.JSONDecodeError):
+        logger.warning("slack payload rejected error=%s", type(error).__name__)
+        return BoltResponse(status=400, body="bad request")
+    logger.error("slack listener failed error=%s", type(error).__name__)
+    return BoltResponse(status=500, body="")

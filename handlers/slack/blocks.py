@@ -1,0 +1,100 @@
+"""
+Block Kit pieces shared by the modals, the DMs and the Home tab.
+
+Limits are Slack's (https://docs.slack.dev/reference/block-kit/composition-objects/option-object):
+option text 75 characters, section text 3000, modal title 24, private_metadata 3000.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.cases import CaseView
+from bot.messages import Kind, Message, render_text
+
+Block = dict[str, Any]
+OPEN_CASE = "open_case"  # the action id of every button that opens a case in a modal
+OPTION_TEXT_MAX = 75
+SECTION_TEXT_MAX = 3000
+BUTTONS = {Kind.DECISION_NEEDED: "Open and decide", Kind.URGENT_ALERT: "Open case",
+           Kind.ACTION_ASSIGNED: "Record outcome", Kind.REMINDER: "Open case", Kind.ESCALATION: "Open case"}
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn needs &, < and > escaped (https://docs.slack.dev/messaging/formatting-message-text)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def plain(text: str, limit: int = SECTION_TEXT_MAX) -> dict[str, Any]:
+    """A plain_text object."""
+    return {"type": "plain_text", "text": clip(text, limit), "emoji": True}
+
+
+def section(text: str) -> Block:
+    """A mrkdwn section; `text` must already be escaped."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_TEXT_MAX)}}
+
+
+def context(text: str) -> Block:
+    """Small grey text; `text` must already be escaped."""
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, SECTION_TEXT_MAX)}]}
+
+
+def option(value: str, label: str, *, described: bool = False) -> dict[str, Any]:
+    """An option object; radio buttons and checkboxes carry the rest of a long label as description."""
+    item: dict[str, Any] = {"text": plain(label, OPTION_TEXT_MAX), "value": value}
+    if described and len(label) > OPTION_TEXT_MAX:
+        rest = label[len(item["text"]["text"]) - 1:].strip()
+        item["description"] = plain(rest, OPTION_TEXT_MAX)
+    return item
+
+
+def open_button(case_ref: str, label: str, *, primary: bool = True) -> Block:
+    """The button that opens a case's details (and the step waiting for the clicker) in a modal."""
+    button: Block = {"type": "button", "action_id": OPEN_CASE, "value": case_ref, "text": plain(label, 75)}
+    if primary:
+        button["style"] = "primary"
+    return button
+
+
+def render_message(m: Message) -> tuple[str, list[Block]]:
+    """A notification as (fallback text, blocks): a reference and a verb, never child details."""
+    text = render_text(m)
+    icon = ":rotating_light: " if m.urgent or m.kind is Kind.URGENT_ALERT else ""
+    blocks = [section(icon + escape(text))]
+    if m.kind in BUTTONS:
+        blocks.append({"type": "actions", "block_id": f"case:{m.case_ref}",
+                       "elements": [open_button(m.case_ref, BUTTONS[m.kind])]})
+    else:
+        blocks.append(context("Details open only inside Slack's case window, for the people allowed to see them."))
+    return text, blocks
+
+
+def case_line(view: CaseView, *, overdue: bool = False) -> Block:
+    """One case on the Home tab: reference, urgency, what it waits for, with an Open button."""
+    flags = (" :rotating_light: urgent" if view.urgent else "") + (" · *overdue*" if overdue else "")
+    waiting = view.step.title if view.step else view.status
+    due = ""
+    if view.due_at and view.status == "awaiting_outcome":
+        due = f" · due {view.due_at.isoformat(timespec='minutes')}"
+    return {**section(f"*{view.ref}*{flags}\n{escape(waiting)}{due}"),
+            "accessory": open_button(view.ref, "Open", primary=False)}
+
+
+def render_home(groups: list[tuple[str, list[tuple[CaseView, bool]]]], *, intro: str) -> dict[str, Any]:
+    """The Home tab: groups of case lines (references only)."""
+    blocks: list[Block] = [{"type": "header", "text": plain("Safeguarding concerns", 150)}, context(escape(intro))]
+    for title, items in groups:
+        blocks += [{"type": "divider"}, section(f"*{escape(title)}* ({len(items)})")]
+        blocks += [case_line(view, overdue=overdue) for view, overdue in items[:30]]
+        if len(items) > 30:
+            blocks.append(context(f"…and {len(items) - 30} more."))
+    blocks.append(context("Use /concern, or the shortcut on any message, to raise a new concern."))
+    return {"type": "home", "blocks": blocks[:100]}

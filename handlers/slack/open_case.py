@@ -1,0 +1,45 @@
+"""
+The "Open" buttons (DMs and Home tab): the case's details in a modal, for authorised people
+only (bot.views.open_details checks and logs), with the step waiting for the clicker, if any.
+A refusal is audited by the bot and shown only to the clicker (ephemeral).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import cases, views
+from bot.cases import Services
+from bot.errors import BotError
+from handlers.slack.blocks import OPEN_CASE
+from handlers.slack.modals import details_blocks, note_modal
+from handlers.slack.parse import user_id
+from handlers.slack.screens import next_screen
+
+
+def register(app: AsyncApp, svc: Services) -> None:
+    """Open a case from a button whose value is the case reference."""
+
+    @app.action(OPEN_CASE)
+    async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        try:
+            me = await cases.identify(svc, slack_user_id=user_id(body))
+            details = await views.open_details(svc, actor=me, case_ref=str(action.get("value") or ""))
+        except BotError as refusal:
+            await refuse(client, body, str(refusal))
+            return
+        lead = details_blocks(details.facts, svc.policy)
+        await client.views_open(trigger_id=body["trigger_id"], view=await next_screen(svc, me, details.view, lead))
+
+
+async def refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
+    """Tell only the clicker: ephemeral in the conversation, or a modal from the Home tab."""
+    channel = (body.get("channel") or {}).get("id")
+    if channel:
+        await client.chat_postEphemeral(channel=channel, user=user_id(body), text=text)
+    else:
+        await client.views_open(trigger_id=body["trigger_id"], view=note_modal(text))

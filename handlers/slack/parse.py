@@ -1,0 +1,78 @@
+"""
+Reading Slack payloads into what the bot's use cases take. Tolerant of missing fields:
+a malformed payload yields empty values (the bot then says what is required), never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.policy.model import FieldType, Step
+from handlers.slack.modals import STEP_CALLBACK
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A modal submitted: which step, on which case (None: a new concern), at which version."""
+
+    step_id: str
+    case_ref: str | None
+    version: int
+    idempotency_key: str
+
+
+def user_id(body: dict[str, Any]) -> str:
+    """The Slack user who acted (commands carry `user_id`, interactions a `user` object)."""
+    user = body.get("user")
+    return str((user or {}).get("id") if isinstance(user, dict) else body.get("user_id") or "")
+
+
+def parse_submission(view: dict[str, Any]) -> Submission:
+    """
+    Step, case and version of a submitted step modal. The key is the view id and hash,
+    which Slack changes on every update, so a double submit of one screen replays.
+    """
+    step_id = str(view.get("callback_id", ""))[len(STEP_CALLBACK):]
+    ref, _, version = str(view.get("private_metadata") or "").partition(":")
+    digest = hashlib.sha256(f"{view.get('id')}:{view.get('hash')}".encode()).hexdigest()[:32]
+    return Submission(step_id=step_id, case_ref=ref or None, version=int(version) if version.isdigit() else -1,
+                      idempotency_key=f"slack:view:{digest}")
+
+
+def parse_values(step: Step, view: dict[str, Any]) -> dict[str, Any]:
+    """The answers to `step` from `view.state.values` (block_id and action_id are the field key)."""
+    state = ((view.get("state") or {}).get("values") or {}) if isinstance(view.get("state"), dict) else {}
+    values: dict[str, Any] = {}
+    for f in step.fields:
+        element = (state.get(f.key) or {}).get(f.key) or {}
+        value = _value(element, multi=f.type in (FieldType.REASONS, FieldType.LEGAL_REFS))
+        if value not in (None, ""):
+            values[f.key] = value
+    return values
+
+
+def _value(element: dict[str, Any], *, multi: bool) -> Any:
+    if multi:
+        return [str(o.get("value")) for o in element.get("selected_options") or [] if isinstance(o, dict)]
+    if isinstance(element.get("selected_option"), dict):
+        return str(element["selected_option"].get("value"))
+    if element.get("selected_date_time") is not None:
+        return _iso(element["selected_date_time"])
+    value = element.get("value")
+    return value if isinstance(value, str) else None
+
+
+def _iso(timestamp: Any) -> str | None:
+    try:
+        return datetime.fromtimestamp(int(timestamp), UTC).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def message_text(body: dict[str, Any]) -> str:
+    """The text of the message a message shortcut was used on (sensitive: modal only)."""
+    message = body.get("message")
+    return str(message.get("text") or "") if isinstance(message, dict) else ""

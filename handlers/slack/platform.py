@@ -1,0 +1,108 @@
+"""
+SlackPlatform: the `bot.ports.Chat` the outbox sender delivers through.
+
+DMs are posted to the user id (`chat.postMessage` with `channel=U...` lands in the app's
+DM with them and needs only `chat:write`: https://docs.slack.dev/reference/methods/chat.postMessage).
+The reference kept is "channel:ts", which `chat.update` needs.
+
+The client used here has no retry handlers: slack_sdk's default handler retries a dropped
+connection once by itself, which after a post Slack accepted would post twice. Every retry
+decision is the sender's. Each post carries the outbox dedupe key in message `metadata`;
+with the optional `im:history` and `im:write` scopes, `find` reads the DM back to check for
+it before a post whose earlier attempt may have landed (see docs/slack-setup.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.messages import Message
+from bot.ports import Permanent, RateLimited, Transient
+from handlers.slack.blocks import render_message
+
+logger = logging.getLogger(__name__)
+METADATA_EVENT = "consentbot_notice"
+TRANSIENT_CODES = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout",
+                             "ratelimited", "team_added_to_org"})
+
+
+class SlackPlatform:
+    """Delivers outbox messages to Slack users; `verify_lost_posts` needs im:history + im:write."""
+
+    platform = "slack"
+
+    def __init__(self, client: AsyncWebClient, *, verify_lost_posts: bool = False) -> None:
+        client.retry_handlers = []
+        self.client, self.verify_lost_posts = client, verify_lost_posts
+
+    async def send(self, recipient: str, message: Message, *, key: str) -> str:
+        """Post a DM; returns "channel:ts"."""
+        text, blocks = render_message(message)
+        metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
+        response = await _call(self.client.chat_postMessage(channel=recipient, text=text, blocks=blocks,
+                                                            metadata=metadata, unfurl_links=False))
+        return f"{response['channel']}:{response['ts']}"
+
+    async def update(self, ref: str, message: Message) -> None:
+        """Rewrite a DM posted earlier (every copy of "decision needed" becomes "decided by")."""
+        channel, _, ts = ref.partition(":")
+        text, blocks = render_message(message)
+        await _call(self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks))
+
+    async def find(self, recipient: str, key: str) -> str | None:
+        """
+        A DM already carrying `key` in its metadata, among the latest 50; None when not
+        found, or when the app lacks the scopes to look (then the sender posts again).
+        """
+        if not self.verify_lost_posts:
+            return None
+        opened = await _call(self.client.conversations_open(users=recipient))
+        channel = opened["channel"]["id"]
+        history = await _call(self.client.conversations_history(channel=channel, limit=50, include_all_metadata=True))
+        for item in history.get("messages") or []:
+            if ((item.get("metadata") or {}).get("event_payload") or {}).get("key") == key:
+                return f"{channel}:{item['ts']}"
+        return None
+
+
+async def _call(request: Any) -> Any:
+    """Await one Web API call, translating failures into the sender's three kinds."""
+    try:
+        return await request
+    except SlackApiError as exc:
+        raise _translate(exc) from None
+    except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+        raise Transient("timeout_or_disconnect", ambiguous=True) from None
+    except aiohttp.ClientConnectorError:
+        raise Transient("connect_failed") from None  # never reached Slack: safe to post again
+    except aiohttp.ClientError as exc:
+        raise Transient(f"client_error:{type(exc).__name__}", ambiguous=True) from None
+
+
+def _translate(exc: SlackApiError) -> Exception:
+    status = exc.response.status_code
+    error = str(exc.response.get("error") or "") if isinstance(exc.response.data, dict) else ""
+    if status == 429:
+        return RateLimited(_retry_after(exc.response.headers))
+    if status >= 500:
+        # Slack may have acted before failing: check before posting again.
+        return Transient(f"http_{status}", ambiguous=True)
+    if error in TRANSIENT_CODES:
+        return Transient(f"slack:{error}", ambiguous=True)
+    return Permanent(f"slack:{error or status}")
+
+
+def _retry_after(headers: Any) -> float:
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                break
+    return 1.0

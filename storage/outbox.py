@@ -1,0 +1,115 @@
+"""
+The outbox sender's SQL: claim due messages under a lease, then record what happened.
+
+Claiming is exactly-once across processes and replicas: on PostgreSQL the claim reads with
+`FOR UPDATE SKIP LOCKED`, so two senders never take the same row; on SQLite every
+transaction starts with BEGIN IMMEDIATE (storage.db), which serialises the claims. A claim
+sets status `sending` and `lease_until`; the lease is also the fencing token: a result is
+recorded only while the row is still held under the same lease, so a sender whose lease ran
+out (and whose row another sender took over) cannot overwrite the newer outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from storage.models import OutboxMessage, Staff
+
+ADDRESS_COLUMNS = {"slack": Staff.slack_user_id, "teams": Staff.teams_user_id}
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message claimed for sending. `uncertain`: an earlier attempt may have been delivered."""
+
+    id: int
+    dedupe_key: str
+    payload: str
+    address: str | None
+    attempts: int
+    lease_until: datetime
+    uncertain: bool
+
+
+def _due(platform: str, now: datetime) -> object:
+    pending = and_(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now)
+    abandoned = and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.lease_until) < now)
+    return and_(col(OutboxMessage.platform) == platform, or_(pending, abandoned))
+
+
+async def claim_due(session: AsyncSession, *, platform: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Claimed]:
+    """Take up to `limit` due messages of `platform`, oldest first, until `lease_until`."""
+    address = ADDRESS_COLUMNS.get(platform, Staff.email)
+    query = (select(OutboxMessage, address).join(Staff, col(Staff.id) == OutboxMessage.recipient_id)
+             .where(_due(platform, now)).order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+             .limit(limit).with_for_update(skip_locked=True, of=OutboxMessage))
+    rows = (await session.execute(query)).all()
+    if not rows:
+        return []
+    await session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_([m.id for m, _ in rows]))
+                          .values(status="sending", lease_until=lease_until))
+    return [Claimed(id=m.id or 0, dedupe_key=m.dedupe_key, payload=m.payload, address=addr, attempts=m.attempts,
+                    lease_until=lease_until, uncertain=m.status == "sending" or _was_ambiguous(m.last_error))
+            for m, addr in rows]
+
+
+AMBIGUOUS = "ambiguous:"
+
+
+def _was_ambiguous(last_error: str | None) -> bool:
+    return bool(last_error and last_error.startswith(AMBIGUOUS))
+
+
+def _held(claim: Claimed) -> object:
+    return and_(col(OutboxMessage.id) == claim.id, col(OutboxMessage.status) == "sending",
+                col(OutboxMessage.lease_until) == claim.lease_until)
+
+
+async def mark_sent(session: AsyncSession, claim: Claimed, *, ref: str, now: datetime) -> bool:
+    """Record delivery and the platform's reference. False if the lease was lost meanwhile."""
+    result = await session.execute(update(OutboxMessage).where(_held(claim)).values(
+        status="sent", sent_ref=ref[:200], sent_at=now, lease_until=None, attempts=claim.attempts + 1))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def reschedule(session: AsyncSession, claim: Claimed, *, at: datetime, error: str | None,
+                     count_attempt: bool) -> bool:
+    """Put a message back to be tried again at `at`."""
+    attempts = claim.attempts + 1 if count_attempt else claim.attempts
+    result = await session.execute(update(OutboxMessage).where(_held(claim)).values(
+        status="pending", next_attempt_at=at, lease_until=None, attempts=attempts, last_error=error))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_failed(session: AsyncSession, claim: Claimed, *, error: str) -> bool:
+    """Give up on a message; `error` is a content-free code."""
+    result = await session.execute(update(OutboxMessage).where(_held(claim)).values(
+        status="failed", lease_until=None, attempts=claim.attempts + 1, last_error=error[:200]))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def states_of(session: AsyncSession, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """(status, sent_ref) of the messages with these dedupe keys."""
+    if not keys:
+        return {}
+    query = select(OutboxMessage.dedupe_key, OutboxMessage.status, OutboxMessage.sent_ref).where(
+        col(OutboxMessage.dedupe_key).in_(list(keys)))
+    return {key: (status, ref) for key, status, ref in (await session.execute(query)).all()}
+
+
+async def next_due_at(session: AsyncSession, *, platform: str) -> datetime | None:
+    """When the next waiting message of `platform` becomes due (None when none waits)."""
+    pending = select(func.min(OutboxMessage.next_attempt_at)).where(
+        col(OutboxMessage.platform) == platform, col(OutboxMessage.status) == "pending")
+    leased = select(func.min(OutboxMessage.lease_until)).where(
+        col(OutboxMessage.platform) == platform, col(OutboxMessage.status) == "sending")
+    times = [(await session.execute(q)).scalar() for q in (pending, leased)]
+    found = [t for t in times if t is not None]
+    return min(found) if found else None

@@ -1,0 +1,118 @@
+"""Raising a concern from Slack: the modal walks the staff steps, then the DSLs get a DM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.slack.conftest import USERS, Driver
+
+CHILD = "Zephyrine Quillfeather"  # canary: must never reach chat history or logs
+
+
+def input_ids(view: dict[str, Any]) -> list[str]:
+    return [b["block_id"] for b in view["blocks"] if b["type"] == "input"]
+
+
+def texts(view: dict[str, Any]) -> str:
+    return " ".join(str(b.get("text", {}).get("text", "")) for b in view["blocks"])
+
+
+async def raise_concern(slack: Driver, *, danger: str = "no") -> tuple[str, dict[str, Any]]:
+    """Teacher: /concern, answers the staff steps. Returns the case ref and the last screen."""
+    assert (await slack.command("teacher")).status_code == 200
+    first = slack.last_opened_view()
+    reply = await slack.submit("teacher", first, {"child": CHILD, "concern": f"{CHILD} said she is scared at home",
+                                                  "seen_at": "today 09:10"})
+    view = reply.json()["view"]
+    ref = view["private_metadata"].split(":")[0]
+    view = (await slack.submit("teacher", view, {"immediate_danger": danger})).json()["view"]
+    if danger == "yes":
+        view = (await slack.submit("teacher", view, {"emergency_contact": "police_999"})).json()["view"]
+    view = (await slack.submit("teacher", view, {"staff_threshold": "significant_harm"})).json()["view"]
+    return ref, view
+
+
+async def test_concern_command_opens_the_first_step_labelled_by_its_questions(slack: Driver) -> None:
+    response = await slack.command("teacher")
+
+    assert response.status_code == 200
+    view = slack.last_opened_view()
+    assert view["callback_id"] == "step:concern"
+    assert view["private_metadata"] == ""
+    assert input_ids(view) == ["child", "concern", "seen_at"]
+    labels = [b["label"]["text"] for b in view["blocks"] if b["type"] == "input"]
+    assert labels[0] == "Child (name or school id)"
+
+
+async def test_each_answer_updates_the_modal_in_place_with_only_ref_and_version(slack: Driver) -> None:
+    await slack.command("teacher")
+    reply = await slack.submit("teacher", slack.last_opened_view(), {"child": CHILD, "concern": "x", "seen_at": "y"})
+
+    body = reply.json()
+    assert reply.status_code == 200
+    assert body["response_action"] == "update"
+    ref, version = body["view"]["private_metadata"].split(":")
+    assert ref.startswith("C-") and version == "1"
+    assert body["view"]["callback_id"] == "step:immediate_danger"
+    [danger] = [b for b in body["view"]["blocks"] if b["type"] == "input"]
+    assert danger["element"]["type"] == "radio_buttons"
+    assert danger["label"]["text"] == "Is the child in immediate danger?"
+
+
+async def test_a_missing_answer_is_shown_under_its_field(slack: Driver) -> None:
+    await slack.command("teacher")
+    reply = await slack.submit("teacher", slack.last_opened_view(), {"child": CHILD, "seen_at": "y"})
+
+    assert reply.json() == {"response_action": "errors", "errors": {"concern": "This answer is required"}}
+
+
+async def test_immediate_danger_says_call_999_at_the_top_at_once(slack: Driver) -> None:
+    await slack.command("teacher")
+    view = (await slack.submit("teacher", slack.last_opened_view(),
+                               {"child": CHILD, "concern": "x", "seen_at": "y"})).json()["view"]
+    view = (await slack.submit("teacher", view, {"immediate_danger": "yes"})).json()["view"]
+
+    top = view["blocks"][0]["text"]["text"]
+    assert "Call 999" in top and "front door" in top
+    assert view["callback_id"] == "step:emergency_contact"
+    await slack.drain()
+    for who in ("dsl", "deputy"):
+        [alert, *_] = slack.fake.messages_to(USERS[who])
+        assert alert["text"].startswith("URGENT")
+
+
+async def test_the_teacher_ends_on_a_note_and_both_dsls_get_a_dm_without_child_details(slack: Driver) -> None:
+    ref, last = await raise_concern(slack)
+
+    assert "callback_id" in last and "submit" not in last
+    assert ref in texts(last) and "Designated Safeguarding Lead" in texts(last)
+    report = await slack.drain()
+    assert report.counts == {"sent": 2}
+    for who in ("dsl", "deputy"):
+        [dm] = slack.fake.messages_to(USERS[who])
+        assert dm["text"] == f"Concern {ref} needs your decision (Confirm the threshold)."
+        assert dm["blocks"][1]["elements"][0]["value"] == ref
+        assert dm["metadata"]["event_payload"]["key"].endswith(":decision:dsl_threshold:0:" + dm_key_suffix(dm))
+    assert not slack.fake.messages_to(USERS["teacher"])
+
+
+def dm_key_suffix(dm: dict[str, Any]) -> str:
+    return dm["metadata"]["event_payload"]["key"].rsplit(":", 1)[1]
+
+
+async def test_message_shortcut_prefills_the_concern_with_the_message(slack: Driver) -> None:
+    await slack.shortcut("teacher", "concern_from_message", message={"type": "message", "text": f"{CHILD} cried"},
+                         channel={"id": "C0STAFFROOM"})
+
+    view = slack.last_opened_view()
+    [concern] = [b for b in view["blocks"] if b.get("block_id") == "concern"]
+    assert concern["element"]["initial_value"] == f"{CHILD} cried"
+
+
+async def test_an_unregistered_person_is_told_so_in_a_modal(slack: Driver) -> None:
+    slack.fake.calls.clear()
+    body = "command=%2Fconcern&user_id=U0NOBODY99&trigger_id=1.t&team_id=T0FAKE0001&text="
+    response = await slack.post(body, "application/x-www-form-urlencoded")
+
+    assert response.status_code == 200
+    assert "not registered" in texts(slack.last_opened_view())
