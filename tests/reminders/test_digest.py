@@ -1,0 +1,125 @@
+"""The DSL's daily digest and weekly summary: content, references only, folding, idempotence."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot import reminders
+from bot.digest import run_digests
+from bot.messages import Message
+
+from .conftest import add_reminder, london, make_case, outbox_rows, reminder_rows
+
+MORNING = london(2026, 11, 24, 7, 30)  # Tuesday
+
+
+async def scene(svc, oak, tick):
+    """A school's open cases the morning after a busy Monday."""
+    monday = london(2026, 11, 23, 9, 0)
+    waiting = await make_case(svc, oak.teacher, status="awaiting_decision", step="dsl_threshold", created_at=monday)
+    overdue = await make_case(svc, oak.teacher, assignee=oak.teacher2, due_at=london(2026, 11, 23, 11, 0))
+    soon = await make_case(svc, oak.teacher, assignee=oak.teacher, due_at=london(2026, 11, 24, 12, 0))
+    follow = await make_case(svc, oak.teacher, status="awaiting_decision", step="follow_up")
+    closed = await make_case(svc, oak.teacher, status="closed", step="end_shared",
+                             created_at=london(2026, 11, 23, 15, 0))
+    urgent = await make_case(svc, oak.teacher, urgent=True, assignee=oak.teacher2, due_at=monday)
+    await add_reminder(svc, overdue, oak.dsl, due=london(2026, 11, 24, 8, 0), level=2)  # folded into the digest
+    await add_reminder(svc, urgent, oak.dsl, due=london(2026, 11, 24, 8, 0), level=2)  # urgent: never folded
+    tick.now = MORNING
+    return waiting, overdue, soon, follow, closed, urgent
+
+
+def lines_of(row) -> list[str]:
+    return list(Message.from_json(row.payload).lines)
+
+
+async def test_the_daily_digest_lists_references_and_assignees_by_section(svc, oak, tick):
+    waiting, overdue, soon, follow, closed, urgent = await scene(svc, oak, tick)
+
+    report = await run_digests(svc)
+
+    daily = {row.recipient_id: row for _, row in report.messages if row.dedupe_key.startswith("digest:daily:")}
+    assert set(daily) == {oak.dsl.id, oak.other_dsl.id}
+    assert all(line.endswith(": 0") for line in lines_of(daily[oak.other_dsl.id]))  # another school's cases: none
+    lines = lines_of(daily[oak.dsl.id])
+    assert lines == [
+        "Awaiting decision: 1", f"  {waiting.ref} since 2026-11-23 09:00",
+        "Outcomes overdue: 2",
+        f"  {overdue.ref} due 2026-11-23 11:00, assigned to Tom Teacher (reminder)",
+        f"  {urgent.ref} due 2026-11-23 09:00, assigned to Tom Teacher",
+        "Outcomes due soon: 1", f"  {soon.ref} due 2026-11-24 12:00, assigned to Tina Teacher",
+        "Follow-ups due: 1", f"  {follow.ref} (Follow up the referral)",
+        "Closed since the last digest: 1", f"  {closed.ref} at 2026-11-23 15:00",
+    ]
+    assert daily[oak.dsl.id].dedupe_key == f"digest:daily:{oak.dsl.id}:2026-11-24"
+
+
+async def test_every_dsl_of_an_open_school_gets_one_even_with_nothing_to_report(svc, oak, tick):
+    tick.now = MORNING
+    report = await run_digests(svc)
+    assert sorted(p.email for p, row in report.messages if "daily" in row.dedupe_key) == [
+        "dee@oak.sch.uk", "olu@elm.sch.uk"]
+
+
+async def test_routine_reminders_to_the_dsl_are_folded_in_and_not_sent_again(svc, oak, tick):
+    _, overdue, _, _, _, urgent = await scene(svc, oak, tick)
+
+    report = await run_digests(svc)
+    tick.now = london(2026, 11, 24, 8, 0)
+    sweep = await reminders.sweep(svc)
+
+    assert report.folded == 1 and sweep.sent == 1
+    by_case = {r.case_id: r.status for r in await reminder_rows(svc)}
+    assert by_case == {overdue.id: "sent_by_digest", urgent.id: "sent"}
+    assert [r.case_id for r in await outbox_rows(svc, kind="escalation")] == [urgent.id]
+
+
+async def test_the_digest_goes_once_per_dsl_per_day(svc, oak, tick):
+    await scene(svc, oak, tick)
+    first = await run_digests(svc)
+    tick.now += timedelta(minutes=5)
+    again = await run_digests(svc)  # another replica, or a restart
+    assert len(first.messages) == 4 and again.messages == []
+    assert len(await outbox_rows(svc, kind="digest")) == 4  # daily + weekly, two DSLs
+
+
+async def test_closed_since_the_last_digest_means_since_yesterdays(svc, oak, tick):
+    await scene(svc, oak, tick)
+    await run_digests(svc)
+    later = await make_case(svc, oak.teacher, status="closed", created_at=london(2026, 11, 24, 14, 0))
+    tick.now = london(2026, 11, 25, 7, 30)
+    [(_, row)] = [(p, r) for p, r in (await run_digests(svc)).messages if p.id == oak.dsl.id]
+    lines = lines_of(row)
+    assert lines[lines.index("Closed since the last digest: 1") + 1] == f"  {later.ref} at 2026-11-24 14:00"
+    assert "weekly" not in row.dedupe_key  # the weekly summary went on Tuesday, the week's first
+
+
+async def test_the_weekly_summary_gives_counts_and_time_to_decision(svc, oak, tick):
+    from .test_ladder import early_help_case
+
+    tick.now = london(2026, 11, 23, 9, 0)
+    await early_help_case(svc, oak, london(2026, 11, 24, 9, 0))  # decided at once: 0.0 h
+    tick.now = MORNING
+
+    report = await run_digests(svc)
+
+    [row] = [r for p, r in report.messages if p.id == oak.dsl.id and "weekly" in r.dedupe_key]
+    assert row.dedupe_key == f"digest:weekly:{oak.dsl.id}:2026-W48"
+    assert lines_of(row) == ["Week to 2026-11-24: raised 1, decided 1, closed 0",
+                             "Open now: 1, outcomes overdue: 0",
+                             "Time to first DSL decision: median 0.0 h, longest 0.0 h"]
+    for _, r in report.messages:
+        assert "Ada" not in r.payload and "Bruise" not in r.payload
+
+
+async def test_no_digest_on_a_saturday(svc, oak, tick):
+    tick.now = london(2026, 11, 28, 7, 30)
+    assert (await run_digests(svc)).messages == []
+
+
+async def test_the_dry_run_shows_the_digests_and_changes_nothing(svc, oak, tick):
+    await scene(svc, oak, tick)
+    report = await run_digests(svc, dry_run=True)
+    assert len(report.messages) == 4 and report.folded == 1
+    assert await outbox_rows(svc) == []
+    assert {r.status for r in await reminder_rows(svc)} == {"pending"}
