@@ -1,5 +1,4 @@
-"""
-Slack: a Bolt AsyncApp served from the FastAPI app at POST /slack/events.
+"""Slack: a Bolt AsyncApp served from the FastAPI app at POST /slack/events.
 
 `process_before_response=True`: every listener finishes (the bot has committed) before the
 HTTP answer, which suits a web app that may not keep working after it has answered
@@ -32,8 +31,7 @@ SENDER_TIMEOUT = 10  # seconds; a post that takes longer is treated as possibly 
 
 
 def quiet_logger(name: str) -> logging.Logger:
-    """
-    Bolt and slack_sdk log whole request and response bodies (modals hold case details) at
+    """Bolt and slack_sdk log whole request and response bodies (modals hold case details) at
     DEBUG: their loggers stop at WARNING whatever the root level is.
     """
     quiet = logging.getLogger(name)
@@ -88,8 +86,7 @@ async def _unreadable(request: Request, verifier: SignatureVerifier) -> Response
 
 
 async def skip_retried_events(req: Any, next: Any) -> BoltResponse | None:  # noqa: A002 - Bolt injects by name
-    """
-    Slack retries an event it thinks we missed (X-Slack-Retry-Num). Every listener runs
+    """Slack retries an event it thinks we missed (X-Slack-Retry-Num). Every listener runs
     before we answer, so the first delivery is done or under way: answer 200 and do nothing
     (https://docs.slack.dev/apis/events-api/#retries).
     """
@@ -102,8 +99,7 @@ async def skip_retried_events(req: Any, next: Any) -> BoltResponse | None:  # no
 
 
 async def on_error(error: Exception) -> BoltResponse:
-    """
-    A payload missing what its type promises is the sender's fault (400); a Slack API error
+    """A payload missing what its type promises is the sender's fault (400); a Slack API error
     after we acknowledged is logged by its code. Logs carry types and codes, never bodies.
     """
     if isinstance(error, SlackApiError):

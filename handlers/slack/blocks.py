@@ -1,5 +1,4 @@
-"""
-Block Kit pieces shared by the modals, the DMs and the Home tab.
+"""Block Kit pieces shared by the modals, the DMs and the Home tab.
 
 Limits are Slack's (https://docs.slack.dev/reference/block-kit/composition-objects/option-object):
 option text 75 characters, section text 3000, modal title 24, private_metadata 3000.

@@ -1,5 +1,4 @@
-"""
-Raising a concern: `/concern`, the global shortcut and the message shortcut each open the
+"""Raising a concern: `/concern`, the global shortcut and the message shortcut each open the
 checklist's first step in a modal. Slack wants an answer within 3 seconds
 (https://docs.slack.dev/interactivity/handling-user-interaction#acknowledgment_response),
 so we ack first; the trigger_id stays valid for views.open for those same 3 seconds.

@@ -1,5 +1,4 @@
-"""
-The App Home tab: a DSL sees the school's open cases grouped by what they wait for; staff
+"""The App Home tab: a DSL sees the school's open cases grouped by what they wait for; staff
 see the actions assigned to them. References and step titles only, never child details.
 """
 

@@ -1,5 +1,4 @@
-"""
-Modals: one checklist step at a time, case details, and short notes.
+"""Modals: one checklist step at a time, case details, and short notes.
 
 Every question is an `input` block whose block_id and action_id are the field's key, so a
 validation error can be shown in place (`response_action: errors` is keyed by block_id:

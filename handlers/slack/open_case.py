@@ -1,5 +1,4 @@
-"""
-The "Open" buttons (DMs and Home tab): the case's details in a modal, for authorised people
+"""The "Open" buttons (DMs and Home tab): the case's details in a modal, for authorised people
 only (bot.views.open_details checks and logs), with the step waiting for the clicker, if any.
 A refusal is audited by the bot and shown only to the clicker (ephemeral).
 """

@@ -1,5 +1,4 @@
-"""
-Reading Slack payloads into what the bot's use cases take. Tolerant of missing fields:
+"""Reading Slack payloads into what the bot's use cases take. Tolerant of missing fields:
 a malformed payload yields empty values (the bot then says what is required), never a crash.
 """
 
@@ -31,8 +30,7 @@ def user_id(body: dict[str, Any]) -> str:
 
 
 def parse_submission(view: dict[str, Any]) -> Submission:
-    """
-    Step, case and version of a submitted step modal. The key is the view id and hash,
+    """Step, case and version of a submitted step modal. The key is the view id and hash,
     which Slack changes on every update, so a double submit of one screen replays.
     """
     step_id = str(view.get("callback_id", ""))[len(STEP_CALLBACK):]

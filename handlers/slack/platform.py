@@ -1,5 +1,4 @@
-"""
-SlackPlatform: the `bot.ports.Chat` the outbox sender delivers through.
+"""SlackPlatform: the `bot.ports.Chat` the outbox sender delivers through.
 
 DMs are posted to the user id (`chat.postMessage` with `channel=U...` lands in the app's
 DM with them and needs only `chat:write`: https://docs.slack.dev/reference/methods/chat.postMessage).
@@ -55,8 +54,7 @@ class SlackPlatform:
         await _call(self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks))
 
     async def find(self, recipient: str, key: str) -> str | None:
-        """
-        A DM already carrying `key` in its metadata, among the latest 50; None when not
+        """A DM already carrying `key` in its metadata, among the latest 50; None when not
         found, or when the app lacks the scopes to look (then the sender posts again).
         """
         if not self.verify_lost_posts:

@@ -1,5 +1,4 @@
-"""
-What the modal shows after a call into the bot: the next step for this person, or where
+"""What the modal shows after a call into the bot: the next step for this person, or where
 the case now waits. Reads only through bot/ (people, views).
 """
 
@@ -22,14 +21,27 @@ async def colleagues_for(svc: Services, me: Person, step: Step) -> list[tuple[st
     return [(email, f"{name} ({role})") for email, name, role in await people.colleagues(svc, actor=me)]
 
 
-async def next_screen(svc: Services, me: Person, case: CaseView, lead: Sequence[Block] = ()) -> dict[str, Any]:
-    """The step waiting for `me`, or a note saying where the case is now."""
+async def next_screen(svc: Services, me: Person, case: CaseView, lead: Sequence[Block] = (), *,
+                      owner_only: bool = False) -> dict[str, Any]:
+    """The step waiting for `me`, or a note saying where the case is now.
+
+    `owner_only`: after an answer, go on only to a step that is this person's own (a DSL who
+    has just assigned someone is not walked into the assignee's form, though a DSL may fill it).
+    """
     if case.replayed and case.step is None:  # a repeated first submission: show the case as it is now
         case = next((c for c in await views.my_cases(svc, actor=me) if c.ref == case.ref), case)
-    if case.step is not None and case.answerable_by(me):
+    if case.step is not None and case.answerable_by(me) and (not owner_only or owns(me, case)):
         colleagues = await colleagues_for(svc, me, case.step)
         return step_modal(case.step, view=case, policy=svc.policy, colleagues=colleagues, lead=lead)
     return note_modal(where_now(svc, case), view=case, lead=lead)
+
+
+def owns(me: Person, case: CaseView) -> bool:
+    """True when the waiting step is this person's own to answer."""
+    actor = case.step.actor if case.step else None
+    if actor is Actor.DSL:
+        return me.is_decider
+    return me.id == (case.raised_by if actor is Actor.STAFF else case.assignee_id)
 
 
 def where_now(svc: Services, case: CaseView) -> str:

@@ -1,5 +1,4 @@
-"""
-Submitting a step modal: one call into the bot, then the next screen in the same modal.
+"""Submitting a step modal: one call into the bot, then the next screen in the same modal.
 
 The bot commits before we answer; the answer is `response_action: update` (the next step
 replaces this one, not a pushed view) or `errors` keyed by block_id, shown in place
@@ -41,7 +40,7 @@ def register(app: AsyncApp, svc: Services) -> None:
         except BotError as refusal:  # not registered, not authorised (audited), someone else answered first
             await ack(response_action="update", view=note_modal(str(refusal)))
             return
-        await ack(response_action="update", view=await next_screen(svc, me, case))
+        await ack(response_action="update", view=await next_screen(svc, me, case, owner_only=True))
 
 
 async def submit(svc: Services, me: Person, sub: Submission, values: dict[str, Any]) -> CaseView:
