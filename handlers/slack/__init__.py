@@ -71,7 +71,7 @@ def mount(fastapi_app: FastAPI, settings: Settings, services: Services) -> Async
     async def slack_events(request: Request) -> Response:
         try:
             return await handler.handle(request)
-        except ValueError:  # the body is not the JSON or form it claims to be
+        except (ValueError, TypeError, AttributeError, KeyError):  # Bolt could not even read the body's shape
             return await _unreadable(request, verifier)
 
     fastapi_app.state.slack = bolt
