@@ -24,7 +24,7 @@ from bot.messages import Kind, Message
 from bot.policy.model import Actor
 from bot.reminders import calendar_for
 from bot.schooltime import SchoolCalendar
-from storage import reminder_repo, repo
+from storage import reminder_repo
 from storage.models import Case, DigestRun, OutboxMessage, School, Staff
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def weekly_lines(raised: list[Case], closed: list[Case], still_open: list[Case],
 
 async def _record(s: Any, report: DigestReport, people: list[Staff], open_: dict[int, _School],
                   now: datetime) -> None:
-    await repo.enqueue(s, [row for _, row in report.messages])
+    await reminder_repo.enqueue_rows(s, [row.model_dump(exclude={"id"}) for _, row in report.messages])
     runs = [DigestRun(school_id=p.school_id, recipient_id=p.id or 0, kind=DAILY,
                       period=open_[p.school_id].today.isoformat(), built_at=now) for p in people]
     runs += [DigestRun(school_id=p.school_id, recipient_id=p.id or 0, kind=WEEKLY,

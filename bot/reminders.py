@@ -24,7 +24,7 @@ from bot.messages import Kind, Message
 from bot.schooltime import NoSchoolDayError, SchoolCalendar, parse_calendar_csv, parse_calendar_ics
 from storage import reminder_repo, repo
 from storage.audit import append_access
-from storage.models import Case, OutboxMessage, Reminder, School, SchoolCalendarEntry, Staff
+from storage.models import Case, Reminder, School, SchoolCalendarEntry, Staff
 
 logger = logging.getLogger(__name__)
 Action = Literal["send", "defer", "cancel"]
@@ -44,7 +44,7 @@ class Plan:
     action: Action
     reason: str
     due_at: datetime | None = None  # the new due time, when deferred
-    message: OutboxMessage | None = None
+    outbox: dict[str, Any] | None = None  # the outbox row's column values, when sent
 
 
 @dataclass
@@ -109,8 +109,16 @@ def plan(svc: Services, reminder: Reminder, *, case: Case | None, recipient: Sta
     if when > now:
         return Plan(rid, "defer", "outside school time", due_at=when)
     message = to_message(svc, reminder, case, recipient, calendar)
-    return Plan(rid, "send", "due", message=notify.outbox_row(case, recipient, message,
-                                                              f"reminder:{reminder.unique_key}", now))
+    return Plan(rid, "send", "due", outbox=outbox_values(case, recipient, message, reminder, now))
+
+
+def outbox_values(case: Case, recipient: Staff, message: Message, reminder: Reminder, now: datetime) -> dict[str, Any]:
+    """The outbox row for a reminder, as column values (bulk-inserted; see reminder_repo.enqueue_rows)."""
+    return {"school_id": case.school_id, "case_id": case.id, "recipient_id": recipient.id,
+            "platform": notify.platform_of(recipient), "kind": message.kind.value, "payload": message.to_json(),
+            "dedupe_key": f"reminder:{reminder.unique_key}", "status": "pending", "attempts": 0,
+            "next_attempt_at": now, "lease_until": None, "sent_ref": None, "last_error": None, "created_at": now,
+            "sent_at": None}
 
 
 async def _plans(svc: Services, s: Any, rows: list[Reminder], now: datetime) -> _Planned:
@@ -138,7 +146,7 @@ async def _finish(svc: Services, ids: list[int], now: datetime, lease_until: dat
     async with svc.db.transaction() as s:
         rows = await reminder_repo.owned(s, ids=ids, lease_until=lease_until)
         plans, _, _ = await _plans(svc, s, rows, now)
-        await repo.enqueue(s, [p.message for p in plans if p.message is not None])
+        await reminder_repo.enqueue_rows(s, [p.outbox for p in plans if p.outbox is not None])
         await reminder_repo.finish(s, now=now, sent=[p.reminder_id for p in plans if p.action == "send"],
                                    cancelled=[p.reminder_id for p in plans if p.action == "cancel"],
                                    deferred=[(p.reminder_id, p.due_at) for p in plans if p.due_at is not None])

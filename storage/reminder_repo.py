@@ -21,6 +21,7 @@ from storage.models import (
     Case,
     CaseEvent,
     DigestRun,
+    OutboxMessage,
     Reminder,
     School,
     SchoolCalendarEntry,
@@ -65,18 +66,31 @@ async def due_now(session: AsyncSession, *, now: datetime, limit: int) -> list[R
 async def finish(session: AsyncSession, *, sent: Sequence[int], cancelled: Sequence[int],
                  deferred: Sequence[tuple[int, datetime]], now: datetime) -> None:
     """Record what the sweep did with the rows it owns."""
+    quiet = {"synchronize_session": False}  # no ORM objects to refresh: skip the per-row evaluation
     if sent:
         await session.execute(update(Reminder).where(col(Reminder.id).in_(sent))
-                              .values(status="sent", sent_at=now, claimed_until=None))
+                              .values(status="sent", sent_at=now, claimed_until=None), execution_options=quiet)
     if cancelled:
         await session.execute(update(Reminder).where(col(Reminder.id).in_(cancelled))
-                              .values(status="cancelled", claimed_until=None))
+                              .values(status="cancelled", claimed_until=None), execution_options=quiet)
     if deferred:
         # Core UPDATE with bind parameters: executemany, one statement for the batch.
         table = Reminder.__table__  # type: ignore[attr-defined]
         stmt = table.update().where(table.c.id == bindparam("rid")).values(
             due_at=bindparam("new_due"), status="pending", claimed_until=None)
         await session.execute(stmt, [{"rid": rid, "new_due": due} for rid, due in deferred])
+
+
+async def enqueue_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Queue outbox rows (column values) in one executemany; a dedupe key already queued is skipped.
+
+    Like repo.enqueue, but compiled once and cached: a multi-VALUES insert of 500 ORM objects
+    is recompiled on every call and costs more than the rest of a sweep batch together.
+    """
+    if rows:
+        table = OutboxMessage.__table__  # type: ignore[attr-defined]
+        await session.execute(_insert(session, table).on_conflict_do_nothing(index_elements=["dedupe_key"]),
+                              list(rows))
 
 
 async def rows_by_id(session: AsyncSession, model: Any, ids: Iterable[int]) -> dict[int, Any]:
@@ -191,9 +205,9 @@ async def last_digests(session: AsyncSession, *, recipient_ids: Sequence[int], k
 async def record_digests(session: AsyncSession, runs: Sequence[DigestRun]) -> None:
     """Record digests built; one already recorded for the same recipient and period is kept."""
     if runs:
-        rows = [r.model_dump(exclude={"id"}) for r in runs]
-        await session.execute(_insert(session, DigestRun).values(rows).on_conflict_do_nothing(
-            index_elements=["recipient_id", "kind", "period"]))
+        table = DigestRun.__table__  # type: ignore[attr-defined]
+        await session.execute(_insert(session, table).on_conflict_do_nothing(
+            index_elements=["recipient_id", "kind", "period"]), [r.model_dump(exclude={"id"}) for r in runs])
 
 
 async def fold_into_digest(session: AsyncSession, *, recipient_ids: Sequence[int], kinds: Sequence[str],
