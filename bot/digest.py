@@ -32,11 +32,25 @@ DAILY, WEEKLY = "daily", "weekly"
 WEEK = timedelta(days=7)
 
 
+@dataclass(frozen=True)
+class Recipient:
+    """Who a digest is for (plain values: a dry run's rollback leaves no rows to read)."""
+
+    id: int
+    email: str
+    display_name: str
+
+    @classmethod
+    def of(cls, staff: Staff) -> Recipient:
+        """From a staff row."""
+        return cls(id=staff.id or 0, email=staff.email, display_name=staff.display_name)
+
+
 @dataclass
 class DigestReport:
     """The digests built (or, in a dry run, that would be built)."""
 
-    messages: list[tuple[Staff, OutboxMessage]] = field(default_factory=list)
+    messages: list[tuple[Recipient, OutboxMessage]] = field(default_factory=list)
     folded: int = 0
 
 
@@ -107,7 +121,8 @@ async def _build(svc: Services, s: Any, now: datetime, report: DigestReport) -> 
                             closed=[c for c in closed if c.school_id == person.school_id
                                     and c.updated_at >= since[person.id]],
                             folded=folded.get(person.id or 0, set()))
-        report.messages.append((person, _digest_row(person, lines, f"{DAILY}:{person.id}:{where.today}", now)))
+        report.messages.append((Recipient.of(person), _digest_row(person, lines, f"{DAILY}:{person.id}:{where.today}",
+                                                                  now)))
     await _weekly(svc, s, people, open_, now, report)
     await _record(s, report, people, open_, now)
 
@@ -195,7 +210,7 @@ async def _weekly(svc: Services, s: Any, people: list[Staff], open_: dict[int, _
         lines = weekly_lines([c for c in raised if c.school_id == sid], [c for c in closed if c.school_id == sid],
                              [c for c in still_open if c.school_id == sid], decided, now)
         key = f"{WEEKLY}:{person.id}:{_week(open_[sid].today)}"
-        report.messages.append((person, _digest_row(person, lines, key, now)))
+        report.messages.append((Recipient.of(person), _digest_row(person, lines, key, now)))
 
 
 async def _decision_hours(svc: Services, s: Any, cases: list[Case]) -> dict[int, float]:
@@ -229,7 +244,7 @@ async def _record(s: Any, report: DigestReport, people: list[Staff], open_: dict
     await reminder_repo.enqueue_rows(s, [row.model_dump(exclude={"id"}) for _, row in report.messages])
     runs = [DigestRun(school_id=p.school_id, recipient_id=p.id or 0, kind=DAILY,
                       period=open_[p.school_id].today.isoformat(), built_at=now) for p in people]
-    runs += [DigestRun(school_id=p.school_id, recipient_id=p.id or 0, kind=WEEKLY,
-                       period=_week(open_[p.school_id].today), built_at=now)
-             for p, row in report.messages if row.dedupe_key.startswith(f"digest:{WEEKLY}:")]
+    runs += [DigestRun(school_id=row.school_id, recipient_id=row.recipient_id, kind=WEEKLY,
+                       period=_week(open_[row.school_id].today), built_at=now)
+             for _, row in report.messages if row.dedupe_key.startswith(f"digest:{WEEKLY}:")]
     await reminder_repo.record_digests(s, runs)
