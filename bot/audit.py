@@ -10,7 +10,7 @@ from bot.cases import Services, projection, to_answer
 from bot.checklist import IllegalAnswer, advance
 from storage import repo
 from storage.audit import ChainProblem, verify_access_log, verify_events
-from storage.models import AccessLog, Case
+from storage.models import AccessLog, Case, CaseEvent
 
 
 @dataclass
@@ -39,13 +39,15 @@ async def verify(svc: Services) -> Report:
     return report
 
 
-def _projection_problems(svc: Services, case: Case, events: list) -> list[ChainProblem]:  # type: ignore[type-arg]
+def _projection_problems(svc: Services, case: Case, events: list[CaseEvent]) -> list[ChainProblem]:
     try:
         expected = projection(advance(svc.policy, [to_answer(e) for e in events if e.kind in ("raised", "answered")]))
     except (IllegalAnswer, KeyError, ValueError):
         return [ChainProblem(case.ref, case.version, "its events do not replay through the policy")]
     wrong = sorted(k for k, v in expected.items() if getattr(case, k) != v)
-    return [ChainProblem(case.ref, case.version, f"case row differs from its events in: {', '.join(wrong)}")] if wrong else []
+    if not wrong:
+        return []
+    return [ChainProblem(case.ref, case.version, f"case row differs from its events in: {', '.join(wrong)}")]
 
 
 async def access_entries(svc: Services, *, case_ref: str | None) -> list[str]:

@@ -89,6 +89,13 @@ class CaseView:
         return self.step is not None and may_answer(actor, self.step, school_id=self.school_id,
                                                     raised_by=self.raised_by, assignee_id=self.assignee_id)
 
+    def waits_on(self, actor: Person) -> bool:
+        """True when the step is this person's own to answer (a DSL may also answer for others)."""
+        if self.step is None or not self.answerable_by(actor):
+            return False
+        owner = {Actor.STAFF: self.raised_by, Actor.ASSIGNEE: self.assignee_id}.get(self.step.actor)  # type: ignore[arg-type]
+        return actor.id == owner if owner is not None else actor.is_decider
+
 
 async def identify(svc: Services, **criteria: Any) -> Person:
     """The active member of staff matching `email=` or `slack_user_id=` (etc.)."""
@@ -170,15 +177,13 @@ def may_answer(actor: Person, step: Step, *, school_id: int, raised_by: int, ass
 def _authorise(actor: Person, case: Case, step: Step) -> None:
     if not may_answer(actor, step, school_id=case.school_id, raised_by=case.raised_by, assignee_id=case.assignee_id):
         who = "a DSL or deputy of this school" if step.actor is Actor.DSL else "the person assigned, or a DSL"
-        refusal = NotAuthorised(f"Only {who} can answer '{step.title}' on case {case.ref}. "
-                                "This attempt has been recorded.")
-        refusal.audit = {"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
-                         "detail": {"step": step.id, "role": actor.role}}
-        raise refusal
+        raise NotAuthorised(f"Only {who} can answer '{step.title}' on case {case.ref}. This attempt has been recorded.",
+                            audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                                   "detail": {"step": step.id, "role": actor.role}})
 
 
 async def _log_refusal(svc: Services, refusal: NotAuthorised) -> None:
-    audit = getattr(refusal, "audit", None)
+    audit = refusal.audit
     if audit:
         async with svc.db.transaction() as s:
             await append_access(s, action="refused", at=svc.clock(), **audit)

@@ -69,7 +69,7 @@ def advance(policy: Policy, answers: Sequence[Answer]) -> Progress:
     """Replay `answers` from the start. Raises IllegalAnswer on the first illegal one."""
     facts: dict[str, Any] = {}
     current = resolve(policy, policy.start)
-    urgent, notices = False, ()
+    urgent, notices = False, tuple[str, ...]()
     for answer in answers:
         if current.kind is StepKind.END:
             raise IllegalAnswer(answer.step, "the checklist has already ended")

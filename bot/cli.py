@@ -1,5 +1,6 @@
 """The `consentbot` command. bot/cli.py and bot/app.py are the composition roots: the only
-modules of bot/ that reach into handlers/ (lazily), to wire the platforms in."""
+modules of bot/ that reach into handlers/ (lazily), to wire the platforms in.
+"""
 
 from __future__ import annotations
 
@@ -123,8 +124,10 @@ def policy_diagram(file: Path = typer.Argument(None), out: Path | None = typer.O
 
 def main() -> None:
     """Console script entry point."""
-    from bot import cli_commands  # noqa: F401 - registers staff, chat, export and audit commands
-    from bot import cli_reminders  # noqa: F401 - registers remind, digest, reminders and calendar commands
+    from bot import (
+        cli_commands,  # noqa: F401 - registers staff, chat, export and audit commands
+        cli_reminders,  # noqa: F401 - registers remind, digest, reminders and calendar commands
+    )
 
     try:
         app()

@@ -96,7 +96,8 @@ def load_keyring(*, configured: str | None, production: bool, dev_key_file: Path
         raise KeyringError("CONSENTBOT_ENCRYPTION_KEY is not set; production refuses to start without it "
                         "(generate one with `consentbot keygen`)")
     if dev_key_file is None:
-        raise KeyringError("CONSENTBOT_ENCRYPTION_KEY is not set and there is no SQLite file to keep a development key beside")
+        raise KeyringError("CONSENTBOT_ENCRYPTION_KEY is not set, and there is no SQLite file "
+                           "to keep a development key beside")
     if not dev_key_file.exists():
         dev_key_file.parent.mkdir(parents=True, exist_ok=True)
         dev_key_file.write_text(generate_key("dev") + "\n")

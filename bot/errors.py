@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BotError(Exception):
     """Base of every refusal a user may see."""
 
 
 class NotAuthorised(BotError, PermissionError):
-    """The person may not do this. The refusal is written to the access log."""
+    """The person may not do this. `audit` holds the ids the access log records of the refusal."""
+
+    def __init__(self, message: str, *, audit: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.audit = audit
 
 
 class NotFound(BotError, LookupError):

@@ -1,5 +1,6 @@
 """Platform-neutral outgoing messages. They carry a case reference and a verb, never any
-child-identifying detail; the platforms render them (Block Kit, Adaptive Cards, terminal)."""
+child-identifying detail; the platforms render them (Block Kit, Adaptive Cards, terminal).
+"""
 
 from __future__ import annotations
 

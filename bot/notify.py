@@ -1,5 +1,6 @@
 """What follows from an answer: outbox messages and reminder rows, written in the caller's
-transaction. Messages hold references and verbs only (see bot.messages)."""
+transaction. Messages hold references and verbs only (see bot.messages).
+"""
 
 from __future__ import annotations
 

@@ -37,9 +37,9 @@ async def listing(svc: Services, *, school: str | None) -> list[tuple[str, ...]]
         if school and home is None:
             raise NotFound(f"No school {school!r}.")
         rows = await repo.list_staff(s, school_id=home.id if home else None)
-        schools = {r.school_id: await s.get(School, r.school_id) for r in rows}
-        return [(r.email, r.display_name, r.role, schools[r.school_id].slug if schools[r.school_id] else "",
-                 r.slack_user_id or "-", r.teams_user_id or "-") for r in rows]
+        slugs = {r.school_id: getattr(await s.get(School, r.school_id), "slug", "") for r in rows}
+        return [(r.email, r.display_name, r.role, slugs[r.school_id], r.slack_user_id or "-", r.teams_user_id or "-")
+                for r in rows]
 
 
 async def remove(svc: Services, *, email: str) -> None:

@@ -1,7 +1,8 @@
 """The consent decision record, built from a case's decrypted facts. Pure: no I/O.
 
 Its `referral_form` section is the consent part of a social care referral form (S10),
-labelled as the policy's `referral_form` says."""
+labelled as the policy's `referral_form` says.
+"""
 
 from __future__ import annotations
 

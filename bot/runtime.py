@@ -14,9 +14,16 @@ from storage.db import create_database
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+# Libraries that would log SQL parameters or request bodies stay at WARNING whatever our level.
+QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "asyncpg", "alembic", "httpx", "httpcore", "slack_bolt", "slack_sdk",
+                   "apscheduler", "uvicorn.access")
+
+
 def configure_logging(settings: Settings) -> None:
     """Log to stderr. Log lines carry ids and references only, never content."""
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def dev_key_file(settings: Settings) -> Path | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import Person, Services, _answers, _case_for, _policy_for, _view, CaseView
+from bot.cases import CaseView, Person, Services, _answers, _case_for, _policy_for, _view
 from bot.checklist import advance
 from bot.errors import NotAuthorised
 from bot.record import decision_record
@@ -47,11 +47,10 @@ async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: 
         async with svc.db.transaction() as s:
             case = await _case_for(s, actor, case_ref)
             if not may_see(actor, case):
-                refusal = NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
-                                        "This attempt has been recorded.")
-                refusal.audit = {"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
-                                 "detail": {"step": "details", "role": actor.role}}
-                raise refusal
+                raise NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
+                                    "This attempt has been recorded.",
+                                    audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                                           "detail": {"step": "details", "role": actor.role}})
             details = await _details(s, svc, case)
             await append_access(s, action=purpose, at=svc.clock(), actor_id=actor.id, school_id=case.school_id,
                                 case_id=case.id, detail={"role": actor.role})

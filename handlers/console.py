@@ -1,5 +1,6 @@
 """The terminal front end (`consentbot chat`): reads answers line by line, so it can be
-scripted through a pipe, and prints every notification an action queues."""
+scripted through a pipe, and prints every notification an action queues.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class Console:
             return self.input_ended()
 
     def input_ended(self) -> int:
+        """Say where the case was left; 1 if a step was half answered."""
         if self.view and self.view.step:
             self.say(f"Input ended. Case {self.view.ref} is saved at '{self.view.step.title}'.")
             return 1
@@ -58,11 +60,13 @@ class Console:
         return 0
 
     async def menu(self, me: Person) -> str | None:
+        """Offer a new concern and the cases waiting on this person."""
         mine = [c for c in await views.my_cases(self.svc, actor=me) if c.answerable_by(me)]
         choices = [(NEW, "Raise a new concern")] + [(c.ref, render_case_line(c)) for c in mine]
         return self.choose("What would you like to do?", choices)
 
     def choose(self, prompt: str, choices: list[tuple[str, str]]) -> str:
+        """Ask until one of the numbered choices is picked."""
         lines = [prompt] + [f"  {i}) {label}" for i, (_, label) in enumerate(choices, start=1)]
         while True:
             picked = pick_one(self.ask("\n".join(lines)), [value for value, _ in choices])
@@ -71,6 +75,7 @@ class Console:
             self.say("! Please answer with one of the numbers shown.")
 
     async def raise_new(self, me: Person) -> int:
+        """Raise a concern, then carry on with the steps that are this person's."""
         start = self.svc.policy.steps[self.svc.policy.start]
         self.view = await self.submit(start, {}, lambda values: cases.raise_concern(
             self.svc, actor=me, values=values, platform="console"))
@@ -78,20 +83,26 @@ class Console:
         return await self.carry_on(me)
 
     async def work_on(self, me: Person, ref: str) -> int:
+        """Open a case (details are decrypted and the view logged), then answer its steps."""
         details = await views.open_details(self.svc, actor=me, case_ref=ref)
         self.view = details.view
         self.show_details(details)
-        return await self.carry_on(me)
+        return await self.carry_on(me, opened=True)
 
-    async def carry_on(self, me: Person) -> int:
-        """Answer steps while the case waits on this person."""
-        while self.view and self.view.step and self.view.answerable_by(me):
-            view, step = self.view, self.view.step
-            self.view = await self.submit(step, view.choices, lambda values: cases.answer(
-                self.svc, actor=me, case_ref=view.ref, version=view.version, step=step.id,
-                values=values, platform="console"))
+    async def carry_on(self, me: Person, *, opened: bool = False) -> int:
+        """Answer steps while the case waits on this person (on a case opened by choice, any step they may answer)."""
+        while self.view and self.view.step and (self.view.answerable_by(me) if opened else self.view.waits_on(me)):
+            opened = False
+            self.view = await self.submit(self.view.step, self.view.choices, self.answerer(me, self.view))
         self.say_status()
         return 0
+
+    def answerer(self, me: Person, view: CaseView) -> Callable[[dict[str, Any]], Awaitable[CaseView]]:
+        """The bot call that answers the step `view` waits on."""
+        assert view.step is not None  # noqa: S101 - only called while a step waits
+        step_id = view.step.id
+        return lambda values: cases.answer(self.svc, actor=me, case_ref=view.ref, version=view.version,
+                                           step=step_id, values=values, platform="console")
 
     async def submit(self, step: Step, choices: Any, call: Callable[[dict[str, Any]], Awaitable[CaseView]]) -> CaseView:
         """Ask every field of a step, then submit; re-ask a field the bot rejects."""
@@ -114,6 +125,7 @@ class Console:
             return view
 
     async def ask_field(self, f: Field, options: tuple[Option, ...]) -> Any:
+        """Ask for one field's value in the way its type needs."""
         hint = " (leave blank to skip)" if f.optional or f.required_if_any else ""
         if f.type is FieldType.CHOICE:
             return self.choose(f.label, [(o.value, o.label) for o in options])
@@ -126,6 +138,7 @@ class Console:
         return self.ask(f"{f.label}{hint}") or None
 
     def ask_codes(self, f: Field) -> list[str]:
+        """Ask for reason codes or legal references by number."""
         codes = self.svc.policy.reason_codes if f.type is FieldType.REASONS else [
             c for c in self.svc.policy.legal_references if not c.historical]
         lines = [f.label] + [f"  {i}) {c.label}" for i, c in enumerate(codes, start=1)]
@@ -139,6 +152,7 @@ class Console:
             self.say("! Please answer with numbers from the list, separated by commas.")
 
     async def ask_assignee(self, f: Field) -> str:
+        """Ask who is assigned, from the school's staff."""
         assert self.person is not None  # noqa: S101 - set at sign-in
         staff = await people.colleagues(self.svc, actor=self.person)
         lines = [f.label] + [f"  {i}) {name} ({role}) {email}" for i, (email, name, role) in enumerate(staff, 1)]
@@ -147,16 +161,19 @@ class Console:
         return picked or answer
 
     async def show_notifications(self, after_id: int) -> None:
+        """Print the notifications the last action queued."""
         for n in await outbox.notices_after(self.svc, after_id=after_id):
             self.say(f"[notification to {n.recipient} ({n.role}) via {n.platform}] {n.text}")
 
     def show_details(self, details: views.CaseDetails) -> None:
+        """Print a case's recorded facts (for an authorised person)."""
         self.say(f"\nCase {details.view.ref} ({details.view.status}{', URGENT' if details.view.urgent else ''})")
         for key, value in details.facts.items():
             if key not in ("urgent",) and not isinstance(value, dict):
                 self.say(f"  {key}: {value}")
 
     def say_status(self) -> None:
+        """Say where the case stands now."""
         view = self.view
         if view is None:
             return

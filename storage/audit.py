@@ -1,6 +1,7 @@
 """Hash chains: one per case (its events) and one for the access log (views, exports,
 refusals, staff changes). Each row's hash covers its content and the previous hash, so an
-altered, removed or reordered row breaks the chain from there on."""
+altered, removed or reordered row breaks the chain from there on.
+"""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ async def append_access(session: AsyncSession, *, action: str, at: datetime, act
                         school_id: int | None = None, case_id: int | None = None,
                         detail: dict[str, Any] | None = None) -> AccessLog:
     """Append to the access log. Serialised on PostgreSQL by a transaction-level advisory lock."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(7215001)"))
     last = (await session.execute(select(AccessLog).order_by(col(AccessLog.seq).desc()).limit(1))).scalars().first()
     row = AccessLog(seq=(last.seq + 1) if last else 1, at=at, actor_id=actor_id, school_id=school_id,

@@ -1,5 +1,6 @@
 """SQLModel tables. Case events and the access log are append-only and hash-chained;
-the `cases` row is a projection of its events that `audit verify` re-derives and checks."""
+the `cases` row is a projection of its events that `audit verify` re-derives and checks.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        """Refuse naive datetimes; store UTC."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -25,6 +27,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        """Return aware UTC."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -40,6 +43,8 @@ def _when(**kw: Any) -> Any:
 
 
 class School(SQLModel, table=True):
+    """A school: the boundary nothing crosses."""
+
     __tablename__ = "schools"
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(unique=True, max_length=64)
@@ -50,6 +55,8 @@ class School(SQLModel, table=True):
 
 
 class Staff(SQLModel, table=True):
+    """A person and their role; platform ids map chat users onto them."""
+
     __tablename__ = "staff"
     __table_args__ = (sa.UniqueConstraint("email", name="uq_staff_email"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -64,6 +71,8 @@ class Staff(SQLModel, table=True):
 
 
 class Case(SQLModel, table=True):
+    """One concern: identity, policy, and the projection of its events."""
+
     __tablename__ = "cases"
     id: int | None = Field(default=None, primary_key=True)
     ref: str = Field(unique=True, max_length=16)
@@ -84,6 +93,8 @@ class Case(SQLModel, table=True):
 
 
 class CaseEvent(SQLModel, table=True):
+    """One appended, hash-chained change to a case."""
+
     __tablename__ = "case_events"
     __table_args__ = (sa.UniqueConstraint("case_id", "seq", name="uq_case_events_case_seq"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -98,6 +109,8 @@ class CaseEvent(SQLModel, table=True):
 
 
 class AccessLog(SQLModel, table=True):
+    """One appended, hash-chained view, export, refusal or staff change."""
+
     __tablename__ = "access_log"
     id: int | None = Field(default=None, primary_key=True)
     seq: int = Field(unique=True)
@@ -112,6 +125,8 @@ class AccessLog(SQLModel, table=True):
 
 
 class Reminder(SQLModel, table=True):
+    """A reminder due to one person; the truth the sweep works from."""
+
     __tablename__ = "reminders"
     __table_args__ = (sa.Index("ix_reminders_due", "status", "due_at"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -128,6 +143,8 @@ class Reminder(SQLModel, table=True):
 
 
 class OutboxMessage(SQLModel, table=True):
+    """A message to one person, queued in the transaction that caused it; sent later."""
+
     __tablename__ = "outbox"
     __table_args__ = (sa.Index("ix_outbox_pending", "status", "next_attempt_at"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -149,6 +166,8 @@ class OutboxMessage(SQLModel, table=True):
 
 
 class ProcessedDelivery(SQLModel, table=True):
+    """An idempotency key seen once: a replay changes nothing."""
+
     __tablename__ = "processed_deliveries"
     key: str = Field(primary_key=True, max_length=200)
     case_id: int | None = Field(default=None, foreign_key="cases.id")

@@ -104,7 +104,7 @@ async def claim_delivery(session: AsyncSession, key: str, case_id: int | None) -
 
 
 def _insert(session: AsyncSession, model: Any) -> Any:
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 

@@ -35,15 +35,13 @@ class _LineDict(dict[str, Any]):
 
 class _LineLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _LineDict:  # type: ignore[override]
-        mapping = _LineDict(super().construct_mapping(node, deep=True))
+        mapping = _LineDict({str(k): v for k, v in super().construct_mapping(node, deep=True).items()})
         mapping.line = node.start_mark.line + 1
         mapping.lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
         return mapping
 
 
-_LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping  # type: ignore[arg-type]
-)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
 
 
 def _line(mapping: Any, key: str | None = None) -> int:
@@ -113,12 +111,13 @@ class _Builder:
         self.fail(_line(raw), f"{where}: next must be a step id or a mapping with 'by'")
         return None
 
-    def step(self, step_id: str, raw: Any) -> Step | None:
+    def step(self, step_id: str, raw: Any, line: int) -> Step | None:
         where = f"step {step_id!r}"
         if not isinstance(raw, Mapping):
-            self.fail(0, f"{where}: must be a mapping")
+            self.fail(line, f"{where}: must be a mapping")
             return None
-        common = {"id": step_id, "ids": self.ids(raw, where), "line": _line(raw)}
+        common: dict[str, Any] = {"id": step_id, "ids": self.ids(raw, where), "line": line,
+                  "key_lines": dict(raw.lines) if isinstance(raw, _LineDict) else {}}
         if "end" in raw:
             return Step(kind=StepKind.END, end=str(raw["end"]), shared=bool(raw.get("shared")),
                         title=str(raw.get("label", raw["end"])), **common)
@@ -129,7 +128,7 @@ class _Builder:
 
     def ask_step(self, step_id: str, raw: Mapping[str, Any], where: str, common: dict[str, Any]) -> Step | None:
         try:
-            actor = Actor(raw.get("actor"))
+            actor = Actor(str(raw.get("actor")))
         except ValueError:
             self.fail(_line(raw, "actor"), f"{where}: actor must be one of {[a.value for a in Actor]}")
             return None
@@ -204,7 +203,9 @@ def _build(builder: _Builder, raw: Mapping[str, Any], source: str, sha256: str) 
     if builder.problems:
         return None
     meta, settings = raw["policy"], raw["settings"]
-    steps = {str(k): s for k, s in ((k, builder.step(str(k), v)) for k, v in raw["steps"].items()) if s}
+    raw_steps = raw["steps"]
+    built = ((str(k), builder.step(str(k), v, _line(raw_steps, k))) for k, v in raw_steps.items())
+    steps = {k: s for k, s in built if s}
     referral = raw.get("referral_form") or {}
     section_ids = {"settings": builder.ids(settings, "settings"), "referral_form": builder.ids(referral, "referral_form")}
     return Policy(

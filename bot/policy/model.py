@@ -95,7 +95,12 @@ class Step:
     end: str | None = None
     shared: bool = False
     ids: tuple[str, ...] = ()
-    line: int = 0
+    line: int = 0  # the line of the step's id
+    key_lines: Mapping[str, int] = field(default_factory=dict)  # the line of each of its keys
+
+    def line_of(self, key: str) -> int:
+        """The line of one of the step's keys (e.g. `next`), else of the step."""
+        return self.key_lines.get(key, self.line)
 
     def field(self, key: str) -> Field | None:
         """The field with this key, if the step has one."""

@@ -1,6 +1,7 @@
 """Checks a built policy: the graph is sound, every id is covered, and every path through
 the checklist records what GUIDANCE.md requires and never ends unshared on the
-significant-harm branch (S2). The path checks drive the real checklist engine."""
+significant-harm branch (S2). The path checks drive the real checklist engine.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def _settings_problems(policy: Policy, lines: dict[str, int]) -> Problems:
             problems.append((lines.get("role_labels", lines["settings"]), f"settings.role_labels has no label for {role!r}"))
     for name, hours in (s.get("due_times") or {}).items():
         if not isinstance(hours, int | float) or hours <= 0:
-            problems.append((lines.get("due_times", lines["settings"]), f"settings.due_times.{name} must be a positive number"))
+            line = lines.get("due_times", lines["settings"])
+            problems.append((line, f"settings.due_times.{name} must be a positive number"))
     return problems
 
 
@@ -53,7 +55,7 @@ def _step_problems(policy: Policy, step: Step) -> Problems:
     where, problems = f"step {step.id!r}", []
     for target in step.targets():
         if target not in policy.steps:
-            problems.append((step.line, f"{where}: next {target!r} is not a step"))
+            problems.append((step.line_of("next"), f"{where}: next {target!r} is not a step"))
     if step.kind is StepKind.ASK and step.next is None:
         problems.append((step.line, f"{where}: has no next step"))
     if isinstance(step.next, Switch):

@@ -1,0 +1,92 @@
+"""Drive the real `consentbot` command in a subprocess, as a school's IT person would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import people
+from bot.cases import Services
+from bot.crypto import Keyring, generate_key
+from bot.policy.loader import load_policy
+from storage.db import create_database
+from storage.migrate import upgrade
+
+CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
+NOTIFICATION = "[notification to "
+
+
+@dataclass
+class Bot:
+    """One deployment: a database, a key, a policy; every call is a fresh process."""
+
+    database_url: str
+    workdir: Path
+    policy: Path | None = None
+    key: str = field(default_factory=lambda: generate_key("k1"))
+    stderr: list[str] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
+        env.update(DATABASE_URL=self.database_url, CONSENTBOT_ENCRYPTION_KEY=self.key, CONSENTBOT_LOG_LEVEL="DEBUG")
+        if self.policy:
+            env["CONSENTBOT_POLICY"] = str(self.policy)
+        return env
+
+    def run(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([CONSENTBOT, *args], input=stdin, capture_output=True, text=True, env=self.env(),
+                              cwd=self.workdir, timeout=120, check=False)
+        self.stdout.append(done.stdout)
+        self.stderr.append(done.stderr)
+        if check and done.returncode != 0:
+            raise AssertionError(f"consentbot {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def chat(self, email: str, *lines: str, case: str | None = None) -> str:
+        args = ["chat", "--as", email] + (["--case", case] if case else [])
+        return self.run(*args, stdin="\n".join(lines) + "\n").stdout
+
+    def export(self, ref: str) -> dict[str, Any]:
+        return json.loads(self.run("export", ref, "--format", "json").stdout)
+
+    def notifications(self) -> list[str]:
+        return [line for out in self.stdout for line in out.splitlines() if line.startswith(NOTIFICATION)]
+
+
+def case_ref(output: str) -> str:
+    """The reference printed when a concern is raised."""
+    for line in output.splitlines():
+        if line.startswith("Concern raised as case "):
+            return line.removeprefix("Concern raised as case ").rstrip(".")
+    raise AssertionError(f"no case raised in:\n{output}")
+
+
+PEOPLE = (("tina@oak.sch.uk", "staff", "Tina Teacher"), ("dee@oak.sch.uk", "dsl", "Dee DSL"),
+          ("pat@oak.sch.uk", "deputy", "Pat Deputy"))
+
+
+def setup_school(bot: Bot, *, through_cli: bool = False) -> None:
+    """Migrate, and register the people of one school: in-process for speed, or through the CLI."""
+    if through_cli:
+        bot.run("db", "upgrade")
+        for email, role, name in PEOPLE:
+            bot.run("staff", "add", email, "--role", role, "--name", name, "--school", "oak")
+        return
+    asyncio.run(_setup(bot))
+
+
+async def _setup(bot: Bot) -> None:
+    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+    try:
+        await upgrade(svc.db)
+        for email, role, name in PEOPLE:
+            await people.add(svc, email=email, role=role, name=name, school="oak")
+    finally:
+        await svc.db.dispose()

@@ -1,0 +1,198 @@
+"""Each main path of the checklist, driven through `consentbot chat` on standard input,
+then every field of the exported decision record checked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.harness import Bot, case_ref, setup_school
+
+TEACHER, DSL = "tina@oak.sch.uk", "dee@oak.sch.uk"
+CHILD = "Zebedee Canary-Quill"
+ANY = object()  # a timestamp or other value the test does not fix
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
+def raise_concern(bot: Bot, *, danger: bool, threshold: str) -> str:
+    lines = ["1", CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45", "1" if danger else "2"]
+    if danger:
+        lines.append("1")  # contacted the police on 999
+    lines.append({"significant_harm": "1", "early_help": "2"}[threshold])
+    return case_ref(bot.chat(TEACHER, *lines))
+
+
+SHARE = ["1", "CSC-4471", "2026-11-24 15:00", "1", "Concern summary and attendance", "1",
+         "Risk of significant harm", "1,4"]
+FOLLOW_UP = ["2026-11-25", "Strategy discussion held; s47 enquiry", "2026-12-08"]
+CONSENT = ["Mother (Jane)", "2", "2026-11-24 12:00"]
+
+
+def check(record: dict[str, Any], expected: dict[str, Any], path: str = "") -> None:
+    """Every field of `record` equals `expected` (ANY for times); no field unexpected or missing."""
+    assert set(record) == set(expected), f"{path}: fields differ: {set(record) ^ set(expected)}"
+    for key, want in expected.items():
+        got, where = record[key], f"{path}.{key}"
+        if want is ANY:
+            assert got not in (None, ""), f"{where} should be recorded"
+        elif isinstance(want, dict) and isinstance(got, dict):
+            check(got, want, where)
+        else:
+            assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def signed(name: str) -> dict[str, Any]:
+    return {"by": name, "at": ANY, "platform": "console"}
+
+
+def base_record(ref: str, **over: Any) -> dict[str, Any]:
+    """The record fields every path shares, with `over` replacing some."""
+    record: dict[str, Any] = {
+        "case_ref": ref, "school": "oak", "status": "closed", "outcome": "shared",
+        "policy": {"id": "england", "version": "2026.1", "sha256": ANY},
+        "child": CHILD, "concern": "Bruise on arm; said 'dad did it'", "seen_at": "2026-11-24 08:45",
+        "raised": signed("Tina Teacher"), "immediate_danger": False, "emergency_contact": None,
+        "threshold": {"staff_view": "significant_harm", "confirmed": "significant_harm",
+                      "decided": signed("Dee DSL"), "consulted": None},
+        "consent_model": "seek", "assigned": {"to": None, "due_at": None},
+        "consent": {"asked_who": None, "asked_how": None, "asked_at": None, "asked": None, "outcome": None,
+                    "parent_views": None, "child_views": None},
+        "reasons_not_to_ask": [], "reasons_text": None,
+        "decision": {"decision": "share", "reasons": None, "necessity": "Risk of significant harm", "approval": None},
+        "legal_references": [
+            {"code": "gdpr_6_1_e", "label": "UK GDPR Art 6(1)(e) public task"},
+            {"code": "gdpr_9_2_g_dpa_sch1_18", "label": "UK GDPR Art 9(2)(g), DPA 2018 s10 and Sch 1 Pt 2 para 18 "
+                                                       "(safeguarding of children and of individuals at risk)"}],
+        "legal_disclaimer": "Legal references are shown for reference only. They are not legal advice.",
+        "shared": {"with": "childrens_social_care", "agency_ref": "CSC-4471", "at": "2026-11-24 15:00",
+                   "how": "referral_form", "what": "Concern summary and attendance", "recorded": signed("Dee DSL")},
+        "follow_up": {"ack_received": "2026-11-25", "referral_outcome": "Strategy discussion held; s47 enquiry",
+                      "review_date": "2026-12-08"},
+        "missing": [], "referral_form": ANY,
+    }
+    for key, value in over.items():
+        record[key] = {**record[key], **value} if isinstance(value, dict) and isinstance(record[key], dict) else value
+    return record
+
+
+@pytest.fixture
+def bot(sqlite_url: str, tmp_path: Path) -> Bot:
+    b = Bot(database_url=sqlite_url, workdir=tmp_path)
+    setup_school(b)
+    return b
+
+
+@pytest.fixture
+def bot_on_each_database(db_url: str, tmp_path: Path) -> Bot:
+    """Also on PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set."""
+    b = Bot(database_url=db_url, workdir=tmp_path)
+    setup_school(b)
+    return b
+
+
+def test_immediate_danger_is_shared_without_asking(bot: Bot) -> None:
+    out = bot.chat(TEACHER, "1", CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45", "1", "1", "1")
+    ref = case_ref(out)
+    danger_notice = out.index("Call 999")
+    assert danger_notice < out.index("== Who have you contacted? ==")  # said at once, before anything else
+    assert "URGENT: concern" in "\n".join(bot.notifications())
+    dsl = bot.chat(DSL, "2", "1", "Police duty officer", "3", "Waiting would leave her at risk tonight",
+                   "Police already involved; delay unsafe", "1", *SHARE, *FOLLOW_UP)
+    assert "2) Early help" not in dsl.split("== Confirm the threshold ==")[1].split("==")[0]  # ruled out by danger
+    check(bot.export(ref), base_record(
+        ref, immediate_danger=True, emergency_contact="police_999", consent_model=None,
+        threshold={"consulted": "Police duty officer"},
+        reasons_not_to_ask=[{"code": "undue_delay", "label": "Asking would lead to an unjustifiable delay in "
+                                                              "making enquiries"}],
+        reasons_text="Waiting would leave her at risk tonight",
+        decision={"reasons": "Police already involved; delay unsafe", "approval": signed("Dee DSL")}))
+
+
+def test_significant_harm_with_reason_not_to_ask_is_shared_without_consent(bot: Bot) -> None:
+    ref = raise_concern(bot, danger=False, threshold="significant_harm")
+    bot.chat(DSL, "2", "1", "", "1,2", "Father may harm mother if told", "Telling parents unsafe", "1",
+             *SHARE, *FOLLOW_UP)
+    record = bot.export(ref)
+    check(record, base_record(
+        ref, consent_model=None, reasons_text="Father may harm mother if told",
+        reasons_not_to_ask=[
+            {"code": "risk_of_harm", "label": "Asking would place a person (the child, a family member or another "
+                                              "person) at increased risk of harm"},
+            {"code": "prejudice_crime", "label": "Asking would prejudice the prevention, detection or prosecution "
+                                                 "of a serious crime"}],
+        decision={"reasons": "Telling parents unsafe", "approval": signed("Dee DSL")}))
+    form = record["referral_form"]
+    assert form["Have parents / carers been asked or told?"] == "no"
+    assert form["Reasons for sharing without consent"] == "Telling parents unsafe"
+    assert form["Approved by (DSL)"].startswith("Dee DSL at ")
+
+
+def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_each_database: Bot) -> None:
+    bot = bot_on_each_database
+    ref = raise_concern(bot, danger=False, threshold="significant_harm")
+    assigned = bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
+    assert "You are asked to act on concern" in assigned
+    bot.chat(TEACHER, "2", *CONSENT, "2", "Angry; refuses", "Wants Gran told")
+    assert "needs your decision (Approve sharing without consent)" in "\n".join(bot.notifications())
+    bot.chat(DSL, "2", "Duty to refer overrides refusal", "1", *SHARE, *FOLLOW_UP)
+    record = bot.export(ref)
+    check(record, base_record(
+        ref, assigned={"to": "Tina Teacher", "due_at": ANY},
+        consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
+                 "asked": signed("Tina Teacher"), "outcome": "refused", "parent_views": "Angry; refuses",
+                 "child_views": "Wants Gran told"},
+        decision={"reasons": "Duty to refer overrides refusal", "approval": signed("Dee DSL")}))
+    assert record["referral_form"]["Their response"] == "refused"
+
+
+def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> None:
+    policy = tmp_path / "inform.yaml"
+    source = (Path(__file__).parents[2] / "bot/policy/england.yaml").read_text()
+    policy.write_text(source.replace("consent_model: seek\n", "consent_model: inform\n", 1))
+    bot.policy = policy
+    ref = raise_concern(bot, danger=False, threshold="significant_harm")
+    out = bot.chat(DSL, "2", "1", "", "", "", TEACHER, "2026-11-24T16:00:00+00:00")
+    assert "== Assign who informs the parents ==" in out
+    bot.chat(TEACHER, "2", *CONSENT, "1", "", "Understands; agrees")
+    bot.chat(DSL, "2", *SHARE, *FOLLOW_UP)
+    check(bot.export(ref), base_record(
+        ref, consent_model="inform", assigned={"to": "Tina Teacher", "due_at": "2026-11-24T16:00:00+00:00"},
+        policy={"id": "england", "version": "2026.1", "sha256": ANY},
+        consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
+                 "asked": signed("Tina Teacher"), "outcome": "informed_no_objection", "parent_views": None,
+                 "child_views": "Understands; agrees"}))
+
+
+def test_early_help_refused_is_not_shared_and_the_decision_recorded(bot_on_each_database: Bot) -> None:
+    bot = bot_on_each_database
+    ref = raise_concern(bot, danger=False, threshold="early_help")
+    bot.chat(DSL, "2", "2", "Pastoral lead", TEACHER, "")
+    bot.chat(TEACHER, "2", *CONSENT, "2", "Prefers to manage at home", "Child agrees with mum")
+    closed = bot.chat(DSL, "2", "Refusal respected; below threshold; weekly check-ins", "2026-12-15")
+    assert "is closed: not_shared" in closed
+    check(bot.export(ref), base_record(
+        ref, outcome="not_shared", threshold={"staff_view": "early_help", "confirmed": "early_help",
+                                              "consulted": "Pastoral lead"},
+        assigned={"to": "Tina Teacher", "due_at": ANY}, legal_references=[],
+        consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
+                 "asked": signed("Tina Teacher"), "outcome": "refused", "parent_views": "Prefers to manage at home",
+                 "child_views": "Child agrees with mum"},
+        decision={"decision": "not_share", "reasons": "Refusal respected; below threshold; weekly check-ins",
+                  "necessity": None},
+        shared={"with": None, "agency_ref": None, "at": None, "how": None, "what": None, "recorded": None},
+        follow_up={"ack_received": None, "referral_outcome": None, "review_date": "2026-12-15"}))
+
+
+def test_export_as_csv_holds_the_same_fields(bot: Bot) -> None:
+    ref = raise_concern(bot, danger=False, threshold="significant_harm")
+    bot.chat(DSL, "2", "1", "", "1", "Unsafe to tell", "Unsafe", "1", *SHARE, *FOLLOW_UP)
+    rows = dict(csv.reader(io.StringIO(bot.run("export", ref, "--format", "csv").stdout)))
+    assert rows["child"] == CHILD
+    assert rows["shared.agency_ref"] == "CSC-4471"
+    assert rows["referral_form.Approved by (DSL)"].startswith("Dee DSL at ")
+    assert ISO.match(rows["decision.approval.at"])

@@ -1,0 +1,137 @@
+"""Shared fixtures: a fresh migrated database per test (SQLite, and PostgreSQL when
+CONSENTBOT_TEST_DATABASE_URL is set), services built on it, and a guard that fails any
+test reaching beyond loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.cases import Person, Services
+from bot.crypto import Keyring, generate_key
+from bot.policy.loader import load_policy
+from storage.db import create_database
+from storage.migrate import upgrade
+
+PG_ENV = "CONSENTBOT_TEST_DATABASE_URL"
+_real_connect = socket.socket.connect
+
+
+def _is_local(address: object) -> bool:
+    if not isinstance(address, tuple):
+        return True  # unix sockets (PostgreSQL's, SQLite needs none)
+    host = str(address[0])
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any connection that is not to this machine (PTB's OfflineRequest, at the socket)."""
+
+    def guarded(sock: socket.socket, address: object) -> object:
+        if not _is_local(address):
+            raise AssertionError(f"test tried to reach the network: {address!r}")
+        return _real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def postgres_url() -> str | None:
+    """The PostgreSQL server for tests, or None when not configured (then those tests skip)."""
+    return os.environ.get(PG_ENV) or None
+
+
+async def _create_pg_database(base_url: str) -> tuple[str, str]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"cb_{uuid.uuid4().hex[:12]}"
+    plain = base_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(plain, timeout=10)  # unreachable -> error: the test fails, never skips
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return base_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+async def _drop_pg_database(base_url: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(base_url.replace("postgresql+asyncpg://", "postgresql://"), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    """A fresh, empty database URL: SQLite always, PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/test.db"
+        return
+    base = postgres_url()
+    if base is None:
+        pytest.skip(f"{PG_ENV} is not set")
+    url, name = asyncio.run(_create_pg_database(base))
+    yield url
+    asyncio.run(_drop_pg_database(base, name))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: object) -> str:
+    """A fresh SQLite database URL, for tests about the SQLite file itself."""
+    return f"sqlite+aiosqlite:///{tmp_path}/test.db"
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """Tuesday 24 November 2026, 10:00 UTC (a school day)."""
+    return Clock(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def services(db_url: str, clock: Clock) -> AsyncIterator[Services]:
+    """Services on a fresh, migrated database with the England policy."""
+    db = create_database(db_url)
+    await upgrade(db)
+    svc = Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(), clock=clock)
+    yield svc
+    await db.dispose()
+
+
+@pytest.fixture
+async def school(services: Services) -> dict[str, Person]:
+    """One school's people: a teacher, a second teacher, a DSL, a deputy; and another school's DSL."""
+    from bot import people
+
+    add = people.add
+    return {
+        "teacher": await add(services, email="tina@oak.sch.uk", role="staff", name="Tina Teacher", school="oak"),
+        "teacher2": await add(services, email="tom@oak.sch.uk", role="staff", name="Tom Teacher", school="oak"),
+        "dsl": await add(services, email="dee@oak.sch.uk", role="dsl", name="Dee DSL", school="oak"),
+        "deputy": await add(services, email="pat@oak.sch.uk", role="deputy", name="Pat Deputy", school="oak"),
+        "other_dsl": await add(services, email="olu@elm.sch.uk", role="dsl", name="Olu DSL", school="elm"),
+    }

@@ -1,0 +1,128 @@
+"""Use cases on a real database (SQLite, and PostgreSQL when configured): roles, version
+checks, idempotency, encryption at rest, and what each transition queues."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from sqlalchemy import select, text
+
+from bot import cases, views
+from bot.cases import CaseView, Person, Services
+from bot.errors import Conflict, InvalidAnswer, NotAuthorised, NotFound
+from storage.models import AccessLog, CaseEvent, OutboxMessage, Reminder
+
+People = dict[str, Person]
+RAISE = {"child": "Ada Canary", "concern": "Ada said X", "seen_at": "today"}
+
+
+async def raised(svc: Services, people: People, *, danger: str = "no") -> CaseView:
+    view = await cases.raise_concern(svc, actor=people["teacher"], values=RAISE, platform="test")
+    view = await answer(svc, people["teacher"], view, {"immediate_danger": danger})
+    if danger == "yes":
+        view = await answer(svc, people["teacher"], view, {"emergency_contact": "police_999"})
+    return await answer(svc, people["teacher"], view, {"staff_threshold": "significant_harm"})
+
+
+async def answer(svc: Services, who: Person, view: CaseView, values: dict, key: str | None = None) -> CaseView:
+    assert view.step is not None
+    return await cases.answer(svc, actor=who, case_ref=view.ref, version=view.version, step=view.step.id,
+                              values=values, platform="test", idempotency_key=key)
+
+
+async def rows(svc: Services, model: type) -> list:
+    async with svc.db.transaction() as s:
+        return list((await s.execute(select(model))).scalars())
+
+
+async def test_sensitive_values_are_encrypted_at_rest(services: Services, school: People) -> None:
+    await raised(services, school)
+    async with services.db.transaction() as s:
+        payloads = " ".join((await s.execute(text("SELECT payload FROM case_events"))).scalars())
+    assert "Ada" not in payloads and "enc:v1:t1:" in payloads
+
+
+async def test_staff_cannot_decide_and_the_refusal_is_audited(services: Services, school: People) -> None:
+    view = await raised(services, school)
+    with pytest.raises(NotAuthorised, match=r"Only a DSL or deputy of this school can answer 'Confirm the threshold'"):
+        await answer(services, school["teacher"], view, {"threshold": "significant_harm"})
+    refusals = [a for a in await rows(services, AccessLog) if a.action == "refused"]
+    assert len(refusals) == 1 and refusals[0].actor_id == school["teacher"].id
+    assert json.loads(refusals[0].detail) == {"role": "staff", "step": "dsl_threshold"}
+    assert len(await rows(services, CaseEvent)) == 3  # nothing appended
+
+
+async def test_another_schools_dsl_cannot_see_or_decide(services: Services, school: People) -> None:
+    view = await raised(services, school)
+    with pytest.raises(NotFound):
+        await answer(services, school["other_dsl"], view, {"threshold": "significant_harm"})
+    with pytest.raises(NotFound):
+        await views.open_details(services, actor=school["other_dsl"], case_ref=view.ref)
+
+
+async def test_a_colleague_who_did_not_raise_it_cannot_read_the_details(services: Services, school: People) -> None:
+    view = await raised(services, school)
+    with pytest.raises(NotAuthorised):
+        await views.open_details(services, actor=school["teacher2"], case_ref=view.ref)
+    details = await views.open_details(services, actor=school["deputy"], case_ref=view.ref)
+    assert details.facts["child"] == "Ada Canary"
+    actions = [a.action for a in await rows(services, AccessLog)]
+    assert actions.count("refused") == 1 and actions.count("viewed") == 1
+
+
+async def test_first_decision_wins_when_two_dsls_click_at_once(services: Services, school: People) -> None:
+    view = await raised(services, school)
+    results = await asyncio.gather(
+        answer(services, school["dsl"], view, {"threshold": "significant_harm"}),
+        answer(services, school["deputy"], view, {"threshold": "early_help"}),
+        return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["CaseView", "Conflict"]
+    assert len(await rows(services, CaseEvent)) == 4
+    with pytest.raises(Conflict, match="has moved on"):  # a late click sees the decision, cannot overwrite it
+        await answer(services, school["deputy"], view, {"threshold": "early_help"})
+
+
+async def test_replaying_an_idempotency_key_changes_nothing(services: Services, school: People) -> None:
+    view = await raised(services, school)
+    first = await answer(services, school["dsl"], view, {"threshold": "significant_harm"}, key="slack:action:1")
+    again = await answer(services, school["dsl"], view, {"threshold": "significant_harm"}, key="slack:action:1")
+    assert again.replayed and again.version == first.version
+    assert len(await rows(services, CaseEvent)) == 4
+
+
+async def test_urgent_concern_alerts_every_decider_at_once(services: Services, school: People) -> None:
+    await raised(services, school, danger="yes")
+    urgent = [m for m in await rows(services, OutboxMessage) if m.kind == "urgent_alert"]
+    assert sorted(m.recipient_id for m in urgent) == sorted([school["dsl"].id, school["deputy"].id])
+    ack = [r for r in await rows(services, Reminder) if r.kind == "urgent_ack"]
+    assert ack and all(r.status == "pending" for r in ack)
+
+
+async def test_assignment_writes_reminders_and_recording_the_outcome_stops_them(services: Services,
+                                                                              school: People) -> None:
+    view = await raised(services, school)
+    view = await answer(services, school["dsl"], view, {"threshold": "significant_harm"})
+    view = await answer(services, school["dsl"], view, {})
+    with pytest.raises(InvalidAnswer, match="not an active member of staff of this school"):
+        await answer(services, school["dsl"], view, {"assignee": "olu@elm.sch.uk"})
+    view = await answer(services, school["dsl"], view, {"assignee": "tina@oak.sch.uk"})
+    assert view.assignee_id == school["teacher"].id and view.status == "awaiting_outcome"
+    ladder = [r for r in await rows(services, Reminder) if r.kind == "outcome"]
+    assert [r.level for r in ladder] == [0, 1, 2, 3]
+    assert {r.recipient_id for r in ladder} == {school["teacher"].id, school["dsl"].id, school["deputy"].id}
+    await answer(services, school["teacher"], view, {"asked_who": "Mum", "asked_how": "phone", "asked_at": "noon",
+                                                      "consent_outcome": "refused", "child_views": "scared"})
+    assert {r.status for r in await rows(services, Reminder) if r.kind == "outcome"} == {"cancelled"}
+
+
+async def test_every_copy_of_decision_needed_is_superseded_by_decided(services: Services, school: People) -> None:
+    view = await raised(services, school)
+    await answer(services, school["deputy"], view, {"threshold": "significant_harm"})
+    messages = await rows(services, OutboxMessage)
+    needed = {m.dedupe_key for m in messages if m.kind == "decision_needed"}
+    decided = [json.loads(m.payload) for m in messages if m.kind == "decided"]
+    assert len(needed) == 2 and {d["supersedes"] for d in decided} == needed
+    assert {d["by"] for d in decided} == {"Pat Deputy"}
+    assert all("Ada" not in m.payload for m in messages)

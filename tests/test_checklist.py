@@ -1,0 +1,157 @@
+"""The pure state machine: table-driven paths, illegal answers, and properties (S2, records)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.checklist import Answer, IllegalAnswer, advance, allowed_options
+from bot.policy.loader import load_policy
+from bot.policy.model import FieldType, Policy, Step
+from bot.policy.requirements import required_records
+from bot.policy.validate import enumerate_paths
+
+POLICY = load_policy()
+INFORM = dataclasses.replace(POLICY, settings={**POLICY.settings, "consent_model": "inform"})
+T = "recorded"
+RAISE = {"child": "A", "concern": "B", "seen_at": "C"}
+ASSIGN = {"assignee": "7", "due_at": "2026-11-25T10:00:00+00:00"}
+ASKED = {"asked_who": T, "asked_how": "phone", "asked_at": T, "child_views": T}
+SHARE = {"shared_with": "police", "agency_ref": T, "shared_at": T, "shared_how": "phone", "what_shared": T,
+         "decision": "share", "necessity": T, "legal_refs": ["gdpr_6_1_e"]}
+FOLLOW = {"ack_received": T, "referral_outcome": T, "review_date": T}
+
+
+def walk(*steps: tuple[str, dict[str, Any]]) -> list[Answer]:
+    return [Answer(step=s, values=v, by="1", at="t") for s, v in steps]
+
+
+def start(danger: str = "no", threshold: str = "significant_harm") -> list[tuple[str, dict[str, Any]]]:
+    head = [("concern", RAISE), ("immediate_danger", {"immediate_danger": danger})]
+    if danger == "yes":
+        head.append(("emergency_contact", {"emergency_contact": "front_door"}))
+    return [*head, ("staff_threshold", {"staff_threshold": "unsure"}), ("dsl_threshold", {"threshold": threshold})]
+
+
+NOT_ASKED = [("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"], "reasons_text": T}),
+             ("sh_approve", {"decision_reasons": T, "approve": "approve"})]
+PATHS = [
+    ("immediate danger, not asked", POLICY, start("yes") + NOT_ASKED + [("share", SHARE), ("follow_up", FOLLOW)], "shared"),
+    ("significant harm, consent given", POLICY, start() + [
+        ("sh_reasons", {}), ("sh_assign_seek", ASSIGN), ("sh_seek_outcome", {**ASKED, "consent_outcome": "given"}),
+        ("share", SHARE), ("follow_up", FOLLOW)], "shared"),
+    ("significant harm, refused, approved", POLICY, start() + [
+        ("sh_reasons", {}), ("sh_assign_seek", ASSIGN), ("sh_seek_outcome", {**ASKED, "consent_outcome": "refused"}),
+        ("sh_approve", {"decision_reasons": T, "approve": "approve"}), ("share", SHARE), ("follow_up", FOLLOW)], "shared"),
+    ("significant harm, not reached, approved", POLICY, start() + [
+        ("sh_reasons", {}), ("sh_assign_seek", ASSIGN),
+        ("sh_seek_outcome", {**ASKED, "consent_outcome": "not_reached"}),
+        ("sh_approve", {"decision_reasons": T, "approve": "approve"}), ("share", SHARE), ("follow_up", FOLLOW)], "shared"),
+    ("inform, objected, approved", INFORM, start() + [
+        ("sh_reasons", {}), ("sh_assign_inform", ASSIGN),
+        ("sh_inform_outcome", {**ASKED, "consent_outcome": "informed_objected"}),
+        ("sh_approve", {"decision_reasons": T, "approve": "approve"}), ("share", SHARE), ("follow_up", FOLLOW)], "shared"),
+    ("early help, agreed", POLICY, start(threshold="early_help") + [
+        ("eh_assign", ASSIGN), ("eh_outcome", {**ASKED, "consent_outcome": "given"}), ("share", SHARE),
+        ("follow_up", FOLLOW)], "shared"),
+    ("early help, refused", POLICY, start(threshold="early_help") + [
+        ("eh_assign", ASSIGN), ("eh_outcome", {**ASKED, "consent_outcome": "refused"}),
+        ("eh_not_shared", {"decision_reasons": T, "review_date": T})], "not_shared"),
+    ("no further action", POLICY, start(threshold="no_further_action") + [
+        ("nfa_record", {"decision_reasons": T, "review_date": T})], "no_further_action"),
+]
+
+
+@pytest.mark.parametrize(("name", "policy", "steps", "outcome"), PATHS, ids=[p[0] for p in PATHS])
+def test_each_path_ends_where_the_guidance_says(name: str, policy: Policy, steps: list[Any], outcome: str) -> None:
+    answers = walk(*steps)
+    for i in range(len(answers)):  # every prefix waits on the next step of the table
+        assert advance(policy, answers[:i]).step.id == answers[i].step  # type: ignore[union-attr]
+    final = advance(policy, answers)
+    assert final.outcome is not None and final.outcome.code == outcome
+    assert final.outcome.missing == ()
+    assert final.outcome.shared == (outcome == "shared")
+
+
+@pytest.mark.parametrize("policy", [POLICY, INFORM], ids=["seek", "inform"])
+def test_every_enumerated_path_records_everything_required(policy: Policy) -> None:
+    paths = list(enumerate_paths(policy))
+    assert len(paths) > 30
+    for answers, progress in paths:
+        assert progress.outcome is not None
+        required = required_records(progress.outcome.code, progress.facts)
+        assert all(progress.facts.get(k) not in (None, "", []) for k in required), answers
+
+
+ILLEGAL = [
+    ("answer to the wrong step", [("immediate_danger", {"immediate_danger": "no"})], "waiting for step 'concern'"),
+    ("unknown option", [("concern", RAISE), ("immediate_danger", {"immediate_danger": "maybe"})],
+     "not one of the allowed choices"),
+    ("missing required field", [("concern", {"child": "A", "concern": "B"})], "'seen_at' in step 'concern': is required"),
+    ("unknown field", [("concern", {**RAISE, "colour": "red"})], "unknown field(s) ['colour']"),
+    ("option ruled out by an earlier answer", start("yes", "early_help"), "not one of the allowed choices"),
+    ("reason given without details", start() + [("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"]})],
+     "'reasons_text' in step 'sh_reasons': is required"),
+    ("unknown reason code", start() + [("sh_reasons", {"reasons_not_to_ask": ["because"]})], "unknown code(s)"),
+    ("historical legal reference", start() + NOT_ASKED + [("share", {**SHARE, "legal_refs": ["dpa1998_s29"]})],
+     "unknown code(s) ['dpa1998_s29']"),
+    ("due without offset", start() + [("sh_reasons", {}), ("sh_assign_seek", {**ASSIGN, "due_at": "2026-11-25T10:00"})],
+     "must include a UTC offset"),
+    ("text too long", [("concern", {**RAISE, "seen_at": "x" * 501})], "longer than 500 characters"),
+    ("answer after the end", start(threshold="no_further_action") + [
+        ("nfa_record", {"decision_reasons": T, "review_date": T}), ("nfa_record", {})], "already ended"),
+]
+
+
+@pytest.mark.parametrize(("name", "steps", "message"), ILLEGAL, ids=[i[0] for i in ILLEGAL])
+def test_an_illegal_answer_raises_and_never_echoes_the_value(name: str, steps: list[Any], message: str) -> None:
+    with pytest.raises(IllegalAnswer) as caught:
+        advance(POLICY, walk(*steps))
+    assert message in str(caught.value)
+    assert "x" * 20 not in str(caught.value)
+
+
+@st.composite
+def answers_for(draw: st.DrawFn, policy: Policy) -> tuple[list[Answer], bool]:
+    """A random legal walk to an outcome, and whether it took the significant-harm branch."""
+    answers: list[Answer] = []
+    significant = False
+    while (progress := advance(policy, answers)).step is not None:
+        step = progress.step
+        values = {f.key: draw(value_for(policy, step, f, progress.facts)) for f in step.fields}
+        values = {k: v for k, v in values.items() if v is not None}
+        if values.get("reasons_not_to_ask") and "reasons_text" not in values:
+            values["reasons_text"] = "because"
+        significant |= values.get("threshold") == "significant_harm" or values.get("immediate_danger") == "yes"
+        answers.append(Answer(step=step.id, values=values, by="1", at="t"))
+    return answers, significant
+
+
+def value_for(policy: Policy, step: Step, f: Any, facts: Any) -> st.SearchStrategy[Any]:
+    if f.type is FieldType.CHOICE:
+        return st.sampled_from([o.value for o in allowed_options(f, facts)])
+    if f.type is FieldType.REASONS:
+        return st.lists(st.sampled_from([c.code for c in policy.reason_codes]), unique=True)
+    if f.type is FieldType.LEGAL_REFS:
+        return st.lists(st.sampled_from([c.code for c in policy.legal_references if not c.historical]),
+                        min_size=1, unique=True)
+    if f.type is FieldType.DUE:
+        return st.just("2026-11-25T10:00:00+00:00")
+    text = st.text(min_size=1, max_size=30).filter(lambda t: t.strip())
+    return st.one_of(st.none(), text) if f.optional else text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([POLICY, INFORM]).flatmap(lambda p: st.tuples(st.just(p), answers_for(p))))
+def test_no_walk_on_the_significant_harm_branch_ends_unshared_and_every_outcome_is_fully_recorded(
+        drawn: tuple[Policy, tuple[list[Answer], bool]]) -> None:
+    policy, (answers, significant) = drawn
+    outcome = advance(policy, answers).outcome
+    assert outcome is not None
+    if significant:
+        assert outcome.shared, [a.step for a in answers]  # S2
+    assert outcome.missing == ()

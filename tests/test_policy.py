@@ -1,0 +1,108 @@
+"""The policy loader rejects a bad file with its name, line and problem; `policy check`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.policy.loader import DEFAULT_POLICY, PolicyError, load_policy
+from bot.policy.requirements import REQUIREMENT_IDS
+
+SOURCE = DEFAULT_POLICY.read_text()
+CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
+
+
+def broken(tmp_path: Path, old: str, new: str) -> Path:
+    assert old in SOURCE, f"fixture text not in the policy: {old!r}"
+    path = tmp_path / "broken.yaml"
+    path.write_text(SOURCE.replace(old, new, 1))
+    return path
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_the_england_policy_loads_and_covers_every_requirement() -> None:
+    policy = load_policy()
+    assert (policy.id, policy.version, policy.consent_model) == ("england", "2026.1", "seek")
+    assert policy.role_label("dsl") == "Designated Safeguarding Lead"
+    assert policy.due_hours("urgent_outcome_hours") == 4
+
+
+CASES = [
+    ("unknown next", "    next: immediate_danger\n", "    next: immediate_dangr\n",
+     "step 'concern': next 'immediate_dangr' is not a step", "    next: immediate_dangr"),
+    ("path with no outcome", "    next: end_no_further_action\n", "    next: nfa_record\n",
+     "step 'nfa_record': no path from here reaches an outcome", "  nfa_record:"),
+    ("unknown id", "    ids: [G1]\n    options:", "    ids: [G99]\n    options:", "unknown requirement id 'G99'",
+     "    ids: [G99]"),
+    ("significant harm not shared",
+     "          - {value: approve, label: Approve sharing without consent, ids: [S2]}\n    next: share\n",
+     "          - {value: approve, label: Approve sharing without consent, ids: [S2]}\n"
+     "          - {value: decline, label: Do not share}\n    next: {by: approve, approve: share, decline: nfa_record}\n",
+     "outcome 'end_no_further_action' is reached on the significant-harm branch but is not shared (S2)",
+     "  end_no_further_action:"),
+    ("outcome without a required record", "      - key: decision_reasons\n        type: longtext\n        sensitive: true\n"
+     "        label: Reasons for sharing without consent",
+     "      - key: decision_reasons\n        type: longtext\n        sensitive: true\n        optional: true\n"
+     "        label: Reasons for sharing without consent",
+     "outcome 'end_shared' is reached without recording: decision_reasons", "  end_shared:"),
+    ("consent model not a setting value", "  consent_model: seek\n", "  consent_model: maybe\n",
+     "settings.consent_model must be seek or inform", "  consent_model: maybe"),
+    ("bad yaml", "    title: Raise a concern\n", "    title: [Raise a concern\n", "not valid YAML", None),
+]
+
+
+@pytest.mark.parametrize(("name", "old", "new", "message", "line_text"), CASES, ids=[c[0] for c in CASES])
+def test_a_bad_policy_is_rejected_with_file_line_and_problem(tmp_path: Path, name: str, old: str, new: str,
+                                                              message: str | None, line_text: str | None) -> None:
+    path = broken(tmp_path, old, new)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    text = str(caught.value)
+    assert str(path) in text
+    assert message in text, text
+    if line_text:
+        assert f"{path}:{line_of(path, line_text)}: " in text, text
+
+
+def test_a_requirement_id_left_uncovered_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(SOURCE.replace(", G4]", "]").replace("[G4]", "[]"))
+    with pytest.raises(PolicyError, match="requirement ids not covered by any rule: G4"):
+        load_policy(path)
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"nope\.yaml:0: cannot read the file"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+def test_an_unreachable_step_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(SOURCE + "\n  stray:\n    end: stray\n    shared: true\n    ids: [S2]\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert f"{path}:{line_of(path, '  stray:')}: step 'stray' is unreachable from start" in str(caught.value)
+
+
+def test_policy_check_command(tmp_path: Path) -> None:
+    ok = subprocess.run([CONSENTBOT, "policy", "check", str(DEFAULT_POLICY)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "ok: policy england 2026.1" in ok.stdout
+    bad = broken(tmp_path, "    next: immediate_danger\n", "    next: nowhere\n")
+    failed = subprocess.run([CONSENTBOT, "policy", "check", str(bad)], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert re.search(rf"{re.escape(str(bad))}:\d+: step 'concern': next 'nowhere' is not a step", failed.stderr)
+
+
+def test_requirement_ids_are_those_of_the_guidance() -> None:
+    guidance = (Path(__file__).parents[2] / "shared/GUIDANCE.md")
+    if not guidance.exists():
+        guidance = Path(__file__).parents[1].parent / "shared/GUIDANCE.md"
+    ids = re.findall(r"^\| ([SG]\d+) \|", guidance.read_text(), flags=re.M)
+    assert tuple(ids) == REQUIREMENT_IDS
