@@ -53,8 +53,9 @@ def _line(mapping: Any, key: str | None = None) -> int:
 class _Builder:
     """Turns the raw YAML into model objects, collecting every problem found."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, settings: Mapping[str, Any]) -> None:
         self.source = source
+        self.settings = settings
         self.problems: list[tuple[int, str]] = []
 
     def fail(self, line: int, message: str) -> None:
@@ -141,9 +142,20 @@ class _Builder:
         else:
             fields = tuple(f for f in (self.field(r, where) for r in raw.get("fields") or []) if f)
             nxt = self.next_of(raw.get("next"), where)
-        return Step(kind=StepKind.ASK, actor=actor, title=title, help=raw.get("help"), fields=fields,
+        return Step(kind=StepKind.ASK, actor=actor, title=title, help=self.help(raw, where), fields=fields,
                     next=nxt, signs=raw.get("signs"), sets={str(k): str(v) for k, v in (raw.get("sets") or {}).items()},
                     approval=bool(raw.get("approval", False)), **common)
+
+    def help(self, raw: Mapping[str, Any], where: str) -> str | None:
+        """Help text; `{name[key]}` is filled from the settings (e.g. the parental duty statement, S3)."""
+        text = raw.get("help")
+        if text is None:
+            return None
+        try:
+            return str(text).format_map(self.settings)
+        except (KeyError, IndexError, ValueError) as exc:
+            self.fail(_line(raw, "help"), f"{where}: help names a setting that does not exist: {exc}")
+            return str(text)
 
     def codes(self, raw: Any, section: str) -> tuple[Code, ...]:
         out = []
@@ -176,9 +188,9 @@ def load_policy(path: str | Path = DEFAULT_POLICY) -> Policy:
 
     path = Path(path)
     raw, text = _read_yaml(path)
-    builder = _Builder(str(path))
     if not isinstance(raw, Mapping):
         raise PolicyError(str(path), [(1, "the file must be a mapping with policy, settings and steps")])
+    builder = _Builder(str(path), raw.get("settings") or {})
     policy = _build(builder, raw, str(path), hashlib.sha256(text.encode()).hexdigest())
     if builder.problems or policy is None:
         raise PolicyError(str(path), builder.problems)
