@@ -1,0 +1,54 @@
+"""Storage: migrations match the models; people are deactivated, never deleted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from bot import people
+from bot.cases import Services
+from bot.errors import NotFound
+from storage.db import create_database
+from storage.migrate import head_revision, is_current, upgrade
+from storage.models import SQLModel
+
+CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
+
+
+async def test_the_migrations_create_exactly_the_models_schema(db_url: str) -> None:
+    db = create_database(db_url)
+    assert not await is_current(db)
+    await upgrade(db)
+    assert await is_current(db) and head_revision() is not None
+    async with db.engine.connect() as conn:
+        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), SQLModel.metadata))
+    await db.dispose()
+    assert diff == [], f"models and migrations differ: {diff}"
+
+
+async def test_removed_staff_can_no_longer_sign_in_but_stay_in_history(services: Services, school: dict) -> None:
+    from bot import cases
+
+    await people.remove(services, email="tom@oak.sch.uk")
+    try:
+        await cases.identify(services, email="tom@oak.sch.uk")
+    except NotFound as exc:
+        assert "not registered" in str(exc)
+    else:
+        raise AssertionError("a removed member of staff signed in")
+    listed = await people.listing(services, school="oak")
+    assert "tom@oak.sch.uk" not in [row[0] for row in listed]
+
+
+def test_production_refuses_to_start_without_a_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "DATABASE_"))}
+    env["CONSENTBOT_ENV"] = "production"
+    done = subprocess.run([CONSENTBOT, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "production refuses to start without it" in done.stderr
+    assert not (tmp_path / "consentbot.db.key").exists()
