@@ -1,5 +1,4 @@
-"""
-What a chat platform must do for the bot. `handlers/` implement these; fakes in tests do too.
+"""What a chat platform must do for the bot. `handlers/` implement these; fakes in tests do too.
 
 A platform translates errors into the three below, so the sender (bot.sender) decides about
 retries without knowing any platform's wire format.
@@ -29,8 +28,7 @@ class RateLimited(DeliveryError):
 
 
 class Transient(DeliveryError):
-    """
-    Worth retrying. `ambiguous`: the platform may have acted although we saw no answer
+    """Worth retrying. `ambiguous`: the platform may have acted although we saw no answer
     (a timeout or a dropped connection after the request was sent).
     """
 
@@ -49,8 +47,7 @@ class Chat(Protocol):
     platform: str
 
     async def send(self, recipient: str, message: Message, *, key: str) -> str:
-        """
-        Post `message` to one person (their platform user id); returns a reference to
+        """Post `message` to one person (their platform user id); returns a reference to
         the posted message that `update` accepts. `key` is the outbox dedupe key, attached
         to the message where the platform allows, so `find` can recognise it later.
         """
@@ -61,8 +58,7 @@ class Chat(Protocol):
         ...
 
     async def find(self, recipient: str, key: str) -> str | None:
-        """
-        The reference of a message already posted under `key`, or None when there is none
+        """The reference of a message already posted under `key`, or None when there is none
         or the platform cannot tell (then a lost answer may mean a duplicate: see docs).
         """
         ...

@@ -1,5 +1,4 @@
-"""
-The outbox sender: claims due messages of one platform under a lease and delivers them
+"""The outbox sender: claims due messages of one platform under a lease and delivers them
 through a `bot.ports.Chat`. Platform-neutral: Slack and Teams plug in their `Chat`.
 
 Guarantees: a message is claimed by one sender at a time (storage.outbox); a rate limit
@@ -21,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import Services
 from bot.messages import Message
@@ -44,6 +45,7 @@ class SenderConfig:
     max_backoff: float = 600.0
     defer: float = 2.0  # a "decided" message waits this long for the message it replaces
     poll: float = 1.0
+    settle: float = 30.0  # after a possibly delivered attempt, wait this long so a slow post has landed before we look
 
 
 class Pacer:
@@ -80,8 +82,7 @@ class _Defer(Exception):
 
 async def drain(svc: Services, chat: Chat, *, config: SenderConfig | None = None, pacer: Pacer | None = None,
                 max_wait: float = 0.0) -> DrainReport:
-    """
-    Send every due message of `chat.platform`; wait up to `max_wait` seconds for ones that
+    """Send every due message of `chat.platform`; wait up to `max_wait` seconds for ones that
     become due meanwhile (rate-limited or retried).
     """
     config, pacer, report = config or SenderConfig(), pacer or Pacer(), DrainReport()
@@ -127,20 +128,41 @@ async def _seconds_to_next(svc: Services, platform: str) -> float | None:
     return None if due is None else (due - svc.clock()).total_seconds()
 
 
+@dataclass(frozen=True)
+class _Result:
+    """What became of one attempt; recorded with the rest of its batch."""
+
+    name: str  # sent | updated | deferred | rate_limited | retried | failed
+    claim: Claimed
+    ref: str | None = None
+    retry_in: float = 0.0
+    error: str | None = None
+    count: bool = False
+
+
 async def _send_batch(svc: Services, chat: Chat, claims: list[Claimed], config: SenderConfig, pacer: Pacer,
                       report: DrainReport) -> None:
+    """Send a batch concurrently, then record every result in one transaction (one commit, so
+    one fsync, per batch; a crash in between leaves the rows leased, to be checked with `find`).
+    """
     messages = {c.id: Message.from_json(c.payload) for c in claims}
     async with svc.db.transaction() as s:
         originals = await outbox.states_of(s, [m.supersedes for m in messages.values() if m.supersedes])
     gate = asyncio.Semaphore(config.concurrency)
 
-    async def one(claim: Claimed) -> None:
+    async def one(claim: Claimed) -> _Result:
         async with gate:
             message = messages[claim.id]
-            report.add(await _attempt(svc, chat, claim, message, originals.get(message.supersedes or ""),
-                                      config, pacer))
+            return await _attempt(chat, claim, message, originals.get(message.supersedes or ""), config, pacer)
 
-    await asyncio.gather(*(one(c) for c in claims))
+    results = await asyncio.gather(*(one(c) for c in claims))
+    now = svc.clock()
+    async with svc.db.transaction() as s:
+        for result in results:
+            await _record(s, result, now)
+    for result in results:
+        report.add(result.name)
+        _log(result)
 
 
 async def _deliver(chat: Chat, claim: Claimed, message: Message, original: tuple[str, str | None] | None) -> str:
@@ -159,29 +181,26 @@ async def _deliver(chat: Chat, claim: Claimed, message: Message, original: tuple
     return await chat.send(claim.address, message, key=claim.dedupe_key)
 
 
-async def _attempt(svc: Services, chat: Chat, claim: Claimed, message: Message,
-                   original: tuple[str, str | None] | None, config: SenderConfig, pacer: Pacer) -> str:
-    """Try one message and record the result; returns the result's name."""
+async def _attempt(chat: Chat, claim: Claimed, message: Message, original: tuple[str, str | None] | None,
+                   config: SenderConfig, pacer: Pacer) -> _Result:
+    """Try one message once."""
     await pacer.wait()
     try:
         ref = await _deliver(chat, claim, message, original)
     except _Defer:
-        error = _code(claim, "deferred") if claim.uncertain else None
-        return await _retry(svc, claim, delay=config.defer, error=error, count=False, result="deferred")
+        return _Result("deferred", claim, retry_in=config.defer, error=_code(claim, "deferred") if claim.uncertain
+                       else None)
     except RateLimited as exc:
         pacer.hold(exc.retry_after)
-        return await _retry(svc, claim, delay=exc.retry_after, error=_code(claim, exc.code), count=False,
-                            result="rate_limited")
+        return _Result("rate_limited", claim, retry_in=exc.retry_after, error=_code(claim, exc.code))
     except Transient as exc:
-        return await _transient(svc, claim, _code(claim, exc.code, exc.ambiguous), config)
+        return _transient(claim, _code(claim, exc.code, exc.ambiguous), config, exc.ambiguous)
     except Permanent as exc:
-        return await _fail(svc, claim, _code(claim, exc.code))
+        return _Result("failed", claim, error=_code(claim, exc.code))
     except Exception as exc:  # noqa: BLE001 - a platform bug must not stop the queue; retried, then failed
-        return await _transient(svc, claim, _code(claim, f"error:{type(exc).__name__}", True), config)
-    async with svc.db.transaction() as s:
-        await outbox.mark_sent(s, claim, ref=ref, now=svc.clock())
-    logger.debug("outbox id=%s sent", claim.id)
-    return "updated" if message.supersedes and original and original[0] == "sent" else "sent"
+        return _transient(claim, _code(claim, f"error:{type(exc).__name__}", True), config, True)
+    updated = bool(message.supersedes and original and original[0] == "sent")
+    return _Result("updated" if updated else "sent", claim, ref=ref)
 
 
 def _code(claim: Claimed, code: str, ambiguous: bool = False) -> str:
@@ -189,23 +208,27 @@ def _code(claim: Claimed, code: str, ambiguous: bool = False) -> str:
     return f"{AMBIGUOUS}{code}" if ambiguous or claim.uncertain else code
 
 
-async def _transient(svc: Services, claim: Claimed, error: str, config: SenderConfig) -> str:
+def _transient(claim: Claimed, error: str, config: SenderConfig, ambiguous: bool) -> _Result:
     if claim.attempts + 1 >= config.max_attempts:
-        return await _fail(svc, claim, error)
+        return _Result("failed", claim, error=error)
     delay = min(config.max_backoff, config.backoff * 2 ** claim.attempts) * _random.uniform(0.5, 1.0)
-    return await _retry(svc, claim, delay=delay, error=error, count=True, result="retried")
+    if ambiguous:  # Slack may still be processing the lost request: look for it only once it has landed
+        delay = max(delay, config.settle)
+    return _Result("retried", claim, retry_in=delay, error=error, count=True)
 
 
-async def _retry(svc: Services, claim: Claimed, *, delay: float, error: str | None, count: bool, result: str) -> str:
-    at: datetime = svc.clock() + timedelta(seconds=delay)
-    async with svc.db.transaction() as s:
-        await outbox.reschedule(s, claim, at=at, error=error, count_attempt=count)
-    logger.info("outbox id=%s %s error=%s retry_in=%.1fs", claim.id, result, error, delay)
-    return result
+async def _record(s: AsyncSession, r: _Result, now: datetime) -> None:
+    if r.ref is not None:
+        await outbox.mark_sent(s, r.claim, ref=r.ref, now=now)
+    elif r.name == "failed":
+        await outbox.mark_failed(s, r.claim, error=r.error or "failed")
+    else:
+        await outbox.reschedule(s, r.claim, at=now + timedelta(seconds=r.retry_in), error=r.error,
+                                count_attempt=r.count)
 
 
-async def _fail(svc: Services, claim: Claimed, error: str) -> str:
-    async with svc.db.transaction() as s:
-        await outbox.mark_failed(s, claim, error=error)
-    logger.warning("outbox id=%s failed error=%s attempts=%s", claim.id, error, claim.attempts + 1)
-    return "failed"
+def _log(r: _Result) -> None:
+    if r.name == "failed":
+        logger.warning("outbox id=%s failed error=%s attempts=%s", r.claim.id, r.error, r.claim.attempts + 1)
+    elif r.name not in ("sent", "updated"):
+        logger.info("outbox id=%s %s error=%s retry_in=%.1fs", r.claim.id, r.name, r.error, r.retry_in)

@@ -1,5 +1,4 @@
-"""
-The outbox sender's SQL: claim due messages under a lease, then record what happened.
+"""The outbox sender's SQL: claim due messages under a lease, then record what happened.
 
 Claiming is exactly-once across processes and replicas: on PostgreSQL the claim reads with
 `FOR UPDATE SKIP LOCKED`, so two senders never take the same row; on SQLite every
@@ -50,14 +49,13 @@ async def claim_due(session: AsyncSession, *, platform: str, now: datetime, leas
     query = (select(OutboxMessage, address).join(Staff, col(Staff.id) == OutboxMessage.recipient_id)
              .where(_due(platform, now)).order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
              .limit(limit).with_for_update(skip_locked=True, of=OutboxMessage))
-    rows = (await session.execute(query)).all()
-    if not rows:
-        return []
-    await session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_([m.id for m, _ in rows]))
-                          .values(status="sending", lease_until=lease_until))
-    return [Claimed(id=m.id or 0, dedupe_key=m.dedupe_key, payload=m.payload, address=addr, attempts=m.attempts,
-                    lease_until=lease_until, uncertain=m.status == "sending" or _was_ambiguous(m.last_error))
-            for m, addr in rows]
+    claims = [Claimed(id=m.id or 0, dedupe_key=m.dedupe_key, payload=m.payload, address=addr, attempts=m.attempts,
+                      lease_until=lease_until, uncertain=m.status == "sending" or _was_ambiguous(m.last_error))
+              for m, addr in (await session.execute(query)).all()]
+    if claims:  # read before the update: the ORM refreshes the loaded rows with what it writes
+        await session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_([c.id for c in claims]))
+                              .values(status="sending", lease_until=lease_until))
+    return claims
 
 
 AMBIGUOUS = "ambiguous:"

@@ -140,8 +140,9 @@ class Driver:
     def last_opened_view(self) -> dict[str, Any]:
         return dict(self.fake.calls_to("views.open")[-1].params["view"])
 
-    async def drain(self) -> DrainReport:
-        return await drain(self.svc, sender_platform(self.settings), config=SenderConfig(backoff=0.05))
+    async def drain(self, max_wait: float = 0) -> DrainReport:
+        config = SenderConfig(backoff=0.05, settle=0.05, defer=0.05)
+        return await drain(self.svc, sender_platform(self.settings), config=config, max_wait=max_wait)
 
 
 def fill(view: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
