@@ -107,3 +107,26 @@ def audit_show(case: str | None = typer.Option(None, help="Only entries about th
 
     for line in run(lambda svc: access_entries(svc, case_ref=case)):
         typer.echo(line)
+
+
+outbox_app = typer.Typer(help="Queued notifications.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("drain")
+def outbox_drain(platform: str = typer.Option("slack", help="Which platform's queue (slack)"),
+                 wait: float = typer.Option(30.0, help="Seconds to wait for rate-limited or retried messages")) -> None:
+    """Send every due notification once (what `serve` does in the background), then exit."""
+    from bot.config import Settings
+    from bot.sender import drain
+
+    settings = Settings()
+    if platform != "slack":
+        fail("only the slack queue can be drained so far")
+    if not settings.slack_bot_token:
+        fail("Slack is not configured: set SLACK_BOT_TOKEN (see docs/slack-setup.md)")
+    from handlers.slack import sender_platform  # composition root: wires the platform in
+
+    report = run(lambda svc: drain(svc, sender_platform(settings), max_wait=wait))
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(report.counts.items())) or "nothing due"
+    typer.echo(f"outbox {platform}: {counts}")
