@@ -114,12 +114,11 @@ async def _build(svc: Services, s: Any, now: datetime, report: DigestReport) -> 
     assignees = await reminder_repo.rows_by_id(s, Staff, (c.assignee_id for c in cases if c.assignee_id))
     folded = await _fold(svc, s, people, now)
     report.folded += sum(len(v) for v in folded.values())
-    by_school = _group(cases)
+    by_school, closed_by_school = _group(cases), _group(closed)
     for person in people:
         where = open_[person.school_id]
         lines = daily_lines(svc, by_school[person.school_id], assignees, where.calendar, now,
-                            closed=[c for c in closed if c.school_id == person.school_id
-                                    and c.updated_at >= since[person.id]],
+                            closed=[c for c in closed_by_school[person.school_id] if c.updated_at >= since[person.id]],
                             folded=folded.get(person.id or 0, set()))
         report.messages.append((Recipient.of(person), _digest_row(person, lines, f"{DAILY}:{person.id}:{where.today}",
                                                                   now)))
@@ -205,10 +204,10 @@ async def _weekly(svc: Services, s: Any, people: list[Staff], open_: dict[int, _
     closed = await reminder_repo.closed_since(s, school_ids=school_ids, since=now - WEEK)
     still_open = await reminder_repo.open_cases(s, school_ids=school_ids)
     decided = await _decision_hours(svc, s, raised)
+    raised_in, closed_in, open_in = _group(raised), _group(closed), _group(still_open)
     for person in due:
         sid = person.school_id
-        lines = weekly_lines([c for c in raised if c.school_id == sid], [c for c in closed if c.school_id == sid],
-                             [c for c in still_open if c.school_id == sid], decided, now)
+        lines = weekly_lines(raised_in[sid], closed_in[sid], open_in[sid], decided, now)
         key = f"{WEEKLY}:{person.id}:{_week(open_[sid].today)}"
         report.messages.append((Recipient.of(person), _digest_row(person, lines, key, now)))
 

@@ -1,9 +1,10 @@
 """Reminder, calendar and digest queries: the sweep's claim and finish, school calendars, digest inputs.
 
-The sweep's claim is one statement: UPDATE ... WHERE id IN (SELECT ... ORDER BY due_at LIMIT n
-FOR UPDATE SKIP LOCKED). On PostgreSQL concurrent sweeps skip each other's locked rows; on SQLite
-the engine's BEGIN IMMEDIATE serialises them (SQLAlchemy renders no FOR UPDATE there). Both read
-ix_reminders_due (status, due_at), so the cost follows the number due, not the table's size.
+The sweep's claim is two statements (lapsed claims, then due rows), each UPDATE ... WHERE id IN
+(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED). On PostgreSQL concurrent sweeps skip each other's
+locked rows; on SQLite the engine's BEGIN IMMEDIATE serialises them (SQLAlchemy renders no FOR
+UPDATE there). Both read ix_reminders_due (status, due_at), so the cost follows the number due,
+not the table's size.
 """
 
 from __future__ import annotations
@@ -31,21 +32,37 @@ from storage.repo import _insert
 
 LIVE = ("pending", "claimed")
 SENT_BY_DIGEST = "sent_by_digest"
+_QUIET = {"synchronize_session": False}  # no ORM objects to refresh: skip the per-row evaluation
+
+
+def _lapsed(now: datetime) -> Any:
+    """Claimed rows whose lease ran out (their sweep died): few, found under status='claimed'."""
+    return select(Reminder.id).where(col(Reminder.status) == "claimed", col(Reminder.claimed_until) <= now)
 
 
 def _due(now: datetime) -> Any:
-    """Pending rows that are due, and claimed rows whose lease ran out (their claimer died)."""
-    return select(Reminder.id).where(
-        col(Reminder.status).in_(LIVE), col(Reminder.due_at) <= now,
-        (col(Reminder.status) == "pending") | (col(Reminder.claimed_until) <= now))
+    """Pending rows that are due, oldest first.
+
+    Equality on status lets ix_reminders_due (status, due_at) hand rows over already in due_at
+    order, so LIMIT stops the scan after one batch. `status IN ('pending','claimed')` would need a
+    sort of every match, and PostgreSQL then prefers a full scan of the table.
+    """
+    return (select(Reminder.id).where(col(Reminder.status) == "pending", col(Reminder.due_at) <= now)
+            .order_by(col(Reminder.due_at)))
 
 
 async def claim_due(session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int) -> list[int]:
-    """Claim up to `limit` due rows, oldest first, until `lease_until`. Returns their ids."""
-    locked = _due(now).order_by(col(Reminder.due_at)).limit(limit).with_for_update(skip_locked=True)
-    result = await session.execute(update(Reminder).where(col(Reminder.id).in_(locked.scalar_subquery()))
-                                   .values(status="claimed", claimed_until=lease_until).returning(col(Reminder.id)))
-    return [int(rid) for rid in result.scalars() if rid is not None]
+    """Claim up to `limit` rows (lapsed claims first, then due rows, oldest first) until `lease_until`."""
+    ids: list[int] = []
+    for query in (_lapsed(now), _due(now)):
+        if len(ids) >= limit:
+            break
+        locked = query.limit(limit - len(ids)).with_for_update(skip_locked=True)
+        result = await session.execute(update(Reminder).where(col(Reminder.id).in_(locked.scalar_subquery()))
+                                       .values(status="claimed", claimed_until=lease_until)
+                                       .returning(col(Reminder.id)), execution_options=_QUIET)
+        ids += [int(rid) for rid in result.scalars() if rid is not None]
+    return ids
 
 
 async def owned(session: AsyncSession, *, ids: Sequence[int], lease_until: datetime) -> list[Reminder]:
@@ -58,7 +75,8 @@ async def owned(session: AsyncSession, *, ids: Sequence[int], lease_until: datet
 
 async def due_now(session: AsyncSession, *, now: datetime, limit: int) -> list[Reminder]:
     """Due rows without claiming them (the dry run)."""
-    ids = _due(now).order_by(col(Reminder.due_at)).limit(limit).scalar_subquery()
+    ids = [*(await session.execute(_lapsed(now).limit(limit))).scalars(),
+           *(await session.execute(_due(now).limit(limit))).scalars()][:limit]
     query = select(Reminder).where(col(Reminder.id).in_(ids)).order_by(col(Reminder.due_at), col(Reminder.id))
     return list((await session.execute(query)).scalars())
 
@@ -66,13 +84,12 @@ async def due_now(session: AsyncSession, *, now: datetime, limit: int) -> list[R
 async def finish(session: AsyncSession, *, sent: Sequence[int], cancelled: Sequence[int],
                  deferred: Sequence[tuple[int, datetime]], now: datetime) -> None:
     """Record what the sweep did with the rows it owns."""
-    quiet = {"synchronize_session": False}  # no ORM objects to refresh: skip the per-row evaluation
     if sent:
         await session.execute(update(Reminder).where(col(Reminder.id).in_(sent))
-                              .values(status="sent", sent_at=now, claimed_until=None), execution_options=quiet)
+                              .values(status="sent", sent_at=now, claimed_until=None), execution_options=_QUIET)
     if cancelled:
         await session.execute(update(Reminder).where(col(Reminder.id).in_(cancelled))
-                              .values(status="cancelled", claimed_until=None), execution_options=quiet)
+                              .values(status="cancelled", claimed_until=None), execution_options=_QUIET)
     if deferred:
         # Core UPDATE with bind parameters: executemany, one statement for the batch.
         table = Reminder.__table__  # type: ignore[attr-defined]
@@ -224,7 +241,7 @@ async def fold_into_digest(session: AsyncSession, *, recipient_ids: Sequence[int
 
 async def due_query_plan(session: AsyncSession, *, now: datetime, limit: int = 500) -> list[str]:
     """The database's plan for the sweep's due-row query (tests and the benchmark check it uses the index)."""
-    query = _due(now).order_by(col(Reminder.due_at)).limit(limit)
+    query = _due(now).limit(limit)
     dialect = session.get_bind().dialect
     compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
