@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -20,15 +21,17 @@ logger = logging.getLogger(__name__)
 
 def platform_status(settings: Settings) -> dict[str, str]:
     """Which platforms are on, and how to turn on the others."""
-    slack = "on" if settings.slack_signing_secret and settings.slack_bot_token else (
-        "off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (see docs/slack-setup.md)")
+    ways = [w for w, on in (("HTTP at POST /slack/events", settings.slack_signing_secret),
+                            ("Socket Mode", settings.slack_app_token)) if on]
+    slack = f"on ({' and '.join(ways)})" if slack_configured(settings) else (
+        "off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for Socket Mode; see docs/slack-setup.md)")
     teams = "off: Teams support is not built yet (set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID once it is)"
     return {"slack": slack, "teams": teams}
 
 
 def slack_configured(settings: Settings) -> bool:
-    """Slack is served when both its secrets are set."""
-    return bool(settings.slack_signing_secret and settings.slack_bot_token)
+    """Slack is on with a bot token and a way in: the signing secret (HTTP) or an app token (Socket Mode)."""
+    return bool(settings.slack_bot_token and (settings.slack_signing_secret or settings.slack_app_token))
 
 
 def build_app(settings: Settings, services: Services) -> FastAPI:
@@ -46,7 +49,10 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
             scheduler.start()
         stop_senders = asyncio.Event()
         senders = _start_senders(settings, services, stop_senders)
+        socket_mode = await _connect_socket_mode(_app, settings)
         yield
+        if socket_mode is not None:
+            await socket_mode.close_async()
         stop_senders.set()
         await asyncio.gather(*senders, return_exceptions=True)
         if scheduler is not None:
@@ -83,6 +89,15 @@ def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) 
     from handlers.slack import sender_platform
 
     return [asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop), name="outbox-slack")]
+
+
+async def _connect_socket_mode(app: FastAPI, settings: Settings) -> Any:
+    """With SLACK_APP_TOKEN, Slack also reaches the app over Socket Mode (local development)."""
+    if not (settings.slack_app_token and slack_configured(settings)):
+        return None
+    from handlers.slack import connect_socket_mode
+
+    return await connect_socket_mode(app.state.slack, settings)
 
 
 async def _readiness(services: Services) -> JSONResponse:

@@ -62,10 +62,26 @@ def sender_platform(settings: Settings) -> SlackPlatform:
 
 
 def mount(fastapi_app: FastAPI, settings: Settings, services: Services) -> AsyncApp:
-    """Serve Slack at POST /slack/events."""
+    """Serve Slack at POST /slack/events (only with a signing secret: without one nothing could be verified)."""
     bolt = build_bolt_app(settings, services)
+    fastapi_app.state.slack = bolt
+    if settings.slack_signing_secret:
+        _route(fastapi_app, bolt, SignatureVerifier(settings.slack_signing_secret))
+    return bolt
+
+
+async def connect_socket_mode(bolt: AsyncApp, settings: Settings) -> Any:
+    """Open a Socket Mode connection (SLACK_APP_TOKEN): for local development without a public URL."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+    await handler.connect_async()
+    logger.info("slack socket mode connected")
+    return handler
+
+
+def _route(fastapi_app: FastAPI, bolt: AsyncApp, verifier: SignatureVerifier) -> None:
     handler = AsyncSlackRequestHandler(bolt)
-    verifier = SignatureVerifier(settings.slack_signing_secret or "")
 
     @fastapi_app.post("/slack/events")
     async def slack_events(request: Request) -> Response:
@@ -73,9 +89,6 @@ def mount(fastapi_app: FastAPI, settings: Settings, services: Services) -> Async
             return await handler.handle(request)
         except (ValueError, TypeError, AttributeError, KeyError):  # Bolt could not even read the body's shape
             return await _unreadable(request, verifier)
-
-    fastapi_app.state.slack = bolt
-    return bolt
 
 
 async def _unreadable(request: Request, verifier: SignatureVerifier) -> Response:
