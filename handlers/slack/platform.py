@@ -7,7 +7,7 @@ The reference kept is "channel:ts", which `chat.update` needs.
 The client used here has no retry handlers: slack_sdk's default handler retries a dropped
 connection once by itself, which after a post Slack accepted would post twice. Every retry
 decision is the sender's. Each post carries the outbox dedupe key in message `metadata`;
-with the optional `im:history` and `im:write` scopes, `find` reads the DM back to check for
+with the optional `im:history` and `im:write` scopes (detected from the token), `find` reads the DM back for
 it before a post whose earlier attempt may have landed (see docs/slack-setup.md).
 """
 
@@ -26,6 +26,7 @@ from handlers.slack.blocks import render_message
 
 logger = logging.getLogger(__name__)
 METADATA_EVENT = "consentbot_notice"
+HISTORY_SCOPES = frozenset({"im:history", "im:write"})
 TRANSIENT_CODES = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout",
                              "ratelimited", "team_added_to_org"})
 
@@ -35,7 +36,8 @@ class SlackPlatform:
 
     platform = "slack"
 
-    def __init__(self, client: AsyncWebClient, *, verify_lost_posts: bool = False) -> None:
+    def __init__(self, client: AsyncWebClient, *, verify_lost_posts: bool | None = None) -> None:
+        """`verify_lost_posts=None`: decide from the token's scopes (auth.test's X-OAuth-Scopes header)."""
         client.retry_handlers = []
         self.client, self.verify_lost_posts = client, verify_lost_posts
 
@@ -57,6 +59,8 @@ class SlackPlatform:
         """A DM already carrying `key` in its metadata, among the latest 50; None when not
         found, or when the app lacks the scopes to look (then the sender posts again).
         """
+        if self.verify_lost_posts is None:
+            self.verify_lost_posts = await self._has_scopes(HISTORY_SCOPES)
         if not self.verify_lost_posts:
             return None
         opened = await _call(self.client.conversations_open(users=recipient))
@@ -66,6 +70,13 @@ class SlackPlatform:
             if ((item.get("metadata") or {}).get("event_payload") or {}).get("key") == key:
                 return f"{channel}:{item['ts']}"
         return None
+
+
+    async def _has_scopes(self, needed: frozenset[str]) -> bool:
+        response = await _call(self.client.auth_test())
+        granted = {v.strip() for v in _header(response.headers, "x-oauth-scopes").split(",")}
+        logger.info("slack lost-post check %s", "on" if needed <= granted else "off (no im:history and im:write)")
+        return needed <= granted
 
 
 async def _call(request: Any) -> Any:
@@ -95,12 +106,15 @@ def _translate(exc: SlackApiError) -> Exception:
     return Permanent(f"slack:{error or status}")
 
 
-def _retry_after(headers: Any) -> float:
+def _header(headers: Any, wanted: str) -> str:
     for name, value in (headers or {}).items():
-        if name.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list) else value
-            try:
-                return float(raw)
-            except (TypeError, ValueError):
-                break
-    return 1.0
+        if name.lower() == wanted:
+            return str(value[0] if isinstance(value, list) else value)
+    return ""
+
+
+def _retry_after(headers: Any) -> float:
+    try:
+        return float(_header(headers, "retry-after") or 1.0)
+    except ValueError:
+        return 1.0

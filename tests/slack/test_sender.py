@@ -184,3 +184,11 @@ async def test_a_decision_made_before_the_request_was_sent_waits_then_edits_it(s
     for who in ("dsl", "deputy"):
         [dm] = slack.fake.messages_to(USERS[who])
         assert dm["text"].startswith(f"Concern {ref}: decided by Dee DSL")
+
+
+async def test_without_the_history_scopes_find_does_not_look(fake_slack: FakeSlack) -> None:
+    platform = sender_platform(slack_settings(fake_slack))  # the fake grants no im:history
+
+    assert await platform.find("U0R0000000", "test:0") is None
+    assert [c.method for c in fake_slack.calls] == ["auth.test"]
+    assert platform.verify_lost_posts is False
