@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import ColumnElement, and_, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -36,7 +36,7 @@ class Claimed:
     uncertain: bool
 
 
-def _due(platform: str, now: datetime) -> object:
+def _due(platform: str, now: datetime) -> ColumnElement[bool]:
     pending = and_(col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) <= now)
     abandoned = and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.lease_until) < now)
     return and_(col(OutboxMessage.platform) == platform, or_(pending, abandoned))
@@ -65,7 +65,7 @@ def _was_ambiguous(last_error: str | None) -> bool:
     return bool(last_error and last_error.startswith(AMBIGUOUS))
 
 
-def _held(claim: Claimed) -> object:
+def _held(claim: Claimed) -> ColumnElement[bool]:
     return and_(col(OutboxMessage.id) == claim.id, col(OutboxMessage.status) == "sending",
                 col(OutboxMessage.lease_until) == claim.lease_until)
 
