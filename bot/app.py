@@ -43,7 +43,7 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
             logger.info("platform %s: %s", name, state)
         scheduler = None
         if settings.scheduler_enabled:  # the reminder sweep and digest crons (bot/scheduler.py)
-            from bot.scheduler import build_scheduler
+            from bot.scheduler import build_scheduler, stop_scheduler
 
             scheduler = build_scheduler(services, settings, now=services.clock())
             scheduler.start()
@@ -56,7 +56,7 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
         stop_senders.set()
         await asyncio.gather(*senders, return_exceptions=True)
         if scheduler is not None:
-            scheduler.shutdown(wait=False)
+            await stop_scheduler(scheduler)
         await services.db.dispose()
 
     app = FastAPI(title="consentbot", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -8,8 +8,12 @@ so every replica runs them all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,6 +25,8 @@ from bot.config import Settings
 from bot.schooltime import QUIET_END, QUIET_START
 
 logger = logging.getLogger(__name__)
+STOP_SECONDS = 10
+_running: set[asyncio.Task[Any]] = set()  # jobs in flight, so that stopping can wait for them
 
 
 def digest_time(settings: Settings) -> time:
@@ -33,18 +39,45 @@ def digest_time(settings: Settings) -> time:
 
 async def sweep_job(svc: Services, settings: Settings) -> None:
     """One sweep; a failure is logged and the next interval tries again (rows stay due)."""
-    try:
-        await reminders.sweep(svc, batch=settings.sweep_batch, lease=timedelta(seconds=settings.sweep_lease_seconds))
-    except Exception:  # noqa: BLE001 - the timer must keep running; the rows are still due
-        logger.exception("reminder sweep failed")
+    with _tracked():
+        try:
+            await reminders.sweep(svc, batch=settings.sweep_batch,
+                                  lease=timedelta(seconds=settings.sweep_lease_seconds))
+        except Exception:  # noqa: BLE001 - the timer must keep running; the rows are still due
+            logger.exception("reminder sweep failed")
 
 
 async def digest_job(svc: Services) -> None:
     """Today's digests; safe to repeat (one per DSL per day)."""
+    with _tracked():
+        try:
+            await digest.run_digests(svc)
+        except Exception:  # noqa: BLE001 - as above: tomorrow's cron, or a restart, tries again
+            logger.exception("digest run failed")
+
+
+@contextmanager
+def _tracked() -> Iterator[None]:
+    task = asyncio.current_task()
+    if task is not None:
+        _running.add(task)
     try:
-        await digest.run_digests(svc)
-    except Exception:  # noqa: BLE001 - as above: tomorrow's cron, or a restart, tries again
-        logger.exception("digest run failed")
+        yield
+    finally:
+        if task is not None:
+            _running.discard(task)
+
+
+async def stop_scheduler(scheduler: AsyncIOScheduler) -> None:
+    """Stop the timer and let a job in flight end inside the event loop.
+
+    APScheduler 3 cancels running coroutine jobs on shutdown and cannot wait for them; waiting
+    here lets a cancelled sweep roll its transaction back before the engine is disposed.
+    """
+    scheduler.shutdown(wait=False)
+    running = [task for task in _running if not task.done()]
+    if running:
+        await asyncio.wait(running, timeout=STOP_SECONDS)
 
 
 def build_scheduler(svc: Services, settings: Settings, *, now: datetime) -> AsyncIOScheduler:
