@@ -86,17 +86,11 @@ async def _case_for(s: Any, actor: Person, ref: str) -> Case:
     return case
 
 
-class _Refusal(NotAuthorised):
-    def __init__(self, message: str, audit: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.audit = audit
-
-
-def _refusal(actor: Person, case: Case, action: str) -> _Refusal:
-    return _Refusal(f"Only a DSL or deputy of this school can {action} case {case.ref}. "
-                    "This attempt has been recorded.",
-                    {"actor_id": actor.id, "school_id": case.school_id, "case_id": case.id,
-                     "detail": {"action": action, "role": actor.role}})
+def _refusal(actor: Person, case: Case, action: str) -> NotAuthorised:
+    return NotAuthorised(f"Only a DSL or deputy of this school can {action} case {case.ref}. "
+                         "This attempt has been recorded.",
+                         audit={"actor_id": actor.id, "school_id": case.school_id, "case_id": case.id,
+                                "detail": {"action": action, "role": actor.role}})
 
 
 @asynccontextmanager
@@ -104,9 +98,10 @@ async def _refusals_logged(svc: Services) -> AsyncIterator[None]:
     """Record a refusal after its transaction has rolled back (SQLite allows one writer at a time)."""
     try:
         yield
-    except _Refusal as refusal:
+    except NotAuthorised as refusal:
+        audit = refusal.audit or {}
         async with svc.db.transaction() as s:
-            await append_access(s, action="refused", at=svc.clock(), **refusal.audit)
-        logger.warning("refused actor=%s case=%s action=%s", refusal.audit["actor_id"], refusal.audit["case_id"],
-                       refusal.audit["detail"]["action"])
+            await append_access(s, action="refused", at=svc.clock(), **audit)
+        logger.warning("refused actor=%s case=%s action=%s", audit.get("actor_id"), audit.get("case_id"),
+                       audit.get("detail", {}).get("action"))
         raise
