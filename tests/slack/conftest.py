@@ -178,3 +178,10 @@ async def slack(fake_slack: FakeSlack, slack_services: Services, staff: dict[str
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://consentbot.test") as http:
         yield Driver(http=http, fake=fake_slack, svc=slack_services, settings=settings)
+
+
+def decision_dm(fake: FakeSlack, who: str, step: str = "dsl_threshold") -> dict[str, Any]:
+    """The one "decision needed" DM (or what it became) for `step` in `who`'s DM with the app."""
+    [dm] = [m for m in fake.messages_to(USERS[who]) if f":decision:{step}:" in m["metadata"]["event_payload"]["key"]]
+    return dm
+

@@ -19,7 +19,7 @@ from handlers.slack.platform import SlackPlatform
 from storage import repo
 from storage.models import OutboxMessage, utcnow
 from tests.fakes.slack_api import FakeSlack, Params
-from tests.slack.conftest import USERS, Driver, make_services, slack_settings
+from tests.slack.conftest import Driver, decision_dm, make_services, slack_settings
 
 FAST = SenderConfig(backoff=0.05, defer=0.05, settle=0.05, concurrency=16, batch=100)
 
@@ -182,8 +182,7 @@ async def test_a_decision_made_before_the_request_was_sent_waits_then_edits_it(s
 
     assert report.counts["deferred"] >= 2 and report.counts["updated"] == 2
     for who in ("dsl", "deputy"):
-        [dm] = slack.fake.messages_to(USERS[who])
-        assert dm["text"].startswith(f"Concern {ref}: decided by Dee DSL")
+        assert decision_dm(slack.fake, who)["text"].startswith(f"Concern {ref}: decided by Dee DSL")
 
 
 async def test_without_the_history_scopes_find_does_not_look(fake_slack: FakeSlack) -> None:

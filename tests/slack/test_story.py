@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.views import export_as_operator
-from tests.slack.conftest import USERS, Driver
+from tests.slack.conftest import USERS, Driver, decision_dm
 from tests.slack.test_raise import CHILD, input_ids, texts
 
 WORDS = f"{CHILD} told me her stepfather hits her"
@@ -36,7 +36,7 @@ async def answer(slack: Driver, who: str, view: dict[str, Any], answers: dict[st
 
 
 async def open_from_dm(slack: Driver, who: str, ref: str) -> dict[str, Any]:
-    [dm, *_] = [m for m in slack.fake.messages_to(USERS[who]) if ref in m["text"]]
+    [*_, dm] = [m for m in slack.fake.messages_to(USERS[who]) if ref in m["text"]]  # the latest
     button = dm["blocks"][1]["elements"][0]
     response = await slack.click(who, button["value"], channel="D" + USERS[who])
     assert response.status_code == 200
@@ -51,7 +51,7 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
     view = await answer(slack, "teacher", view, {"immediate_danger": "no"})
     view = await answer(slack, "teacher", view, {"staff_threshold": "significant_harm"})
     assert "submit" not in view  # the teacher's part is done
-    assert (await slack.drain()).counts == {"sent": 2}
+    assert set((await slack.drain()).counts) == {"sent"}
 
     # The deputy opens the case first but the DSL decides first: the deputy's screen is stale.
     deputy_view = await open_from_dm(slack, "deputy", ref)
@@ -67,9 +67,10 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
     late = await answer(slack, "deputy", deputy_view, {"threshold": "early_help"})
     assert "moved on" in texts(late) and "submit" not in late
 
-    assert (await slack.drain()).counts == {"updated": 2, "sent": 1}
+    report = await slack.drain()
+    assert report.counts["updated"] == 2 and report.counts["sent"] >= 1 and "failed" not in report.counts
     for who in ("dsl", "deputy"):
-        [dm] = slack.fake.messages_to(USERS[who])
+        dm = decision_dm(slack.fake, who)
         assert dm["text"].startswith(f"Concern {ref}: decided by Dee DSL at ")
         assert len(dm["blocks"]) == 2 and dm["blocks"][1]["type"] == "context"  # no button left
     [assigned] = slack.fake.messages_to(USERS["assignee"])
