@@ -54,8 +54,8 @@ def render_text(m: Message) -> str:
     flag = "URGENT: " if m.urgent else ""
     texts = {
         Kind.DECISION_NEEDED: f"{flag}Concern {m.case_ref} needs your decision ({m.step_title}).",
-        Kind.URGENT_ALERT: f"URGENT: concern {m.case_ref}: a child may be in immediate danger. "
-                           "Emergency services or the front door should be called now. Open the case.",
+        Kind.URGENT_ALERT: f"URGENT: concern {m.case_ref} needs a DSL now (immediate danger or significant harm). "
+                           "Open the case.",
         Kind.ACTION_ASSIGNED: f"{flag}You are asked to act on concern {m.case_ref}: {m.step_title}, due {m.due_at}.",
         Kind.DECIDED: f"Concern {m.case_ref}: decided by {m.by} at {m.at}.",
         Kind.REMINDER: f"{flag}Reminder: concern {m.case_ref} is waiting for you: {m.step_title}, due {m.due_at}.",

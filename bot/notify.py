@@ -43,7 +43,7 @@ async def follow_up(s: AsyncSession, policy: Policy, case: Case, *, before: Prog
     """Queue what answering `step` (after `prior`) calls for, moving `before` to `after`."""
     deciders = await repo.list_staff(s, school_id=case.school_id, roles=DECIDER_ROLES)
     rows: list[OutboxMessage] = []
-    if after.urgent and not before.urgent:
+    if after.urgent and not before.urgent and step.actor is not Actor.DSL:  # a DSL deciding needs no alert
         rows += _urgent_alerts(case, deciders, now)
         await _urgent_ack_reminders(s, policy, case, now)
     if step.actor is Actor.DSL and (prior is None or prior.actor is not Actor.DSL):
@@ -53,10 +53,18 @@ async def follow_up(s: AsyncSession, policy: Policy, case: Case, *, before: Prog
         rows += _decision_needed(case, deciders, nxt, now, after, visit_of(after, nxt))
     if nxt is not None and nxt.actor is Actor.ASSIGNEE:
         rows += await _assigned(s, policy, case, nxt, after, now)
-    if step.actor is Actor.ASSIGNEE or after.done:
-        await repo.cancel_reminders(s, case.id or 0, [OUTCOME_REMINDER] if not after.done else
-                                    [OUTCOME_REMINDER, URGENT_ACK_REMINDER])
+    await repo.cancel_reminders(s, case.id or 0, _stopped_by(step, after))
     await repo.enqueue(s, rows)
+
+
+def _stopped_by(step: Step, after: Progress) -> list[str]:
+    """Reminders an answer makes moot: a DSL's answer acknowledges an urgent case; the outcome stops its ladder."""
+    stopped = []
+    if step.actor is Actor.DSL or after.done:
+        stopped.append(URGENT_ACK_REMINDER)
+    if step.actor is Actor.ASSIGNEE or after.done:
+        stopped.append(OUTCOME_REMINDER)
+    return stopped
 
 
 def visit_of(progress: Progress, step: Step) -> int:

@@ -126,6 +126,8 @@ async def add_reminders(session: AsyncSession, reminders: Sequence[Reminder]) ->
 
 async def cancel_reminders(session: AsyncSession, case_id: int, kinds: Sequence[str]) -> None:
     """Stop the pending reminders of some kinds for a case."""
+    if not kinds:
+        return
     await session.execute(update(Reminder).where(
         col(Reminder.case_id) == case_id, col(Reminder.status) == "pending", col(Reminder.kind).in_(kinds)
     ).values(status="cancelled"))

@@ -150,12 +150,14 @@ def _outcome_problems(policy: Policy, progress: Progress, significant_harm: bool
 
 
 def is_significant_harm(policy: Policy, answers: list[Answer]) -> bool:
-    """True when an answer chose an option marked significant_harm or urgent."""
+    """True when an answer chose an option marked significant_harm (a staff member's urgent view is not enough:
+    the DSL confirms the threshold).
+    """
     for a in answers:
         step = policy.steps[a.step]
         for f in step.fields:
             option = f.option(str(a.values.get(f.key))) if f.type is FieldType.CHOICE else None
-            if option and (option.significant_harm or option.urgent):
+            if option and option.significant_harm:
                 return True
     return False
 
