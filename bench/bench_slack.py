@@ -9,11 +9,14 @@ requests; each real request answers "immediate danger?" on its own case, so ever
 Prints each round, then the medians of throughput (requests/s) and p99 latency (ms), and the
 throughput ratio real/bare. Aim: ratio >= 0.5 and real p99 < 100 ms.
 
-Measured (this machine, see the issue report): bare ~2,900 req/s, p99 < 1 ms; real ~230 req/s,
-p99 700-1,100 ms on SQLite (~215 req/s, p99 110-210 ms on PostgreSQL): ratio 0.08, aim missed.
-Serially one answer costs ~6 ms, of which cases.answer ~4.5 ms (about ten ORM round trips)
-and the Slack layer ~1 ms; at concurrency 16 the SQLite tail comes from SQLite's sleeping busy
-handler, which an in-process lock around SQLite transactions in storage/db.py cuts to ~125 ms.
+Measured on this 2-core machine (medians of 3 rounds, concurrency 16, 300 requests a round):
+  SQLite:     bare ~3,300 req/s p99 0.5 ms | real ~280 req/s p99 ~61 ms  -> ratio 0.08
+  PostgreSQL: bare ~3,200 req/s p99 0.5 ms | real ~350 req/s p99 ~76 ms  -> ratio 0.11
+The p99 aim (< 100 ms) is met since storage/db.py queues SQLite transactions on an asyncio
+lock (before: p99 ~840 ms, SQLite's busy handler sleeping). The throughput aim (>= 0.5) is
+not: serially an answer costs ~4.4 ms, of which cases.answer ~2.8 ms (six ORM round trips
+and a durable commit) and identifying the Slack user ~0.6 ms (its own transaction); the bare
+app does ~0.3 ms of work. Half of that would need the answer to cost ~0.6 ms end to end.
 """
 
 from __future__ import annotations

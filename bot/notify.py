@@ -41,15 +41,18 @@ def outbox_row(case: Case, staff: Staff, message: Message, key: str, now: dateti
 async def follow_up(s: AsyncSession, policy: Policy, case: Case, *, before: Progress, after: Progress, step: Step,
                     prior: Step | None, actor_id: int, now: datetime, visit: int) -> None:
     """Queue what answering `step` (after `prior`) calls for, moving `before` to `after`."""
-    deciders = await repo.list_staff(s, school_id=case.school_id, roles=DECIDER_ROLES)
+    nxt = after.step
+    alert = after.urgent and not before.urgent and step.actor is not Actor.DSL  # a DSL deciding needs no alert
+    decided = step.actor is Actor.DSL and (prior is None or prior.actor is not Actor.DSL)
+    needed = nxt is not None and nxt.actor is Actor.DSL and step.actor is not Actor.DSL
+    deciders = await repo.list_staff(s, school_id=case.school_id, roles=DECIDER_ROLES) if alert or decided or needed else []
     rows: list[OutboxMessage] = []
-    if after.urgent and not before.urgent and step.actor is not Actor.DSL:  # a DSL deciding needs no alert
+    if alert:
         rows += _urgent_alerts(case, deciders, now)
         await _urgent_ack_reminders(s, policy, case, now)
-    if step.actor is Actor.DSL and (prior is None or prior.actor is not Actor.DSL):
+    if decided:
         rows += await _decided(s, case, deciders, step, actor_id, now, visit)
-    nxt = after.step
-    if nxt is not None and nxt.actor is Actor.DSL and step.actor is not Actor.DSL:
+    if needed and nxt is not None:
         rows += _decision_needed(case, deciders, nxt, now, after, visit_of(after, nxt))
     if nxt is not None and nxt.actor is Actor.ASSIGNEE:
         rows += await _assigned(s, policy, case, nxt, after, now)

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from storage.models import Case, CaseEvent, OutboxMessage, ProcessedDelivery, Reminder, School, Staff
+from storage.models import Case, CaseEvent, OutboxMessage, ProcessedDelivery, Reminder, School, Staff, utcnow
 
 REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I/L: refs are read aloud
 DECIDERS = ("dsl", "deputy")
@@ -96,11 +96,9 @@ async def save_projection(session: AsyncSession, case: Case, *, expected_version
 
 async def claim_delivery(session: AsyncSession, key: str, case_id: int | None) -> bool:
     """Record an idempotency key. False when it was seen before (the caller changes nothing)."""
-    if await session.get(ProcessedDelivery, key) is not None:
-        return False
-    session.add(ProcessedDelivery(key=key, case_id=case_id))
-    await session.flush()
-    return True
+    result = await session.execute(_insert(session, ProcessedDelivery).values(key=key, case_id=case_id, seen_at=utcnow())
+                                   .on_conflict_do_nothing(index_elements=["key"]))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _insert(session: AsyncSession, model: Any) -> Any:
