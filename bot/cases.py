@@ -106,6 +106,12 @@ async def identify(svc: Services, **criteria: Any) -> Person:
     return Person.of(staff)
 
 
+async def claim_delivery(svc: Services, *, key: str) -> bool:
+    """Record that a platform delivery (e.g. a Slack event_id) was handled. False if it was seen before."""
+    async with svc.db.transaction() as s:
+        return await repo.claim_delivery(s, key, None)
+
+
 async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any], platform: str,
                         idempotency_key: str | None = None) -> CaseView:
     """Open a case with the answer to the policy's first step."""

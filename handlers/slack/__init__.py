@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import cases
 from bot.cases import Services
 from bot.config import Settings
 from handlers.slack import concern, home, open_case, steps
@@ -50,6 +51,7 @@ def build_bolt_app(settings: Settings, services: Services) -> AsyncApp:
     app = AsyncApp(client=web_client(settings), signing_secret=settings.slack_signing_secret,
                    process_before_response=True, logger=quiet_logger("handlers.slack.bolt"))
     app.use(skip_retried_events)
+    app.use(skip_seen_events(services))
     app.error(on_error)
     for module in LISTENERS:
         module.register(app, services)
@@ -109,6 +111,22 @@ async def skip_retried_events(req: Any, next: Any) -> BoltResponse | None:  # no
         return BoltResponse(status=200, body="")
     await next()
     return None
+
+
+def skip_seen_events(svc: Services) -> Any:
+    """An event whose event_id was handled before (a retry that slipped past the header check,
+    or a replay) is answered 200 and not handled again.
+    """
+
+    async def middleware(req: Any, next: Any) -> BoltResponse | None:  # noqa: A002 - Bolt injects by name
+        event_id = req.body.get("event_id") if req.body.get("type") == "event_callback" else None
+        if event_id and not await cases.claim_delivery(svc, key=f"slack:event:{event_id}"):
+            logger.info("slack event seen before event_id=%s", event_id)
+            return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    return middleware
 
 
 async def on_error(error: Exception) -> BoltResponse:

@@ -88,3 +88,13 @@ async def test_a_retried_event_is_answered_without_doing_the_work_again(slack: D
 
     assert first.status_code == retried.status_code == 200
     assert len(slack.fake.calls_to("views.publish")) == 1
+
+
+async def test_an_event_delivered_twice_without_a_retry_header_is_handled_once(slack: Driver) -> None:
+    home = {"type": "app_home_opened", "user": USERS["dsl"], "tab": "home", "channel": "D0X"}
+    first = await slack.event(home, event_id="Ev0HOME02")
+    replayed = await slack.event(home, event_id="Ev0HOME02")
+    other = await slack.event(home, event_id="Ev0HOME03")
+
+    assert first.status_code == replayed.status_code == other.status_code == 200
+    assert len(slack.fake.calls_to("views.publish")) == 2  # Ev0HOME02 once, Ev0HOME03 once
