@@ -137,24 +137,25 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
     """Answer the step the case is waiting on. `version` is the one the person saw."""
     try:
         async with svc.db.transaction() as s:
-            case = await _case_for(s, actor, case_ref)
+            case = await case_for(s, actor, case_ref)
             if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
-                return _view(case, advance(svc.policy, await _answers(s, case)), replayed=True)
-            answers = await _answers(s, case)
-            progress = advance(_policy_for(svc, case), answers)
+                return view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True)
+            answers = await answers_of(s, case)
+            progress = advance(policy_for(svc, case), answers)
             current = _waiting_step(case, progress, version, step)
             _authorise(actor, case, current)
             clean = _validate(svc.policy, current, values, progress.facts, svc.clock())
             clean = await _resolve_assignee(s, case, current, clean)
             return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform, kind="answered")
     except NotAuthorised as refusal:
-        await _log_refusal(svc, refusal)
+        await log_refusal(svc, refusal)
         raise
     except (IntegrityError, repo.StaleVersion):
         raise Conflict(f"Case {case_ref} was changed by someone else at the same moment. Reload it.") from None
 
 
-def _policy_for(svc: Services, case: Case) -> Policy:
+def policy_for(svc: Services, case: Case) -> Policy:
+    """The loaded policy, if it is the one the case was raised under (else Conflict)."""
     if (case.policy_id, case.policy_version) != (svc.policy.id, svc.policy.version):
         raise Conflict(f"Case {case.ref} follows policy {case.policy_id} {case.policy_version}, "
                        f"but {svc.policy.id} {svc.policy.version} is loaded.")
@@ -188,7 +189,8 @@ def _authorise(actor: Person, case: Case, step: Step) -> None:
                                    "detail": {"step": step.id, "role": actor.role}})
 
 
-async def _log_refusal(svc: Services, refusal: NotAuthorised) -> None:
+async def log_refusal(svc: Services, refusal: NotAuthorised) -> None:
+    """Write a refusal to the access log, in its own transaction (the refused one rolled back)."""
     audit = refusal.audit
     if audit:
         async with svc.db.transaction() as s:
@@ -225,7 +227,7 @@ async def _resolve_assignee(s: AsyncSession, case: Case, step: Step, clean: dict
     return clean
 
 
-async def _case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
+async def case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
     """The case, if the person may know of it; another school's case is 'not found'."""
     case = await repo.case_by_ref(s, ref)
     if case is None or case.school_id != actor.school_id:
@@ -233,7 +235,8 @@ async def _case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
     return case
 
 
-async def _answers(s: AsyncSession, case: Case) -> list[Answer]:
+async def answers_of(s: AsyncSession, case: Case) -> list[Answer]:
+    """The case's answers in order, as the checklist replays them."""
     assert case.id is not None  # noqa: S101
     return [to_answer(e) for e in await repo.case_events(s, case.id) if e.kind in ANSWER_KINDS]
 
@@ -251,7 +254,7 @@ async def _seen_case(s: AsyncSession, key: str) -> CaseView | None:
         return None
     case = await s.get(Case, seen.case_id)
     assert case is not None  # noqa: S101 - foreign key
-    return _view(case, None, replayed=True)
+    return view_of(case, None, replayed=True)
 
 
 def _encrypt(keyring: Keyring, policy: Policy, case: Case, values: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +280,7 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
     await notify.follow_up(s, svc.policy, case, before=before, after=after, step=step, prior=prior,
                            actor_id=actor.id, now=now, visit=sum(a.step == step.id for a in answers))
     logger.info("case=%s step=%s answered by=%s version=%s", case.ref, step.id, actor.id, case.version)
-    return _view(case, after)
+    return view_of(case, after)
 
 
 def projection(progress: Progress) -> dict[str, Any]:
@@ -293,7 +296,8 @@ def projection(progress: Progress) -> dict[str, Any]:
     }
 
 
-def _view(case: Case, progress: Progress | None, *, replayed: bool = False) -> CaseView:
+def view_of(case: Case, progress: Progress | None, *, replayed: bool = False) -> CaseView:
+    """What a chat may show of a case at `progress`."""
     step = progress.step if progress else None
     choices = {f.key: allowed_options(f, progress.facts) for f in step.fields if f.options} if step and progress else {}
     return CaseView(ref=case.ref, version=case.version, status=case.status, urgent=case.urgent, step=step,

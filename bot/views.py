@@ -7,11 +7,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import CaseView, Person, Services, _answers, _case_for, _policy_for, _view
+from bot.cases import CaseView, Person, Services, answers_of, case_for, log_refusal, policy_for, view_of
 from bot.checklist import advance
-from bot.errors import NotAuthorised
+from bot.crypto import is_encrypted
+from bot.errors import NotAuthorised, NotFound
+from bot.notify import URGENT_ACK_REMINDER
 from bot.record import decision_record
-from storage import repo
+from storage import reminder_repo, repo
 from storage.audit import append_access
 from storage.models import Case, School
 
@@ -38,14 +40,14 @@ async def my_cases(svc: Services, *, actor: Person) -> list[CaseView]:
     """Open cases this person can see, with the one waiting for them first."""
     async with svc.db.transaction() as s:
         cases = [c for c in await repo.open_cases(s, school_id=actor.school_id) if may_see(actor, c)]
-        return [_view(c, advance(_policy_for(svc, c), await _answers(s, c))) for c in cases]
+        return [view_of(c, advance(policy_for(svc, c), await answers_of(s, c))) for c in cases]
 
 
 async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: str = "viewed") -> CaseDetails:
     """Decrypt a case for an authorised person, and log that they did."""
     try:
         async with svc.db.transaction() as s:
-            case = await _case_for(s, actor, case_ref)
+            case = await case_for(s, actor, case_ref)
             if not may_see(actor, case):
                 raise NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
                                     "This attempt has been recorded.",
@@ -54,12 +56,20 @@ async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: 
             details = await _details(s, svc, case)
             await append_access(s, action=purpose, at=svc.clock(), actor_id=actor.id, school_id=case.school_id,
                                 case_id=case.id, detail={"role": actor.role})
+            if actor.is_decider and case.urgent:
+                await _acknowledge(s, svc, actor, case)
             return details
     except NotAuthorised as refusal:
-        from bot.cases import _log_refusal
-
-        await _log_refusal(svc, refusal)
+        await log_refusal(svc, refusal)
         raise
+
+
+async def _acknowledge(s: AsyncSession, svc: Services, actor: Person, case: Case) -> None:
+    """A DSL or deputy opening an urgent case has seen it: the escalation to others stops."""
+    stopped = await reminder_repo.cancel(s, case_id=case.id or 0, kinds=[URGENT_ACK_REMINDER])
+    if stopped:
+        await append_access(s, action="urgent_acknowledged", at=svc.clock(), actor_id=actor.id,
+                            school_id=case.school_id, case_id=case.id, detail={"cancelled": stopped, "by": "opened"})
 
 
 async def export_as_operator(svc: Services, *, case_ref: str) -> CaseDetails:
@@ -67,8 +77,6 @@ async def export_as_operator(svc: Services, *, case_ref: str) -> CaseDetails:
     async with svc.db.transaction() as s:
         case = await repo.case_by_ref(s, case_ref)
         if case is None:
-            from bot.errors import NotFound
-
             raise NotFound(f"No case {case_ref.strip().upper()}.")
         details = await _details(s, svc, case)
         await append_access(s, action="exported", at=svc.clock(), school_id=case.school_id, case_id=case.id,
@@ -77,16 +85,14 @@ async def export_as_operator(svc: Services, *, case_ref: str) -> CaseDetails:
 
 
 async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:
-    answers = await _answers(s, case)
-    progress = advance(_policy_for(svc, case), answers)
+    answers = await answers_of(s, case)
+    progress = advance(policy_for(svc, case), answers)
     facts = {k: _decrypt(svc, case, k, v) for k, v in progress.facts.items() if not k.startswith(INTERNAL)}
     school = await s.get(School, case.school_id)
     names = {str(p.id): p.display_name for p in await repo.list_staff(s, school_id=case.school_id)}
     meta = {"ref": case.ref, "school": school.name if school else "", "status": case.status}
-    return CaseDetails(view=_view(case, progress), facts=facts, record=decision_record(svc.policy, meta, facts, names))
+    return CaseDetails(view=view_of(case, progress), facts=facts, record=decision_record(svc.policy, meta, facts, names))
 
 
 def _decrypt(svc: Services, case: Case, key: str, value: Any) -> Any:
-    from bot.crypto import is_encrypted
-
     return svc.keyring.decrypt(value, context=f"case:{case.id}:{key}") if is_encrypted(value) else value

@@ -126,3 +126,12 @@ async def test_every_copy_of_decision_needed_is_superseded_by_decided(services: 
     assert len(needed) == 2 and {d["supersedes"] for d in decided} == needed
     assert {d["by"] for d in decided} == {"Pat Deputy"}
     assert all("Ada" not in m.payload for m in messages)
+
+
+async def test_a_dsl_opening_an_urgent_case_acknowledges_it(services: Services, school: People) -> None:
+    view = await raised(services, school, danger="yes")
+    await views.open_details(services, actor=school["teacher"], case_ref=view.ref)  # the raiser is not a DSL
+    assert {r.status for r in await rows(services, Reminder) if r.kind == "urgent_ack"} == {"pending"}
+    await views.open_details(services, actor=school["deputy"], case_ref=view.ref)
+    assert {r.status for r in await rows(services, Reminder) if r.kind == "urgent_ack"} == {"cancelled"}
+    assert "urgent_acknowledged" in [a.action for a in await rows(services, AccessLog)]
