@@ -17,6 +17,7 @@ from storage import repo
 from storage.db import create_database
 from storage.migrate import upgrade
 from storage.models import Case, OutboxMessage, Reminder
+from tests.conftest import Clock
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -27,16 +28,6 @@ def london(*args: int) -> datetime:
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
