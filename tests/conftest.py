@@ -19,6 +19,7 @@ from bot.crypto import Keyring, generate_key
 from bot.policy.loader import load_policy
 from storage.db import create_database
 from storage.migrate import upgrade
+from tests.fakes.slack_api import FakeSlack
 
 PG_ENV = "CONSENTBOT_TEST_DATABASE_URL"
 _real_connect = socket.socket.connect
@@ -94,6 +95,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
 def sqlite_url(tmp_path: object) -> str:
     """A fresh SQLite database URL, for tests about the SQLite file itself."""
     return f"sqlite+aiosqlite:///{tmp_path}/test.db"
+
+
+@pytest.fixture(scope="session")
+def slack_server() -> Iterator[FakeSlack]:
+    """One fake Slack Web API on loopback for the whole run; `fake_slack` resets it per test."""
+    with FakeSlack() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_slack(slack_server: FakeSlack) -> FakeSlack:
+    """The fake Slack, with no calls recorded and no failures scripted."""
+    slack_server.reset()
+    return slack_server
 
 
 class Clock:

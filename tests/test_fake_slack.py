@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 import pytest
@@ -21,17 +20,9 @@ from tests.fakes.slack_signing import form_body, sign
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Consent* requested"}}]
 
 
-@pytest.fixture(scope="module")
-def slack_server() -> Iterator[FakeSlack]:
-    # One server per module keeps the suite fast; `fake` resets it per test.
-    with FakeSlack() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(slack_server: FakeSlack) -> FakeSlack:
-    slack_server.reset()
-    return slack_server
+def fake(fake_slack: FakeSlack) -> FakeSlack:
+    return fake_slack
 
 
 def client_for(fake: FakeSlack, *, timeout: float = 30) -> AsyncWebClient:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -32,16 +32,6 @@ USERS = {"teacher": "U0TEACHER1", "dsl": "U0DSL00001", "deputy": "U0DEPUTY01", "
          "bystander": "U0STAFF002"}
 
 
-@pytest.fixture(scope="session")
-def slack_server() -> Iterator[FakeSlack]:
-    with FakeSlack() as server:
-        yield server
-
-
-@pytest.fixture
-def fake_slack(slack_server: FakeSlack) -> FakeSlack:
-    slack_server.reset()
-    return slack_server
 
 
 async def make_services(url: str) -> Services:
