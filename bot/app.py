@@ -35,10 +35,23 @@ def slack_configured(settings: Settings) -> bool:
 
 
 def build_app(settings: Settings, services: Services) -> FastAPI:
-    """The FastAPI app serving /healthz, /readyz and /metrics."""
+    """The FastAPI app serving /healthz, /readyz and /metrics, and Slack when configured."""
+    app = FastAPI(title="consentbot", lifespan=_lifespan(settings, services), docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.services = services
+    if slack_configured(settings):
+        from handlers.slack import mount  # composition root: the only place bot/ reaches into handlers/
+
+        mount(app, settings, services)
+    _add_health_routes(app, services)
+    return app
+
+
+def _lifespan(settings: Settings, services: Services) -> Any:
+    """Start the scheduler, the outbox senders and Socket Mode with the server; stop them with it."""
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for name, state in platform_status(settings).items():
             logger.info("platform %s: %s", name, state)
         scheduler = None
@@ -49,7 +62,7 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
             scheduler.start()
         stop_senders = asyncio.Event()
         senders = _start_senders(settings, services, stop_senders)
-        socket_mode = await _connect_socket_mode(_app, settings)
+        socket_mode = await _connect_socket_mode(app, settings)
         yield
         if socket_mode is not None:
             await socket_mode.close_async()
@@ -59,13 +72,10 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
             await stop_scheduler(scheduler)
         await services.db.dispose()
 
-    app = FastAPI(title="consentbot", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.services = services
-    if slack_configured(settings):
-        from handlers.slack import mount  # composition root: the only place bot/ reaches into handlers/
+    return lifespan
 
-        mount(app, settings, services)
 
+def _add_health_routes(app: FastAPI, services: Services) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -77,8 +87,6 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(await _metrics(services), media_type="text/plain; version=0.0.4")
-
-    return app
 
 
 def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
