@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from bot import people
+from bot import cases, people
 from bot.cases import Services
 from bot.errors import NotFound
+from storage import repo
 from storage.db import create_database
 from storage.migrate import head_revision, is_current, upgrade
 from storage.models import SQLModel
@@ -32,8 +34,6 @@ async def test_the_migrations_create_exactly_the_models_schema(db_url: str) -> N
 
 
 async def test_removed_staff_can_no_longer_sign_in_but_stay_in_history(services: Services, school: dict) -> None:
-    from bot import cases
-
     await people.remove(services, email="tom@oak.sch.uk")
     try:
         await cases.identify(services, email="tom@oak.sch.uk")
@@ -52,3 +52,17 @@ def test_production_refuses_to_start_without_a_key(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "production refuses to start without it" in done.stderr
     assert not (tmp_path / "consentbot.db.key").exists()
+
+
+async def test_the_projection_moves_on_only_from_the_version_that_was_read(services: Services, school: dict) -> None:
+    view = await cases.raise_concern(services, actor=school["teacher"], platform="test",
+                                     values={"child": "A", "concern": "B", "seen_at": "C"})
+    async with services.db.transaction() as s:
+        case = await repo.case_by_ref(s, view.ref)
+        assert case is not None and case.version == 1
+        with pytest.raises(repo.StaleVersion):
+            await repo.save_projection(s, case, expected_version=0, status="awaiting_decision")
+        await repo.save_projection(s, case, expected_version=1, version=2)
+    async with services.db.transaction() as s:
+        again = await repo.case_by_ref(s, view.ref)
+        assert again is not None and (again.version, again.status) == (2, "draft")
