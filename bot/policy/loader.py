@@ -205,6 +205,8 @@ def _settings_lines(raw: Mapping[str, Any]) -> dict[str, int]:
     lines = dict(settings.lines) if isinstance(settings, _LineDict) else {}
     lines["settings"] = _line(raw, "settings")
     lines["referral_form"] = _line(raw, "referral_form")
+    lines["start"] = _line(raw, "start")
+    lines["steps"] = _line(raw, "steps")
     return lines
 
 

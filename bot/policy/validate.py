@@ -26,10 +26,10 @@ def validate_policy(policy: Policy, settings_lines: dict[str, int]) -> Problems:
     for step in policy.steps.values():
         problems += _step_problems(policy, step)
     if policy.start not in policy.steps:
-        problems.append((0, f"start {policy.start!r} is not a step"))
+        problems.append((settings_lines.get("start", 1), f"start {policy.start!r} is not a step"))
     missing = [rid for rid in REQUIREMENT_IDS if rid not in covered_ids(policy)]
     if missing:
-        problems.append((0, f"requirement ids not covered by any rule: {', '.join(missing)}"))
+        problems.append((settings_lines.get("steps", 1), f"requirement ids not covered by any rule: {', '.join(missing)}"))
     if problems:
         return problems  # the graph checks below assume a well-formed graph
     problems += _reachability_problems(policy)
