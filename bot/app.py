@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 
 from bot.cases import Services
 from bot.config import Settings
+from storage import repo
 from storage.migrate import is_current
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,6 @@ async def _readiness(services: Services) -> JSONResponse:
 async def _metrics(services: Services) -> str:
     lines = ["# HELP consentbot_outbox_messages Outbox messages by status.", "# TYPE consentbot_outbox_messages gauge"]
     async with services.db.transaction() as s:
-        for status, count in (await s.execute(text("SELECT status, count(*) FROM outbox GROUP BY status"))).all():
+        for status, count in await repo.outbox_counts(s):
             lines.append(f'consentbot_outbox_messages{{status="{status}"}} {count}')
     return "\n".join(lines) + "\n"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlmodel import col, select
-
 from bot.cases import Services, projection, to_answer
 from bot.checklist import IllegalAnswer, advance
 from storage import repo
 from storage.audit import ChainProblem, verify_access_log, verify_events
-from storage.models import AccessLog, Case, CaseEvent
+from storage.models import Case, CaseEvent
 
 
 @dataclass
@@ -33,7 +31,7 @@ async def verify(svc: Services) -> Report:
             report.events += len(events)
             report.problems += verify_events(case, events)
             report.problems += _projection_problems(svc, case, events)
-        rows = list((await s.execute(select(AccessLog).order_by(col(AccessLog.seq)))).scalars())
+        rows = await repo.access_log(s)
         report.access_entries = len(rows)
         report.problems += verify_access_log(rows)
     return report
@@ -53,8 +51,6 @@ def _projection_problems(svc: Services, case: Case, events: list[CaseEvent]) -> 
 async def access_entries(svc: Services, *, case_ref: str | None) -> list[str]:
     """Access log lines (ids and actions only)."""
     async with svc.db.transaction() as s:
-        query = select(AccessLog, Case.ref).outerjoin(Case, col(Case.id) == AccessLog.case_id).order_by(col(AccessLog.seq))
-        if case_ref:
-            query = query.where(Case.ref == case_ref.strip().upper())
-        return [f"{a.seq}\t{a.at.isoformat(timespec='seconds')}\t{a.action}\tstaff={a.actor_id or '-'}\t"
-                f"case={ref or '-'}\t{a.detail}" for a, ref in (await s.execute(query)).all()]
+        entries = await repo.access_log_with_refs(s, case_ref=case_ref)
+    return [f"{a.seq}\t{a.at.isoformat(timespec='seconds')}\t{a.action}\tstaff={a.actor_id or '-'}\t"
+            f"case={ref or '-'}\t{a.detail}" for a, ref in entries]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
 
 from bot.cases import Person, Services
 from bot.errors import Conflict, NotFound
@@ -48,7 +46,7 @@ async def remove(svc: Services, *, email: str) -> None:
         staff = await repo.staff_by(s, email=email.strip().lower())
         if staff is None:
             raise NotFound(f"No active member of staff {email}.")
-        await s.execute(update(Staff).where(col(Staff.id) == staff.id).values(active=False))
+        await repo.deactivate_staff(s, staff.id or 0)
         await append_access(s, action="staff_removed", at=svc.clock(), school_id=staff.school_id,
                             detail={"staff_id": staff.id})
 

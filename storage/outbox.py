@@ -111,3 +111,22 @@ async def next_due_at(session: AsyncSession, *, platform: str) -> datetime | Non
     times = [(await session.execute(q)).scalar() for q in (pending, leased)]
     found = [t for t in times if t is not None]
     return min(found) if found else None
+
+
+async def latest_id(session: AsyncSession) -> int:
+    """The newest outbox row's id (0 when empty)."""
+    return int((await session.execute(select(func.max(OutboxMessage.id)))).scalar() or 0)
+
+
+async def queued_after(session: AsyncSession, *, after_id: int) -> list[tuple[OutboxMessage, Staff]]:
+    """Messages queued after `after_id`, each with its recipient, oldest first."""
+    query = (select(OutboxMessage, Staff).join(Staff, col(Staff.id) == OutboxMessage.recipient_id)
+             .where(col(OutboxMessage.id) > after_id).order_by(col(OutboxMessage.id)))
+    return [(message, staff) for message, staff in (await session.execute(query)).all()]
+
+
+async def mark_shown(session: AsyncSession, ids: Sequence[int], *, now: datetime) -> None:
+    """Terminal messages count as delivered once printed."""
+    if ids:
+        await session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(ids))
+                              .values(status="sent", sent_ref="console", sent_at=now))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from storage.models import Case, CaseEvent, OutboxMessage, ProcessedDelivery, Reminder, School, Staff, utcnow
+from storage.models import AccessLog, Case, CaseEvent, OutboxMessage, ProcessedDelivery, Reminder, School, Staff, utcnow
 
 REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I/L: refs are read aloud
 DECIDERS = ("dsl", "deputy")
@@ -137,14 +136,30 @@ async def open_cases(session: AsyncSession, *, school_id: int) -> list[Case]:
     return list((await session.execute(query)).scalars())
 
 
-async def outbox_for_case(session: AsyncSession, case_id: int, *, since: datetime | None = None) -> list[OutboxMessage]:
-    """Messages queued for a case, oldest first."""
-    query = select(OutboxMessage).where(OutboxMessage.case_id == case_id).order_by(col(OutboxMessage.id))
-    if since is not None:
-        query = query.where(col(OutboxMessage.created_at) >= since)
-    return list((await session.execute(query)).scalars())
-
-
 async def all_cases(session: AsyncSession) -> list[Case]:
     """Every case, by id."""
     return list((await session.execute(select(Case).order_by(col(Case.id)))).scalars())
+
+
+async def deactivate_staff(session: AsyncSession, staff_id: int) -> None:
+    """Mark a member of staff inactive (rows that name them stay)."""
+    await session.execute(update(Staff).where(col(Staff.id) == staff_id).values(active=False))
+
+
+async def access_log(session: AsyncSession) -> list[AccessLog]:
+    """The whole access log, in chain order."""
+    return list((await session.execute(select(AccessLog).order_by(col(AccessLog.seq)))).scalars())
+
+
+async def access_log_with_refs(session: AsyncSession, *, case_ref: str | None = None) -> list[tuple[AccessLog, str | None]]:
+    """Access log entries with their case reference (None for entries about no case), optionally for one case."""
+    query = select(AccessLog, Case.ref).outerjoin(Case, col(Case.id) == AccessLog.case_id).order_by(col(AccessLog.seq))
+    if case_ref:
+        query = query.where(Case.ref == case_ref.strip().upper())
+    return [(entry, ref) for entry, ref in (await session.execute(query)).all()]
+
+
+async def outbox_counts(session: AsyncSession) -> list[tuple[str, int]]:
+    """(status, number of messages) for the metrics page."""
+    query = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+    return [(status, int(count)) for status, count in (await session.execute(query)).all()]
