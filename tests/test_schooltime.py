@@ -178,7 +178,9 @@ def test_bad_calendars_are_rejected(kwargs, message):
     ("start", "end"), [(time(0, 0), time(1, 0)), (time(3, 0), time(23, 59))]
 )
 def test_windows_just_outside_quiet_hours_are_allowed(start, end):
-    SchoolCalendar(working_start=start, working_end=end)
+    calendar = SchoolCalendar(working_start=start, working_end=end)
+    opening = datetime.combine(date(2026, 11, 24), start, tzinfo=LONDON)  # a Tuesday in term
+    assert calendar.next_send_time(opening) == opening.astimezone(UTC)
 
 
 @pytest.mark.parametrize(
