@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from bot.config import Settings
 from bot.errors import BotError
@@ -57,6 +58,8 @@ def run(make: Callable[[Any], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except BotError as exc:
         fail(str(exc))
+    except (OSError, DBAPIError) as exc:  # the message names the type only: driver errors may quote the URL
+        fail(f"cannot reach the database in DATABASE_URL ({type(exc).__name__}). Is it running, and is the URL right?")
     raise AssertionError("unreachable")
 
 
@@ -115,7 +118,10 @@ def policy_diagram(file: Path = typer.Argument(None), out: Path | None = typer.O
     from bot.policy.diagram import render_markdown
     from bot.policy.loader import DEFAULT_POLICY, load_policy
 
-    text = render_markdown(load_policy(file or DEFAULT_POLICY))
+    try:
+        text = render_markdown(load_policy(file or DEFAULT_POLICY))
+    except PolicyError as exc:
+        fail(f"policy is invalid:\n{exc}")
     if out:
         out.write_text(text)
     else:

@@ -107,3 +107,10 @@ def test_requirement_ids_are_those_of_the_guidance() -> None:
         guidance = Path(__file__).parents[1].parent / "shared/GUIDANCE.md"
     ids = re.findall(r"^\| ([SG]\d+) \|", guidance.read_text(), flags=re.M)
     assert tuple(ids) == REQUIREMENT_IDS
+
+
+def test_policy_diagram_of_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = broken(tmp_path, "    next: immediate_danger\n", "    next: nowhere\n")
+    done = subprocess.run([CONSENTBOT, "policy", "diagram", str(bad)], capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "step 'concern': next 'nowhere' is not a step" in done.stderr

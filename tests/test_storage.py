@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 
 from bot import cases, people
 from bot.cases import Services
+from bot.crypto import generate_key
 from bot.errors import NotFound
 from storage import repo
 from storage.db import create_database
@@ -66,3 +67,13 @@ async def test_the_projection_moves_on_only_from_the_version_that_was_read(servi
     async with services.db.transaction() as s:
         again = await repo.case_by_ref(s, view.ref)
         assert again is not None and (again.version, again.status) == (2, "draft")
+
+
+def test_an_unreachable_database_is_a_one_line_error_without_the_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "DATABASE_"))}
+    env.update(DATABASE_URL="postgresql+asyncpg://someone:s3cret@127.0.0.1:1/nowhere",
+               CONSENTBOT_ENCRYPTION_KEY=generate_key("k"))
+    done = subprocess.run([CONSENTBOT, "staff", "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "error: cannot reach the database in DATABASE_URL" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
