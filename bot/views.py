@@ -89,7 +89,9 @@ async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:
     progress = advance(policy_for(svc, case), answers)
     facts = {k: _decrypt(svc, case, k, v) for k, v in progress.facts.items() if not k.startswith(INTERNAL)}
     school = await s.get(School, case.school_id)
-    names = {str(p.id): p.display_name for p in await repo.list_staff(s, school_id=case.school_id)}
+    # Everyone who ever acted on the school's cases: a record keeps the names of people who have left.
+    staff = await repo.list_staff(s, school_id=case.school_id, include_inactive=True)
+    names = {str(p.id): p.display_name for p in staff}
     meta = {"ref": case.ref, "school": school.name if school else "", "status": case.status}
     return CaseDetails(view=view_of(case, progress), facts=facts, record=decision_record(svc.policy, meta, facts, names))
 

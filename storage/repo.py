@@ -49,9 +49,12 @@ async def get_staff(session: AsyncSession, staff_id: int) -> Staff | None:
     return await session.get(Staff, staff_id)
 
 
-async def list_staff(session: AsyncSession, *, school_id: int | None = None, roles: Sequence[str] = ()) -> list[Staff]:
-    """Active staff, optionally of one school and some roles."""
-    query = select(Staff).where(col(Staff.active).is_(True)).order_by(col(Staff.id))
+async def list_staff(session: AsyncSession, *, school_id: int | None = None, roles: Sequence[str] = (),
+                     include_inactive: bool = False) -> list[Staff]:
+    """Active staff (or everyone who ever was), optionally of one school and some roles."""
+    query = select(Staff).order_by(col(Staff.id))
+    if not include_inactive:
+        query = query.where(col(Staff.active).is_(True))
     if school_id is not None:
         query = query.where(Staff.school_id == school_id)
     if roles:

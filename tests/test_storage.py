@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from bot import cases, people
+from bot import cases, people, views
 from bot.cases import Services
 from bot.crypto import generate_key
 from bot.errors import NotFound
@@ -77,3 +77,11 @@ def test_an_unreachable_database_is_a_one_line_error_without_the_url(tmp_path: P
     assert done.returncode == 1
     assert "error: cannot reach the database in DATABASE_URL" in done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+
+
+async def test_a_record_keeps_the_names_of_people_who_have_left(services: Services, school: dict) -> None:
+    view = await cases.raise_concern(services, actor=school["teacher"], platform="test",
+                                     values={"child": "A", "concern": "B", "seen_at": "C"})
+    await people.remove(services, email="tina@oak.sch.uk")
+    record = (await views.export_as_operator(services, case_ref=view.ref)).record
+    assert record["raised"]["by"] == "Tina Teacher"
