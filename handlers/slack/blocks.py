@@ -2,17 +2,23 @@
 
 Limits are Slack's (https://docs.slack.dev/reference/block-kit/composition-objects/option-object):
 option text 75 characters, section text 3000, modal title 24, private_metadata 3000.
+Every button's value is a case reference and nothing else.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.cases import CaseView
 from bot.messages import Kind, Message, render_text
 
 Block = dict[str, Any]
 OPEN_CASE = "open_case"  # the action id of every button that opens a case in a modal
+ACKNOWLEDGE = "acknowledge"  # an urgent alert's "I have it": stops the escalation (bot.ack.acknowledge)
+SNOOZE = "snooze"  # a routine reminder's "not yet": opens the snooze form (bot.ack.snooze)
+FALLBACK_ZONE = ZoneInfo("Europe/London")  # UK schools; Slack shows each reader their own time instead
 OPTION_TEXT_MAX = 75
 SECTION_TEXT_MAX = 3000
 BUTTONS = {Kind.DECISION_NEEDED: "Open and decide", Kind.URGENT_ALERT: "Open case",
@@ -63,17 +69,60 @@ def open_button(case_ref: str, label: str, *, primary: bool = True) -> Block:
     return button
 
 
+def acknowledge_button(case_ref: str) -> Block:
+    """Stops the urgent escalation, so a phone's stray tap is asked to confirm first."""
+    confirm = {"title": plain("Acknowledge this alert?", 100),
+               "text": plain("You are taking this urgent concern: consentbot stops alerting others about it.", 300),
+               "confirm": plain("Acknowledge", 30), "deny": plain("Not yet", 30)}
+    return {"type": "button", "action_id": ACKNOWLEDGE, "value": case_ref, "text": plain("Acknowledge", 75),
+            "confirm": confirm}
+
+
+def snooze_button(case_ref: str) -> Block:
+    """Opens the form asking why and for how long (bot.ack.snooze needs both)."""
+    return {"type": "button", "action_id": SNOOZE, "value": case_ref, "text": plain("Snooze reminders", 75)}
+
+
 def render_message(m: Message) -> tuple[str, list[Block]]:
     """A notification as (fallback text, blocks): a reference and a verb, never child details."""
     text = render_text(m)
     icon = ":rotating_light: " if m.urgent or m.kind is Kind.URGENT_ALERT else ""
     blocks = [section(icon + escape(text))]
-    if m.kind in BUTTONS:
-        blocks.append({"type": "actions", "block_id": f"case:{m.case_ref}",
-                       "elements": [open_button(m.case_ref, BUTTONS[m.kind])]})
+    buttons = _buttons(m)
+    if buttons:
+        blocks.append({"type": "actions", "block_id": f"case:{m.case_ref}", "elements": buttons})
     else:
         blocks.append(context("Details open only inside Slack's case window, for the people allowed to see them."))
     return text, blocks
+
+
+def _buttons(m: Message) -> list[Block]:
+    buttons = [open_button(m.case_ref, BUTTONS[m.kind])] if m.kind in BUTTONS else []
+    if m.can_acknowledge:
+        buttons.append(acknowledge_button(m.case_ref))
+    if m.can_snooze:
+        buttons.append(snooze_button(m.case_ref))
+    return buttons
+
+
+def slack_time(at: datetime) -> str:
+    """HH:MM that Slack shows in each reader's own timezone; the fallback is UK time
+    (https://docs.slack.dev/messaging/formatting-message-text#date-formatting).
+    """
+    return f"<!date^{int(at.timestamp())}^{{time}}|{at.astimezone(FALLBACK_ZONE):%H:%M}>"
+
+
+def render_acknowledged(blocks: list[Block], *, by: str, at: datetime) -> list[Block]:
+    """A clicked urgent alert's blocks without its Acknowledge button (the others stay), saying who took it."""
+    kept: list[Block] = []
+    for block in blocks:
+        if block.get("type") == "actions":
+            block = {**block, "elements": [e for e in block.get("elements") or [] if e.get("action_id") != ACKNOWLEDGE]}
+            if not block["elements"]:
+                continue  # Slack refuses an actions block with no elements
+        kept.append(block)
+    line = f"Acknowledged by {escape(by)} at {slack_time(at)}. The escalation to others has stopped."
+    return [*kept, context(line)]
 
 
 def case_line(view: CaseView, *, overdue: bool = False) -> Block:
