@@ -26,7 +26,7 @@ from bot.policy.model import Actor, FieldType, Option, Policy, Step
 from storage import repo
 from storage.audit import GENESIS, append_access, new_case_event
 from storage.db import Database
-from storage.models import Case, CaseEvent, ProcessedDelivery, Staff, utcnow
+from storage.models import Case, CaseEvent, ProcessedDelivery, School, Staff, utcnow
 
 logger = logging.getLogger(__name__)
 DECIDERS = frozenset({"dsl", "deputy"})
@@ -36,12 +36,15 @@ ANSWER_KINDS = ("raised", "answered")
 
 @dataclass
 class Services:
-    """What the use cases need: the database, the key ring, the policy and a clock."""
+    """What the use cases need: the database, the key ring, the policy, a clock, and the chat
+    platforms this deployment delivers on (an alert counts only if a DSL is reachable on one).
+    """
 
     db: Database
     keyring: Keyring
     policy: Policy
     clock: Callable[[], datetime] = utcnow
+    delivering: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ class Person:
 
 
 @dataclass(frozen=True)
+class Told:
+    """What the person who answered is told about the DSLs: reachable or not, and the words."""
+
+    reachable: bool
+    text: str | None  # "alerted as urgent", the fallback contacts, or nothing to add
+
+
+@dataclass(frozen=True)
 class CaseView:
     """A case as a chat may show it: references and steps, never sensitive values."""
 
@@ -83,6 +94,7 @@ class CaseView:
     notices: tuple[str, ...] = field(default_factory=tuple)
     choices: Mapping[str, tuple[Option, ...]] = field(default_factory=dict)  # allowed options per choice field
     replayed: bool = False  # the idempotency key was seen before: nothing changed
+    told: Told | None = None  # after an answer that needed a DSL: whether one can be reached, and what to say
 
     def answerable_by(self, actor: Person) -> bool:
         """True when `actor` may answer the step the case is waiting on."""
@@ -277,10 +289,32 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
     await repo.save_projection(s, case, expected_version=case.version, version=case.version + 1,
                                head_hash=event.hash, updated_at=now, **projection(after))
     prior = svc.policy.steps[answers[-1].step] if answers else None
-    await notify.follow_up(s, svc.policy, case, before=before, after=after, step=step, prior=prior,
-                           actor_id=actor.id, now=now, visit=sum(a.step == step.id for a in answers))
+    answered = notify.Answered(step=step, prior=prior, before=before, after=after, actor_id=actor.id,
+                               visit=sum(a.step == step.id for a in answers))
+    reach = await notify.follow_up(s, svc.policy, case, answered, now=now, delivering=svc.delivering)
     logger.info("case=%s step=%s answered by=%s version=%s", case.ref, step.id, actor.id, case.version)
-    return view_of(case, after)
+    urgent_now = after.urgent and not before.urgent
+    return view_of(case, after, reach=told(svc.policy, reach, alerted=urgent_now and step.actor is not Actor.DSL))
+
+
+def told(policy: Policy, reach: notify.Reach | None, *, alerted: bool) -> Told | None:
+    """What the person answering is told about who knows: never "alerted" unless a DSL can receive it."""
+    if reach is None:
+        return None
+    if reach.deciders == 0:
+        return Told(reachable=False, text=fallback_text(policy, reach.school))
+    text = f"The {policy.role_label('dsl')} has been alerted as urgent." if alerted else None
+    return Told(reachable=True, text=text)
+
+
+def fallback_text(policy: Policy, school: School | None) -> str:
+    """The policy's fallback contacts, with the school's phone numbers (G1, G8)."""
+    template = str(policy.settings.get("fallback_contacts") or
+                   "No DSL or deputy can be reached through the bot. Phone the DSL on {dsl_phone}, or the local "
+                   "authority front door on {front_door_phone}. If the child is in immediate danger, call 999.")
+    unknown = "(not set: ask the school office)"
+    return template.format(dsl_phone=(school.dsl_phone if school else None) or unknown,
+                           front_door_phone=(school.front_door_phone if school else None) or unknown)
 
 
 def projection(progress: Progress) -> dict[str, Any]:
@@ -296,12 +330,14 @@ def projection(progress: Progress) -> dict[str, Any]:
     }
 
 
-def view_of(case: Case, progress: Progress | None, *, replayed: bool = False) -> CaseView:
-    """What a chat may show of a case at `progress`."""
+def view_of(case: Case, progress: Progress | None, *, replayed: bool = False, reach: Told | None = None) -> CaseView:
+    """What a chat may show of a case at `progress`; the notices put what was just said about the DSL
+    (alerted, or the fallback contacts) right under the option's own notice (999 first).
+    """
     step = progress.step if progress else None
     choices = {f.key: allowed_options(f, progress.facts) for f in step.fields if f.options} if step and progress else {}
+    notices = (progress.notices if progress else ()) + ((reach.text,) if reach and reach.text else ())
     return CaseView(ref=case.ref, version=case.version, status=case.status, urgent=case.urgent, step=step,
                     outcome=progress.outcome.code if progress and progress.outcome else None,
                     assignee_id=case.assignee_id, due_at=case.due_at, raised_by=case.raised_by,
-                    school_id=case.school_id, notices=progress.notices if progress else (), choices=choices,
-                    replayed=replayed)
+                    school_id=case.school_id, notices=notices, choices=choices, replayed=replayed, told=reach)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from bot.policy.model import Field, FieldType, Option, Policy, Step, StepKind
@@ -76,8 +76,8 @@ def advance(policy: Policy, answers: Sequence[Answer]) -> Progress:
         if answer.step != current.id:
             raise IllegalAnswer(answer.step, f"the checklist is waiting for step {current.id!r}")
         values = validate_answer(policy, current, answer.values, facts)
+        urgent = urgency_after(current, values, urgent)
         chosen = chosen_options(current, values)
-        urgent = urgent or any(o.urgent for o in chosen)
         notices = tuple(o.notice for o in chosen if o.notice)
         _record(facts, current, values, answer)
         current = resolve(policy, next_step_id(current, values))
@@ -85,6 +85,18 @@ def advance(policy: Policy, answers: Sequence[Answer]) -> Progress:
     return Progress(step=None if current.kind is StepKind.END else current,
                     outcome=_outcome(current, facts) if current.kind is StepKind.END else None,
                     facts=facts, urgent=urgent, notices=notices)
+
+
+def urgency_after(step: Step, values: Mapping[str, Any], urgent: bool) -> bool:
+    """A case becomes urgent when an urgent option is chosen. Once a field that `sets_urgency`
+    is answered (the DSL confirming the threshold), urgency follows that answer alone.
+    """
+    for f in step.fields:
+        option = f.option(str(values.get(f.key))) if f.type is FieldType.CHOICE else None
+        if option is None:
+            continue
+        urgent = option.urgent if f.sets_urgency else urgent or option.urgent
+    return urgent
 
 
 def _record(facts: dict[str, Any], step: Step, values: Mapping[str, Any], answer: Answer) -> None:
@@ -179,6 +191,8 @@ def _normalise(policy: Policy, step: Step, f: Field, raw: Any, facts: Mapping[st
         return str(raw)
     if f.type is FieldType.DUE:
         return _due(step, f, raw)
+    if f.type is FieldType.DATE:
+        return _date(step, f, raw)
     codes = policy.reason_codes if f.type is FieldType.REASONS else [c for c in policy.legal_references if not c.historical]
     return _codes(step, f, raw, {c.code for c in codes})
 
@@ -200,6 +214,13 @@ def _due(step: Step, f: Field, raw: Any) -> str:
     if when.tzinfo is None:
         raise IllegalAnswer(step.id, "must include a UTC offset", f.key)
     return when.isoformat()
+
+
+def _date(step: Step, f: Field, raw: Any) -> str:
+    try:
+        return date.fromisoformat(str(raw).strip()).isoformat()
+    except ValueError:
+        raise IllegalAnswer(step.id, "must be a date such as 2026-12-08 (year-month-day)", f.key) from None
 
 
 def _codes(step: Step, f: Field, raw: Any, known: set[str]) -> list[str]:

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         """Production refuses to start without an encryption key."""
         return self.env == "production"
 
+    @property
+    def slack_configured(self) -> bool:
+        """Slack is on with a bot token and a way in: the signing secret (HTTP) or an app token (Socket Mode)."""
+        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
+
+    def delivering_platforms(self) -> frozenset[str]:
+        """The chat platforms this deployment sends on. A person reachable on none of them is not alerted."""
+        return frozenset({"slack"}) if self.slack_configured else frozenset()
+
     def sqlite_path(self) -> Path | None:
         """The SQLite database file, when the database is SQLite on disk."""
         prefix = "sqlite+aiosqlite:///"

@@ -20,6 +20,8 @@ class Kind(StrEnum):
     ESCALATION = "escalation"
     CLOSED = "closed"
     DIGEST = "digest"
+    DRAFT_WAITING = "draft_waiting"  # a concern started but not finished by the person raising it
+    UNREACHABLE = "unreachable"  # to the escalation contact: no DSL or deputy could be alerted
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Message:
     at: str | None = None
     supersedes: str | None = None  # dedupe key of the message this one updates
     lines: tuple[str, ...] = ()  # digest lines: references and counts only
+    can_snooze: bool = False  # a routine outcome reminder: the reader may snooze it (bot.ack.snooze)
+    can_acknowledge: bool = False  # an urgent alert: a DSL or deputy acknowledges it (bot.ack.acknowledge)
 
     def to_json(self) -> str:
         """The outbox payload."""
@@ -52,15 +56,20 @@ class Message:
 def render_text(m: Message) -> str:
     """The message as one line of plain text (also the fallback text of rich messages)."""
     flag = "URGENT: " if m.urgent else ""
+    due = f", due {m.due_at}" if m.due_at else ""
     texts = {
         Kind.DECISION_NEEDED: f"{flag}Concern {m.case_ref} needs your decision ({m.step_title}).",
         Kind.URGENT_ALERT: f"URGENT: concern {m.case_ref} needs a DSL now (immediate danger or significant harm). "
                            "Open the case.",
-        Kind.ACTION_ASSIGNED: f"{flag}You are asked to act on concern {m.case_ref}: {m.step_title}, due {m.due_at}.",
+        Kind.ACTION_ASSIGNED: f"{flag}You are asked to act on concern {m.case_ref}: {m.step_title}{due}.",
         Kind.DECIDED: f"Concern {m.case_ref}: decided by {m.by} at {m.at}.",
-        Kind.REMINDER: f"{flag}Reminder: concern {m.case_ref} is waiting for you: {m.step_title}, due {m.due_at}.",
-        Kind.ESCALATION: f"{flag}Escalated: concern {m.case_ref} is overdue: {m.step_title}, due {m.due_at}.",
-        Kind.CLOSED: f"Concern {m.case_ref} is closed.",
+        Kind.REMINDER: f"{flag}Reminder: concern {m.case_ref} is waiting for you: {m.step_title}{due}.",
+        Kind.ESCALATION: f"{flag}Escalated: concern {m.case_ref} is overdue: {m.step_title}{due}.",
+        Kind.CLOSED: f"Concern {m.case_ref}, which you raised, has been closed by {m.by}. Thank you for raising it.",
         Kind.DIGEST: "Safeguarding digest:\n" + "\n".join(m.lines),
+        Kind.DRAFT_WAITING: f"{flag}Concern {m.case_ref} was started but not finished by the member of staff "
+                            f"raising it (waiting at: {m.step_title}). Open the case to see it.",
+        Kind.UNREACHABLE: f"URGENT: concern {m.case_ref} needs a DSL now, but no DSL or deputy can be reached "
+                          "through the bot. Contact the DSL or a deputy directly.",
     }
     return texts[m.kind]

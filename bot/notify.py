@@ -5,20 +5,26 @@ transaction. Messages hold references and verbs only (see bot.messages).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.checklist import Progress
 from bot.messages import Kind, Message
-from bot.policy.model import Actor, Policy, Step
+from bot.policy.model import Actor, FieldType, Policy, Step
 from storage import repo
-from storage.models import Case, OutboxMessage, Reminder, Staff
+from storage.audit import append_access
+from storage.models import Case, OutboxMessage, Reminder, School, Staff
 
 DECIDER_ROLES = ("dsl", "deputy")
-OUTCOME_REMINDER = "outcome"
-URGENT_ACK_REMINDER = "urgent_ack"
+OUTCOME_REMINDER = "outcome"  # the assignee has not recorded the parents' answer
+URGENT_ACK_REMINDER = "urgent_ack"  # no DSL or deputy has acknowledged an urgent alert
+DRAFT_REMINDER = "draft"  # a concern started but not finished by the person raising it
+DECISION_REMINDER = "decision"  # a case waits on a DSL decision
+REVIEW_REMINDER = "review"  # the review date a DSL set (G5, G9); fires on a closed case too
 
 
 def platform_of(staff: Staff) -> str:
@@ -30,6 +36,20 @@ def platform_of(staff: Staff) -> str:
     return "console"
 
 
+def reachable(staff: Staff, delivering: frozenset[str]) -> bool:
+    """True when the person is active and has an id on a platform this deployment delivers on."""
+    return staff.active and platform_of(staff) in delivering
+
+
+async def escalation_contacts(s: AsyncSession, school_id: int) -> list[Staff]:
+    """The school's named escalation contact (`consentbot school set --escalation`), else its admins."""
+    school = await s.get(School, school_id)
+    named = await repo.get_staff(s, school.escalation_staff_id) if school and school.escalation_staff_id else None
+    if named is not None and named.active:
+        return [named]
+    return await repo.list_staff(s, school_id=school_id, roles=("admin",))
+
+
 def outbox_row(case: Case, staff: Staff, message: Message, key: str, now: datetime) -> OutboxMessage:
     """One queued message to one person."""
     assert staff.id is not None and case.id is not None  # noqa: S101
@@ -38,35 +58,112 @@ def outbox_row(case: Case, staff: Staff, message: Message, key: str, now: dateti
                          next_attempt_at=now, created_at=now)
 
 
-async def follow_up(s: AsyncSession, policy: Policy, case: Case, *, before: Progress, after: Progress, step: Step,
-                    prior: Step | None, actor_id: int, now: datetime, visit: int) -> None:
-    """Queue what answering `step` (after `prior`) calls for, moving `before` to `after`."""
-    nxt = after.step
-    alert = after.urgent and not before.urgent and step.actor is not Actor.DSL  # a DSL deciding needs no alert
-    decided = step.actor is Actor.DSL and (prior is None or prior.actor is not Actor.DSL)
-    needed = nxt is not None and nxt.actor is Actor.DSL and step.actor is not Actor.DSL
+@dataclass(frozen=True)
+class Reach:
+    """What an answer that needs a DSL could do: how many DSLs and deputies of the school the
+    bot can actually reach (an alert counts only if this is at least one), and the school.
+    """
+
+    deciders: int
+    school: School | None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One answer, as notify sees it: the step answered (after `prior`), the progress before and after."""
+
+    step: Step
+    prior: Step | None
+    before: Progress
+    after: Progress
+    actor_id: int
+    visit: int
+
+
+async def follow_up(s: AsyncSession, policy: Policy, case: Case, answered: Answered, *, now: datetime,
+                    delivering: frozenset[str]) -> Reach | None:
+    """Queue what an answer calls for. Returns the reach when the answer needs a DSL (an urgent
+    alert, or a decision now waiting), so the person answering can be told the truth.
+    """
+    a, nxt = answered, answered.after.step
+    alert = a.after.urgent and not a.before.urgent and a.step.actor is not Actor.DSL  # a DSL deciding needs no alert
+    decided = a.step.actor is Actor.DSL and (a.prior is None or a.prior.actor is not Actor.DSL)
+    needed = nxt is not None and nxt.actor is Actor.DSL and a.step.actor is not Actor.DSL
     deciders = await repo.list_staff(s, school_id=case.school_id, roles=DECIDER_ROLES) if alert or decided or needed else []
     rows: list[OutboxMessage] = []
-    if alert:
+    if alert and not needed:  # with a decision waiting too, the decision message is the alert: one DM each
         rows += _urgent_alerts(case, deciders, now)
-        await _urgent_ack_reminders(s, policy, case, now)
+    if alert:
+        await _write_ladder(s, policy, case, URGENT_ACK_REMINDER, now, None, "raised")
     if decided:
-        rows += await _decided(s, case, deciders, step, actor_id, now, visit)
+        rows += await _decided(s, case, deciders, a.step, a.actor_id, now, a.visit)
     if needed and nxt is not None:
-        rows += _decision_needed(case, deciders, nxt, now, after, visit_of(after, nxt))
+        rows += _decision_needed(case, deciders, nxt, now, a.after, visit_of(a.after, nxt),
+                                 replaces_alert=a.before.urgent and not _dsl_has_answered(policy, a.before))
+        await _write_ladder(s, policy, case, DECISION_REMINDER, now, None, f"{nxt.id}:{visit_of(a.after, nxt)}")
     if nxt is not None and nxt.actor is Actor.ASSIGNEE:
-        rows += await _assigned(s, policy, case, nxt, after, now)
-    await repo.cancel_reminders(s, case.id or 0, _stopped_by(step, after))
+        rows += await _assigned(s, policy, case, nxt, a.after, now)
+    rows += await _planned(s, policy, case, a, now)
+    reach = await _reach(s, case, deciders, delivering, now, urgent=alert) if alert or needed else None
+    if reach is not None and reach.deciders == 0:
+        rows += await _unreachable(s, case, now)
+    await repo.cancel_reminders(s, case.id or 0, _stopped_by(a.step, a.after))
     await repo.enqueue(s, rows)
+    return reach
+
+
+async def _planned(s: AsyncSession, policy: Policy, case: Case, a: Answered, now: datetime) -> list[OutboxMessage]:
+    """Rows that follow from where the case now is: an unfinished concern, a review date, a closed case."""
+    if a.prior is None and a.after.step is not None and a.after.step.actor is Actor.STAFF:
+        await _write_ladder(s, policy, case, DRAFT_REMINDER, now, None, "raised")  # nothing left unseen
+    for f in a.step.fields:
+        if f.type is FieldType.DATE and a.after.facts.get(f.key):
+            await _review_ladder(s, policy, case, f"{a.step.id}:{a.visit}", str(a.after.facts[f.key]))
+    return await _closed(s, case, a.actor_id, now) if a.after.done else []
+
+
+def _dsl_has_answered(policy: Policy, progress: Progress) -> bool:
+    return any(key.startswith("_visits.") and policy.steps[key[len("_visits."):]].actor is Actor.DSL
+               for key in progress.facts)
+
+
+async def _reach(s: AsyncSession, case: Case, deciders: Sequence[Staff], delivering: frozenset[str], now: datetime,
+                 *, urgent: bool) -> Reach:
+    """Count the DSLs and deputies the bot can reach; record it when there are none."""
+    count = sum(1 for d in deciders if reachable(d, delivering))
+    if count == 0:
+        await append_access(s, action="alert_unreachable", at=now, school_id=case.school_id, case_id=case.id,
+                            detail={"urgent": urgent, "deciders": len(deciders)})
+    return Reach(deciders=count, school=await s.get(School, case.school_id))
+
+
+async def _unreachable(s: AsyncSession, case: Case, now: datetime) -> list[OutboxMessage]:
+    """No DSL or deputy can be reached: the school's escalation contact is told (a reference only)."""
+    message = Message(kind=Kind.UNREACHABLE, case_ref=case.ref, urgent=True)
+    return [outbox_row(case, p, message, f"{case.id}:unreachable:{case.version}:{p.id}", now)
+            for p in await escalation_contacts(s, case.school_id)]
+
+
+async def _closed(s: AsyncSession, case: Case, actor_id: int, now: datetime) -> list[OutboxMessage]:
+    """The person who raised the concern hears that it closed, and who closed it (no outcome detail)."""
+    raiser, closer = await repo.get_staff(s, case.raised_by), await repo.get_staff(s, actor_id)
+    if raiser is None:
+        return []
+    message = Message(kind=Kind.CLOSED, case_ref=case.ref, by=closer.display_name if closer else "a DSL")
+    return [outbox_row(case, raiser, message, f"{case.id}:closed", now)]
 
 
 def _stopped_by(step: Step, after: Progress) -> list[str]:
-    """Reminders an answer makes moot: a DSL's answer acknowledges an urgent case; the outcome stops its ladder."""
+    """Reminders an answer makes moot: a DSL's answer acknowledges an urgent case and ends the
+    wait for a decision; the outcome stops its ladder; leaving the first steps ends the draft.
+    """
     stopped = []
     if step.actor is Actor.DSL or after.done:
-        stopped.append(URGENT_ACK_REMINDER)
+        stopped += [URGENT_ACK_REMINDER, DECISION_REMINDER]
     if step.actor is Actor.ASSIGNEE or after.done:
         stopped.append(OUTCOME_REMINDER)
+    if after.step is None or after.step.actor is not Actor.STAFF:
+        stopped.append(DRAFT_REMINDER)
     return stopped
 
 
@@ -76,8 +173,8 @@ def visit_of(progress: Progress, step: Step) -> int:
 
 
 def _urgent_alerts(case: Case, deciders: Sequence[Staff], now: datetime) -> list[OutboxMessage]:
-    message = Message(kind=Kind.URGENT_ALERT, case_ref=case.ref, urgent=True)
-    return [outbox_row(case, d, message, f"{case.id}:urgent_alert:{d.id}", now) for d in deciders]
+    message = Message(kind=Kind.URGENT_ALERT, case_ref=case.ref, urgent=True, can_acknowledge=True)
+    return [outbox_row(case, d, message, urgent_alert_key(case, d.id), now) for d in deciders]
 
 
 def decision_key(case: Case, step_id: str, visit: int, staff_id: int | None) -> str:
@@ -85,10 +182,21 @@ def decision_key(case: Case, step_id: str, visit: int, staff_id: int | None) -> 
     return f"{case.id}:decision:{step_id}:{visit}:{staff_id}"
 
 
+def urgent_alert_key(case: Case, staff_id: int | None) -> str:
+    """The dedupe key of an urgent alert, which the first 'decision needed' message updates in place."""
+    return f"{case.id}:urgent_alert:{staff_id}"
+
+
 def _decision_needed(case: Case, deciders: Sequence[Staff], step: Step, now: datetime, after: Progress,
-                     visit: int) -> list[OutboxMessage]:
-    message = Message(kind=Kind.DECISION_NEEDED, case_ref=case.ref, urgent=after.urgent, step_title=step.title)
-    return [outbox_row(case, d, message, decision_key(case, step.id, visit, d.id), now) for d in deciders]
+                     visit: int, *, replaces_alert: bool) -> list[OutboxMessage]:
+    """One DM per DSL: on an urgent case the first decision message rewrites the urgent alert sent earlier."""
+    rows = []
+    for d in deciders:
+        message = Message(kind=Kind.DECISION_NEEDED, case_ref=case.ref, urgent=after.urgent, step_title=step.title,
+                          can_acknowledge=after.urgent,
+                          supersedes=urgent_alert_key(case, d.id) if replaces_alert else None)
+        rows.append(outbox_row(case, d, message, decision_key(case, step.id, visit, d.id), now))
+    return rows
 
 
 async def _decided(s: AsyncSession, case: Case, deciders: Sequence[Staff], step: Step, actor_id: int,
@@ -120,6 +228,11 @@ async def _assigned(s: AsyncSession, policy: Policy, case: Case, step: Step, aft
 async def _ladder_recipients(s: AsyncSession, case: Case, to: str, assignee: Staff | None) -> list[Staff]:
     if to == "assignee":
         return [assignee] if assignee else []
+    if to == "raiser":
+        raiser = await repo.get_staff(s, case.raised_by)
+        return [raiser] if raiser else []
+    if to == "escalation":
+        return await escalation_contacts(s, case.school_id)
     return await repo.list_staff(s, school_id=case.school_id, roles=(to,))
 
 
@@ -128,8 +241,13 @@ async def _outcome_reminders(s: AsyncSession, policy: Policy, case: Case, step: 
     await _write_ladder(s, policy, case, OUTCOME_REMINDER, due, assignee, f"{step.id}:{visit}")
 
 
-async def _urgent_ack_reminders(s: AsyncSession, policy: Policy, case: Case, now: datetime) -> None:
-    await _write_ladder(s, policy, case, URGENT_ACK_REMINDER, now, None, "raised")
+async def _review_ladder(s: AsyncSession, policy: Policy, case: Case, scope: str, day: str) -> None:
+    """The review date reminds the DSL from the start of that working day (the sweep keeps to school days)."""
+    school = await s.get(School, case.school_id)
+    opens = time.fromisoformat(str((policy.settings.get("school_time") or {}).get("working_start", "08:00")))
+    zone = ZoneInfo(school.timezone if school else "Europe/London")
+    start = datetime.combine(date.fromisoformat(day), opens, zone).astimezone(UTC)
+    await _write_ladder(s, policy, case, REVIEW_REMINDER, start, None, scope)
 
 
 async def _write_ladder(s: AsyncSession, policy: Policy, case: Case, kind: str, start: datetime,

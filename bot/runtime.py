@@ -37,4 +37,5 @@ def build_services(settings: Settings) -> Services:
     keyring = load_keyring(configured=settings.encryption_key, production=settings.is_production,
                            dev_key_file=dev_key_file(settings))
     policy = load_policy(Path(settings.policy) if settings.policy else DEFAULT_POLICY)
-    return Services(db=create_database(settings.database_url), keyring=keyring, policy=policy)
+    return Services(db=create_database(settings.database_url), keyring=keyring, policy=policy,
+                    delivering=settings.delivering_platforms())

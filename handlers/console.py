@@ -135,6 +135,8 @@ class Console:
             return await self.ask_assignee(f)
         if f.type is FieldType.DUE:
             return self.ask(f"{f.label} (ISO date and time with offset; blank for the policy's default)") or None
+        if f.type is FieldType.DATE:
+            return self.ask(f"{f.label} (a date: YYYY-MM-DD){hint}") or None
         return self.ask(f"{f.label}{hint}") or None
 
     def ask_codes(self, f: Field) -> list[str]:

@@ -52,6 +52,12 @@ class School(SQLModel, table=True):
     nation: str = Field(default="ENG", max_length=3)
     timezone: str = Field(default="Europe/London", max_length=64)
     created_at: datetime = _when(default_factory=utcnow)
+    # Per-school settings (`consentbot school set`): fallback contacts shown when no DSL or
+    # deputy can be reached through the bot, the named escalation contact, the digest time.
+    dsl_phone: str | None = Field(default=None, max_length=40)
+    front_door_phone: str | None = Field(default=None, max_length=40)
+    escalation_staff_id: int | None = Field(default=None)
+    digest_time: str | None = Field(default=None, max_length=5)  # HH:MM local; None: CONSENTBOT_DIGEST_TIME
 
 
 class Staff(SQLModel, table=True):

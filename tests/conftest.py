@@ -132,21 +132,27 @@ async def services(db_url: str, clock: Clock) -> AsyncIterator[Services]:
     """Services on a fresh, migrated database with the England policy."""
     db = create_database(db_url)
     await upgrade(db)
-    svc = Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(), clock=clock)
+    svc = Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(), clock=clock,
+                   delivering=frozenset({"slack"}))
     yield svc
     await db.dispose()
 
 
 @pytest.fixture
 async def school(services: Services) -> dict[str, Person]:
-    """One school's people: a teacher, a second teacher, a DSL, a deputy; and another school's DSL."""
+    """One school's people: a teacher, a second teacher, a DSL, a deputy; and another school's DSL.
+    Each has a Slack id, and the services deliver on Slack, so the DSLs can be reached.
+    """
     from bot import people
 
-    add = people.add
+    async def add(email: str, role: str, name: str, school: str) -> Person:
+        slack_id = "U0" + email.split("@")[0].upper()
+        return await people.add(services, email=email, role=role, name=name, school=school, slack_user_id=slack_id)
+
     return {
-        "teacher": await add(services, email="tina@oak.sch.uk", role="staff", name="Tina Teacher", school="oak"),
-        "teacher2": await add(services, email="tom@oak.sch.uk", role="staff", name="Tom Teacher", school="oak"),
-        "dsl": await add(services, email="dee@oak.sch.uk", role="dsl", name="Dee DSL", school="oak"),
-        "deputy": await add(services, email="pat@oak.sch.uk", role="deputy", name="Pat Deputy", school="oak"),
-        "other_dsl": await add(services, email="olu@elm.sch.uk", role="dsl", name="Olu DSL", school="elm"),
+        "teacher": await add("tina@oak.sch.uk", "staff", "Tina Teacher", "oak"),
+        "teacher2": await add("tom@oak.sch.uk", "staff", "Tom Teacher", "oak"),
+        "dsl": await add("dee@oak.sch.uk", "dsl", "Dee DSL", "oak"),
+        "deputy": await add("pat@oak.sch.uk", "deputy", "Pat Deputy", "oak"),
+        "other_dsl": await add("olu@elm.sch.uk", "dsl", "Olu DSL", "elm"),
     }

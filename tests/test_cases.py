@@ -18,12 +18,13 @@ People = dict[str, Person]
 RAISE = {"child": "Ada Canary", "concern": "Ada said X", "seen_at": "today"}
 
 
-async def raised(svc: Services, people: People, *, danger: str = "no") -> CaseView:
-    view = await cases.raise_concern(svc, actor=people["teacher"], values=RAISE, platform="test")
-    view = await answer(svc, people["teacher"], view, {"immediate_danger": danger})
+async def raised(svc: Services, people: People, *, danger: str = "no", view: str = "significant_harm") -> CaseView:
+    """A concern raised the way every front end raises it: the danger question first (G1)."""
+    case = await cases.raise_concern(svc, actor=people["teacher"], values={"immediate_danger": danger}, platform="test")
     if danger == "yes":
-        view = await answer(svc, people["teacher"], view, {"emergency_contact": "police_999"})
-    return await answer(svc, people["teacher"], view, {"staff_threshold": "significant_harm"})
+        case = await answer(svc, people["teacher"], case, {"emergency_contact": "police_999"})
+    case = await answer(svc, people["teacher"], case, RAISE)
+    return await answer(svc, people["teacher"], case, {"staff_threshold": view})
 
 
 async def answer(svc: Services, who: Person, view: CaseView, values: dict, key: str | None = None) -> CaseView:

@@ -23,7 +23,7 @@ ASSIGN = {"assignee": "7", "due_at": "2026-11-25T10:00:00+00:00"}
 ASKED = {"asked_who": T, "asked_how": "phone", "asked_at": T, "child_views": T}
 SHARE = {"shared_with": "police", "agency_ref": T, "shared_at": T, "shared_how": "phone", "what_shared": T,
          "decision": "share", "necessity": T, "legal_refs": ["gdpr_6_1_e"]}
-FOLLOW = {"ack_received": T, "referral_outcome": T, "review_date": T}
+FOLLOW = {"ack_received": T, "referral_outcome": T, "review_date": "2026-12-08"}
 
 
 def walk(*steps: tuple[str, dict[str, Any]]) -> list[Answer]:
@@ -31,12 +31,14 @@ def walk(*steps: tuple[str, dict[str, Any]]) -> list[Answer]:
 
 
 def start(danger: str = "no", threshold: str = "significant_harm") -> list[tuple[str, dict[str, Any]]]:
-    head = [("concern", RAISE), ("immediate_danger", {"immediate_danger": danger})]
+    head = [("immediate_danger", {"immediate_danger": danger})]
     if danger == "yes":
         head.append(("emergency_contact", {"emergency_contact": "front_door"}))
-    return [*head, ("staff_threshold", {"staff_threshold": "unsure"}), ("dsl_threshold", {"threshold": threshold})]
+    return [*head, ("concern", RAISE), ("staff_threshold", {"staff_threshold": "unsure"}),
+            ("dsl_threshold", {"threshold": threshold})]
 
 
+NO_DANGER = ("immediate_danger", {"immediate_danger": "no"})
 NOT_ASKED = [("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"], "reasons_text": T}),
              ("sh_approve", {"decision_reasons": T, "approve": "approve"})]
 PATHS = [
@@ -60,9 +62,9 @@ PATHS = [
         ("follow_up", FOLLOW)], "shared"),
     ("early help, refused", POLICY, start(threshold="early_help") + [
         ("eh_assign", ASSIGN), ("eh_outcome", {**ASKED, "consent_outcome": "refused"}),
-        ("eh_not_shared", {"decision_reasons": T, "review_date": T})], "not_shared"),
+        ("eh_not_shared", {"decision_reasons": T, "review_date": "2026-12-08"})], "not_shared"),
     ("no further action", POLICY, start(threshold="no_further_action") + [
-        ("nfa_record", {"decision_reasons": T, "review_date": T})], "no_further_action"),
+        ("nfa_record", {"decision_reasons": T, "review_date": "2026-12-08"})], "no_further_action"),
 ]
 
 
@@ -88,11 +90,11 @@ def test_every_enumerated_path_records_everything_required(policy: Policy) -> No
 
 
 ILLEGAL = [
-    ("answer to the wrong step", [("immediate_danger", {"immediate_danger": "no"})], "waiting for step 'concern'"),
-    ("unknown option", [("concern", RAISE), ("immediate_danger", {"immediate_danger": "maybe"})],
-     "not one of the allowed choices"),
-    ("missing required field", [("concern", {"child": "A", "concern": "B"})], "'seen_at' in step 'concern': is required"),
-    ("unknown field", [("concern", {**RAISE, "colour": "red"})], "unknown field(s) ['colour']"),
+    ("answer to the wrong step", [("concern", RAISE)], "waiting for step 'immediate_danger'"),
+    ("unknown option", [("immediate_danger", {"immediate_danger": "maybe"})], "not one of the allowed choices"),
+    ("missing required field", [NO_DANGER, ("concern", {"child": "A", "concern": "B"})],
+     "'seen_at' in step 'concern': is required"),
+    ("unknown field", [NO_DANGER, ("concern", {**RAISE, "colour": "red"})], "unknown field(s) ['colour']"),
     ("option ruled out by an earlier answer", start("yes", "early_help"), "not one of the allowed choices"),
     ("reason given without details", start() + [("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"]})],
      "'reasons_text' in step 'sh_reasons': is required"),
@@ -101,9 +103,12 @@ ILLEGAL = [
      "unknown code(s) ['dpa1998_s29']"),
     ("due without offset", start() + [("sh_reasons", {}), ("sh_assign_seek", {**ASSIGN, "due_at": "2026-11-25T10:00"})],
      "must include a UTC offset"),
-    ("text too long", [("concern", {**RAISE, "seen_at": "x" * 501})], "longer than 500 characters"),
+    ("text too long", [NO_DANGER, ("concern", {**RAISE, "seen_at": "x" * 501})], "longer than 500 characters"),
+    ("review date not a date", start(threshold="no_further_action") + [
+        ("nfa_record", {"decision_reasons": T, "review_date": "next week xxxxxxxxxxxxxxxxxxxxxxxx"})],
+     "must be a date such as"),
     ("answer after the end", start(threshold="no_further_action") + [
-        ("nfa_record", {"decision_reasons": T, "review_date": T}), ("nfa_record", {})], "already ended"),
+        ("nfa_record", {"decision_reasons": T, "review_date": "2026-12-08"}), ("nfa_record", {})], "already ended"),
 ]
 
 
@@ -141,6 +146,8 @@ def value_for(policy: Policy, step: Step, f: Any, facts: Any) -> st.SearchStrate
                         min_size=1, unique=True)
     if f.type is FieldType.DUE:
         return st.just("2026-11-25T10:00:00+00:00")
+    if f.type is FieldType.DATE:
+        return st.dates().map(lambda d: d.isoformat())
     text = st.text(min_size=1, max_size=30).filter(lambda t: t.strip())
     return st.one_of(st.none(), text) if f.optional else text
 
@@ -155,3 +162,21 @@ def test_no_walk_on_the_significant_harm_branch_ends_unshared_and_every_outcome_
     if significant:
         assert outcome.shared, [a.step for a in answers]  # S2
     assert outcome.missing == ()
+
+
+def test_once_the_dsl_confirms_the_threshold_urgency_follows_the_dsls_view() -> None:
+    raised = [NO_DANGER, ("concern", RAISE), ("staff_threshold", {"staff_threshold": "significant_harm"})]
+    assert advance(POLICY, walk(*raised)).urgent  # the teacher's view: a DSL must look now
+    lowered = advance(POLICY, walk(*raised, ("dsl_threshold", {"threshold": "early_help"})))
+    assert not lowered.urgent and not lowered.facts["urgent"]
+    raised_up = [NO_DANGER, ("concern", RAISE), ("staff_threshold", {"staff_threshold": "early_help"}),
+                 ("dsl_threshold", {"threshold": "significant_harm"})]
+    assert advance(POLICY, walk(*raised_up)).urgent
+
+
+def test_the_first_question_is_immediate_danger_and_yes_carries_the_999_notice() -> None:
+    first = POLICY.steps[POLICY.start]
+    assert first.danger_question and first.title == "Is the child in immediate danger?"
+    after_yes = advance(POLICY, walk(("immediate_danger", {"immediate_danger": "yes"})))
+    assert after_yes.urgent and after_yes.notices[0].startswith("Call 999")
+    assert after_yes.step is not None and after_yes.step.id == "emergency_contact"

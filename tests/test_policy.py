@@ -35,7 +35,7 @@ def test_the_england_policy_loads_and_covers_every_requirement() -> None:
 
 
 CASES = [
-    ("unknown next", "    next: immediate_danger\n", "    next: immediate_dangr\n",
+    ("unknown next", "    next: staff_threshold\n", "    next: immediate_dangr\n",
      "step 'concern': next 'immediate_dangr' is not a step", "    next: immediate_dangr"),
     ("path with no outcome", "    next: end_no_further_action\n", "    next: nfa_record\n",
      "step 'nfa_record': no path from here reaches an outcome", "  nfa_record:"),
@@ -54,6 +54,12 @@ CASES = [
      "outcome 'end_shared' is reached without recording: decision_reasons", "  end_shared:"),
     ("consent model not a setting value", "  consent_model: seek\n", "  consent_model: maybe\n",
      "settings.consent_model must be seek or inform", "  consent_model: maybe"),
+    ("danger question not first (G1)", "start: immediate_danger\n", "start: concern\n",
+     "start 'concern' must be the immediate-danger question", "start: concern"),
+    ("danger question unmarked (G1)", "    danger_question: true\n", "", "must be the immediate-danger question",
+     "start: immediate_danger"),
+    ("danger question without its 999 notice (G1)", "        notice: >-\n          Call 999,",
+     "        help: >-\n          Call 999,", "needs an urgent option with a notice", "  immediate_danger:"),
     ("bad yaml", "    title: Raise a concern\n", "    title: [Raise a concern\n", "not valid YAML", None),
 ]
 
@@ -95,7 +101,7 @@ def test_an_unreachable_step_is_named(tmp_path: Path) -> None:
 def test_policy_check_command(tmp_path: Path) -> None:
     ok = subprocess.run([CONSENTBOT, "policy", "check", str(DEFAULT_POLICY)], capture_output=True, text=True)
     assert ok.returncode == 0 and "ok: policy england 2026.1" in ok.stdout
-    bad = broken(tmp_path, "    next: immediate_danger\n", "    next: nowhere\n")
+    bad = broken(tmp_path, "    next: staff_threshold\n", "    next: nowhere\n")
     failed = subprocess.run([CONSENTBOT, "policy", "check", str(bad)], capture_output=True, text=True)
     assert failed.returncode == 1
     assert re.search(rf"{re.escape(str(bad))}:\d+: step 'concern': next 'nowhere' is not a step", failed.stderr)
@@ -110,7 +116,7 @@ def test_requirement_ids_are_those_of_the_guidance() -> None:
 
 
 def test_policy_diagram_of_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
-    bad = broken(tmp_path, "    next: immediate_danger\n", "    next: nowhere\n")
+    bad = broken(tmp_path, "    next: staff_threshold\n", "    next: nowhere\n")
     done = subprocess.run([CONSENTBOT, "policy", "diagram", str(bad)], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "step 'concern': next 'nowhere' is not a step" in done.stderr

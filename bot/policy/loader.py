@@ -100,7 +100,7 @@ class _Builder:
             key=str(raw["key"]), type=ftype, label=str(raw.get("label", raw["key"])),
             sensitive=bool(raw.get("sensitive", False)), optional=bool(raw.get("optional", False)),
             options=options, due_hours=raw.get("due_hours"), required_if_any=raw.get("required_if_any"),
-            ids=self.ids(raw, where), line=_line(raw),
+            sets_urgency=bool(raw.get("sets_urgency", False)), ids=self.ids(raw, where), line=_line(raw),
         )
 
     def next_of(self, raw: Any, where: str) -> str | Switch | None:
@@ -144,7 +144,8 @@ class _Builder:
             nxt = self.next_of(raw.get("next"), where)
         return Step(kind=StepKind.ASK, actor=actor, title=title, help=self.help(raw, where), fields=fields,
                     next=nxt, signs=raw.get("signs"), sets={str(k): str(v) for k, v in (raw.get("sets") or {}).items()},
-                    approval=bool(raw.get("approval", False)), **common)
+                    approval=bool(raw.get("approval", False)),
+                    danger_question=bool(raw.get("danger_question", False)), **common)
 
     def help(self, raw: Mapping[str, Any], where: str) -> str | None:
         """Help text; `{name[key]}` is filled from the settings (e.g. the parental duty statement, S3)."""

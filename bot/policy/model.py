@@ -26,6 +26,7 @@ class FieldType(StrEnum):
     LEGAL_REFS = "legal_refs"  # one or more of the policy's current legal references
     ASSIGNEE = "assignee"  # a member of staff of the same school (their id)
     DUE = "due"  # an ISO 8601 date-time with an offset
+    DATE = "date"  # a calendar date, YYYY-MM-DD (a review date reminds the DSL on that day)
 
 
 class StepKind(StrEnum):
@@ -62,6 +63,7 @@ class Field:
     options: tuple[Option, ...] = ()
     due_hours: str | None = None
     required_if_any: str | None = None
+    sets_urgency: bool = False  # the chosen option's `urgent` replaces the case's urgency (the DSL's view)
     ids: tuple[str, ...] = ()
     line: int = 0
 
@@ -92,6 +94,7 @@ class Step:
     signs: str | None = None  # fact that records who answered this step, and when
     sets: Mapping[str, str] = field(default_factory=dict)
     approval: bool = False
+    danger_question: bool = False  # G1: the immediate-danger question every policy must ask first
     end: str | None = None
     shared: bool = False
     ids: tuple[str, ...] = ()

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.checklist import Answer, IllegalAnswer, Progress, advance, allowed_options, validate_answer
 from bot.policy.loader import covered_ids
-from bot.policy.model import Field, FieldType, Policy, Step, StepKind, Switch
+from bot.policy.model import Actor, Field, FieldType, Policy, Step, StepKind, Switch
 from bot.policy.requirements import REQUIREMENT_IDS
 
 Problems = list[tuple[int, str]]
@@ -27,6 +27,8 @@ def validate_policy(policy: Policy, settings_lines: dict[str, int]) -> Problems:
         problems += _step_problems(policy, step)
     if policy.start not in policy.steps:
         problems.append((settings_lines.get("start", 1), f"start {policy.start!r} is not a step"))
+    else:
+        problems += _danger_first_problems(policy, settings_lines.get("start", 1))
     missing = [rid for rid in REQUIREMENT_IDS if rid not in covered_ids(policy)]
     if missing:
         problems.append((settings_lines.get("steps", 1), f"requirement ids not covered by any rule: {', '.join(missing)}"))
@@ -34,6 +36,24 @@ def validate_policy(policy: Policy, settings_lines: dict[str, int]) -> Problems:
         return problems  # the graph checks below assume a well-formed graph
     problems += _reachability_problems(policy)
     return problems or _path_problems(policy)
+
+
+def _danger_first_problems(policy: Policy, line: int) -> Problems:
+    """G1: the first thing a teacher sees is one question, is the child in immediate danger?
+    Its urgent answer carries the 999 / front-door notice, shown before anything is typed.
+    """
+    first = policy.steps[policy.start]
+    if not first.danger_question:
+        return [(line, f"start {policy.start!r} must be the immediate-danger question "
+                       "(a step with danger_question: true), asked before anything else (G1)")]
+    choices = [f for f in first.fields if f.type is FieldType.CHOICE]
+    if first.actor is not Actor.STAFF or len(first.fields) != 1 or len(choices) != 1:
+        return [(first.line, f"step {first.id!r}: the immediate-danger question must be one choice "
+                             "answered by the member of staff (G1)")]
+    if not any(o.urgent and o.notice for o in choices[0].options):
+        return [(first.line, f"step {first.id!r}: the immediate-danger question needs an urgent option "
+                             "with a notice (999 / front door) (G1)")]
+    return []
 
 
 def _settings_problems(policy: Policy, lines: dict[str, int]) -> Problems:
@@ -224,4 +244,6 @@ def _sample_values(policy: Policy, f: Field, facts: Any) -> list[Any]:
         return [[next(c.code for c in policy.legal_references if not c.historical)]]
     if f.type is FieldType.DUE:
         return ["2030-01-01T09:00:00+00:00"]
+    if f.type is FieldType.DATE:
+        return ["2030-01-01"]
     return ["recorded"]

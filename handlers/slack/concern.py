@@ -14,8 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import cases
 from bot.cases import Services
 from bot.errors import NotFound
-from bot.policy.model import FieldType
-from handlers.slack.modals import note_modal, step_modal
+from handlers.slack.modals import note_modal, quoted_block, step_modal
 from handlers.slack.parse import message_text, user_id
 
 
@@ -39,14 +38,14 @@ def register(app: AsyncApp, svc: Services) -> None:
 
 
 async def open_first_step(svc: Services, client: AsyncWebClient, body: dict[str, Any], quoted: str = "") -> None:
-    """The first step, with the quoted message (if any) as the first long answer."""
-    try:  # refuse unregistered people before they type anything
+    """The first step, the immediate-danger question (G1); a quoted message rides below it until
+    the step that asks what was seen or heard.
+    """
+    try:  # refuse unregistered people before they answer anything
         await cases.identify(svc, slack_user_id=user_id(body))
     except NotFound as refusal:
         await client.views_open(trigger_id=body["trigger_id"], view=note_modal(str(refusal)))
         return
     start = svc.policy.steps[svc.policy.start]
-    prefill = next((f.key for f in start.fields if f.type is FieldType.LONGTEXT), None)
-    initial = {prefill: quoted} if prefill and quoted else {}
-    modal = step_modal(start, view=None, policy=svc.policy, initial=initial)
+    modal = step_modal(start, view=None, policy=svc.policy, trail=[quoted_block(quoted)] if quoted else [])
     await client.views_open(trigger_id=body["trigger_id"], view=modal)

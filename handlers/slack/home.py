@@ -48,7 +48,8 @@ def group(me: Person, mine: list[CaseView], now: datetime) -> list[Group]:
     if me.is_decider:
         return [("Awaiting decision", [(c, False) for c in mine if c.status == "awaiting_decision"]),
                 ("Awaiting outcome", [(c, False) for c in mine if c.status == "awaiting_outcome" and not overdue(c)]),
-                ("Overdue", [(c, True) for c in mine if overdue(c)])]
+                ("Overdue", [(c, True) for c in mine if overdue(c)]),
+                ("Not finished by the person raising it", [(c, False) for c in mine if c.status == "draft"])]
     waiting = [c for c in mine if c.answerable_by(me)]
     return [("Assigned to you", [(c, overdue(c)) for c in waiting if c.status == "awaiting_outcome"]),
             ("Concerns you have not finished raising", [(c, False) for c in waiting if c.status == "draft"])]

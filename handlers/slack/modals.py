@@ -4,7 +4,7 @@ Every question is an `input` block whose block_id and action_id are the field's 
 validation error can be shown in place (`response_action: errors` is keyed by block_id:
 https://docs.slack.dev/surfaces/modals#displaying_errors). Only elements the Slack mobile
 app renders are used: plain_text_input, radio_buttons, checkboxes, static_select,
-multi_static_select, datetimepicker (no number_input, no rich_text_input).
+multi_static_select, datepicker, datetimepicker (no number_input, no rich_text_input).
 `private_metadata` holds the case reference and version only; the step is in callback_id.
 """
 
@@ -29,8 +29,9 @@ def to_metadata(view: CaseView | None) -> str:
 
 
 def step_modal(step: Step, *, view: CaseView | None, policy: Policy, colleagues: Sequence[tuple[str, str]] = (),
-               initial: Mapping[str, str] | None = None, lead: Sequence[Block] = ()) -> dict[str, Any]:
-    """The modal asking `step`, with the case's notices at the very top."""
+               initial: Mapping[str, str] | None = None, lead: Sequence[Block] = (),
+               trail: Sequence[Block] = ()) -> dict[str, Any]:
+    """The modal asking `step`, with the case's notices at the very top and `trail` below the questions."""
     choices = view.choices if view else {}
     blocks = [*_notices(view), *lead]
     if view:
@@ -43,6 +44,7 @@ def step_modal(step: Step, *, view: CaseView | None, policy: Policy, colleagues:
         blocks.append(_input(f, policy, options, colleagues, (initial or {}).get(f.key)))
         if f.type is FieldType.LEGAL_REFS:
             blocks.append(context(escape(policy.disclaimer)))
+    blocks += trail
     return {"type": "modal", "callback_id": STEP_CALLBACK + step.id, "private_metadata": to_metadata(view),
             "title": plain(TITLE, 24), "submit": plain("Next", 24), "close": plain("Close", 24),
             "blocks": blocks[:100]}
@@ -56,12 +58,25 @@ def note_modal(text: str, *, view: CaseView | None = None, lead: Sequence[Block]
 
 
 def _notices(view: CaseView | None) -> list[Block]:
+    """The notices first (999, then who was alerted or the fallback contacts): never below a question."""
     if view is None:
         return []
     blocks = [section(f":rotating_light: *{escape(n)}*") for n in view.notices]
     if view.urgent and not view.notices:
-        blocks.append(context(":rotating_light: Urgent case: the DSL has been alerted."))
+        blocks.append(context(":rotating_light: Urgent case."))
     return blocks
+
+
+QUOTED = "quoted"  # block_id of the message a concern was raised from, carried until the concern step
+
+
+def quoted_block(text: str) -> Block:
+    """The message chosen with the message shortcut, shown (plain text, so it reads back unchanged)
+    until the step that asks what was seen or heard, which it then fills in.
+    """
+    return {"type": "context", "block_id": QUOTED, "elements": [
+        {"type": "plain_text", "text": clip("Your concern will start from the message you chose: " + text, 2000),
+         "emoji": False}]}
 
 
 def details_blocks(facts: Mapping[str, Any], policy: Policy) -> list[Block]:
@@ -105,6 +120,8 @@ def _element(f: Field, policy: Policy, options: tuple[Option, ...], colleagues: 
         return _single(list(colleagues), placeholder="Choose a member of staff")
     if f.type is FieldType.DUE:
         return {"type": "datetimepicker"}
+    if f.type is FieldType.DATE:
+        return {"type": "datepicker"}
     codes = policy.reason_codes if f.type is FieldType.REASONS else current_legal_refs(policy)
     return _multi([(c.code, c.label) for c in codes])
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.policy.model import FieldType, Step
-from handlers.slack.modals import STEP_CALLBACK
+from handlers.slack.modals import QUOTED, STEP_CALLBACK
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ def _value(element: dict[str, Any], *, multi: bool) -> Any:
         return str(element["selected_option"].get("value"))
     if element.get("selected_date_time") is not None:
         return _iso(element["selected_date_time"])
+    if isinstance(element.get("selected_date"), str):
+        return element["selected_date"]
     value = element.get("value")
     return value if isinstance(value, str) else None
 
@@ -68,6 +70,15 @@ def _iso(timestamp: Any) -> str | None:
         return datetime.fromtimestamp(int(timestamp), UTC).isoformat()
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+def quoted_text(view: dict[str, Any]) -> str:
+    """The quoted message a step modal carries (see modals.quoted_block), or ""."""
+    for block in view.get("blocks") or []:
+        if isinstance(block, dict) and block.get("block_id") == QUOTED:
+            text = str(((block.get("elements") or [{}])[0] or {}).get("text") or "")
+            return text.split(": ", 1)[-1]
+    return ""
 
 
 def message_text(body: dict[str, Any]) -> str:

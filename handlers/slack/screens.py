@@ -11,7 +11,7 @@ from bot import people, views
 from bot.cases import CaseView, Person, Services
 from bot.policy.model import Actor, FieldType, Step
 from handlers.slack.blocks import Block
-from handlers.slack.modals import note_modal, step_modal
+from handlers.slack.modals import note_modal, quoted_block, step_modal
 
 
 async def colleagues_for(svc: Services, me: Person, step: Step) -> list[tuple[str, str]]:
@@ -22,7 +22,7 @@ async def colleagues_for(svc: Services, me: Person, step: Step) -> list[tuple[st
 
 
 async def next_screen(svc: Services, me: Person, case: CaseView, lead: Sequence[Block] = (), *,
-                      owner_only: bool = False) -> dict[str, Any]:
+                      owner_only: bool = False, quoted: str = "") -> dict[str, Any]:
     """The step waiting for `me`, or a note saying where the case is now.
 
     `owner_only`: after an answer, go on only to a step that is this person's own (a DSL who
@@ -32,8 +32,18 @@ async def next_screen(svc: Services, me: Person, case: CaseView, lead: Sequence[
         case = next((c for c in await views.my_cases(svc, actor=me) if c.ref == case.ref), case)
     if case.step is not None and case.answerable_by(me) and (not owner_only or owns(me, case)):
         colleagues = await colleagues_for(svc, me, case.step)
-        return step_modal(case.step, view=case, policy=svc.policy, colleagues=colleagues, lead=lead)
+        initial, trail = carry_quote(case.step, quoted)
+        return step_modal(case.step, view=case, policy=svc.policy, colleagues=colleagues, lead=lead,
+                          initial=initial, trail=trail)
     return note_modal(where_now(svc, case), view=case, lead=lead)
+
+
+def carry_quote(step: Step, quoted: str) -> tuple[dict[str, str], list[Block]]:
+    """A quoted message fills the step's first long answer, or rides along until a step has one."""
+    if not quoted:
+        return {}, []
+    key = next((f.key for f in step.fields if f.type is FieldType.LONGTEXT), None)
+    return ({key: quoted}, []) if key else ({}, [quoted_block(quoted)])
 
 
 def owns(me: Person, case: CaseView) -> bool:
@@ -50,6 +60,8 @@ def where_now(svc: Services, case: CaseView) -> str:
         return f"Case {case.ref} is complete: {case.outcome.replace('_', ' ')}."
     if case.step is None:
         return f"Case {case.ref} is saved."
+    if case.told is not None and not case.told.reachable:
+        return f"Case {case.ref} is saved and waits for the {svc.policy.role_label('dsl')}: {case.step.title}."
     if case.step.actor is Actor.DSL:
         who = f"the {svc.policy.role_label('dsl')} (and deputies), who have been notified"
     elif case.step.actor is Actor.ASSIGNEE:

@@ -17,7 +17,7 @@ from bot.cases import CaseView, Person, Services
 from bot.errors import BotError, InvalidAnswer
 from bot.policy.model import Step
 from handlers.slack.modals import STEP_CALLBACK, note_modal
-from handlers.slack.parse import Submission, parse_submission, parse_values, user_id
+from handlers.slack.parse import Submission, parse_submission, parse_values, quoted_text, user_id
 from handlers.slack.screens import next_screen
 
 
@@ -40,7 +40,8 @@ def register(app: AsyncApp, svc: Services) -> None:
         except BotError as refusal:  # not registered, not authorised (audited), someone else answered first
             await ack(response_action="update", view=note_modal(str(refusal)))
             return
-        await ack(response_action="update", view=await next_screen(svc, me, case, owner_only=True))
+        await ack(response_action="update", view=await next_screen(svc, me, case, owner_only=True,
+                                                                   quoted=quoted_text(view)))
 
 
 async def submit(svc: Services, me: Person, sub: Submission, values: dict[str, Any]) -> CaseView:

@@ -20,9 +20,10 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
 
 
 def raise_concern(bot: Bot, *, danger: bool, threshold: str) -> str:
-    lines = ["1", CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45", "1" if danger else "2"]
+    lines = ["1", "1" if danger else "2"]  # the danger question comes first (G1)
     if danger:
         lines.append("1")  # contacted the police on 999
+    lines += [CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45"]
     lines.append({"significant_harm": "1", "early_help": "2"}[threshold])
     return case_ref(bot.chat(TEACHER, *lines))
 
@@ -96,10 +97,13 @@ def bot_on_each_database(db_url: str, tmp_path: Path) -> Bot:
 
 
 def test_immediate_danger_is_shared_without_asking(bot: Bot) -> None:
-    out = bot.chat(TEACHER, "1", CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45", "1", "1", "1")
+    out = bot.chat(TEACHER, "1", "1", "1", CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45", "1")
     ref = case_ref(out)
+    assert out.index("== Is the child in immediate danger? ==") < out.index("== Raise a concern ==")  # G1: asked first
     danger_notice = out.index("Call 999")
     assert danger_notice < out.index("== Who have you contacted? ==")  # said at once, before anything else
+    assert danger_notice < out.index("The Designated Safeguarding Lead has been alerted as urgent.")
+    assert out.index("[notification to Dee DSL") < out.index("== Who have you contacted? ==")  # queued with the answer
     assert "URGENT: concern" in "\n".join(bot.notifications())
     dsl = bot.chat(DSL, "2", "1", "Police duty officer", "3", "Waiting would leave her at risk tonight",
                    "Police already involved; delay unsafe", "1", *SHARE, *FOLLOW_UP)

@@ -28,7 +28,7 @@ def db_file(bot: Bot) -> Path:
 
 
 def run_whole_story(bot: Bot) -> str:
-    ref = case_ref(bot.chat(TEACHER, "1", CANARY, f"{CANARY} said her stepdad hit her", "today 08:40", "2", "1"))
+    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, f"{CANARY} said her stepdad hit her", "today 08:40", "1"))
     bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
     bot.chat(TEACHER, "2", *CONSENT, "2", f"Refused; {CANARY}'s mum is angry", f"{CANARY} is scared")
     bot.chat(DSL, "2", f"Refused, but {CANARY} is at risk", "1", *SHARE, *FOLLOW_UP)
@@ -64,7 +64,7 @@ def assigned_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bot, str]:
     workdir = tmp_path_factory.mktemp("story")
     bot = Bot(database_url=f"sqlite+aiosqlite:///{workdir}/test.db", workdir=workdir)
     setup_school(bot)
-    ref = case_ref(bot.chat(TEACHER, "1", CANARY, "text", "today", "2", "1"))
+    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "text", "today", "1"))
     bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
     return bot, ref
 
@@ -99,7 +99,7 @@ def test_non_dsl_deciding_is_refused_and_the_refusal_audited(sqlite_url: str, tm
     bot = Bot(database_url=sqlite_url, workdir=tmp_path)
     setup_school(bot)
     bot.run("staff", "add", "tom@oak.sch.uk", "--role", "staff", "--name", "Tom Teacher", "--school", "oak")
-    ref = case_ref(bot.chat(TEACHER, "1", CANARY, "text", "today", "2", "1"))
+    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "text", "today", "1"))
     own = bot.chat(TEACHER, case=ref)  # the raiser may open it, but the decision is not theirs
     assert "waiting for Designated Safeguarding Lead: Confirm the threshold" in own
     assert "== Confirm the threshold ==" not in own

@@ -37,7 +37,8 @@ USERS = {"teacher": "U0TEACHER1", "dsl": "U0DSL00001", "deputy": "U0DEPUTY01", "
 async def make_services(url: str) -> Services:
     db = create_database(url)
     await upgrade(db)
-    return Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy())
+    return Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy(),
+                    delivering=frozenset({"slack"}))
 
 
 @pytest.fixture
@@ -158,6 +159,8 @@ def element_state(element: dict[str, Any], value: Any) -> dict[str, Any]:
         return {"type": kind, "selected_option": chosen}
     if kind == "datetimepicker":
         return {"type": kind, "selected_date_time": value}
+    if kind == "datepicker":
+        return {"type": kind, "selected_date": value}
     return {"type": kind, "value": value}
 
 

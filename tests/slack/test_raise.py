@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import text
+
 from tests.slack.conftest import USERS, Driver, decision_dm
 
 CHILD = "Zephyrine Quillfeather"  # canary: must never reach chat history or logs
@@ -20,65 +22,77 @@ def texts(view: dict[str, Any]) -> str:
 async def raise_concern(slack: Driver, *, danger: str = "no") -> tuple[str, dict[str, Any]]:
     """Teacher: /concern, answers the staff steps. Returns the case ref and the last screen."""
     assert (await slack.command("teacher")).status_code == 200
-    first = slack.last_opened_view()
-    reply = await slack.submit("teacher", first, {"child": CHILD, "concern": f"{CHILD} said she is scared at home",
-                                                  "seen_at": "today 09:10"})
-    view = reply.json()["view"]
+    view = (await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": danger})).json()["view"]
     ref = view["private_metadata"].split(":")[0]
-    view = (await slack.submit("teacher", view, {"immediate_danger": danger})).json()["view"]
     if danger == "yes":
         view = (await slack.submit("teacher", view, {"emergency_contact": "police_999"})).json()["view"]
+    view = (await slack.submit("teacher", view, {"child": CHILD, "concern": f"{CHILD} said she is scared at home",
+                                                 "seen_at": "today 09:10"})).json()["view"]
     view = (await slack.submit("teacher", view, {"staff_threshold": "significant_harm"})).json()["view"]
     return ref, view
 
 
-async def test_concern_command_opens_the_first_step_labelled_by_its_questions(slack: Driver) -> None:
+async def first_details(slack: Driver) -> dict[str, Any]:
+    """/concern, then "No" to the danger question: the screen asking for the details."""
+    await slack.command("teacher")
+    return dict((await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "no"})).json()["view"])
+
+
+async def test_concern_command_first_asks_only_whether_the_child_is_in_immediate_danger(slack: Driver) -> None:
     response = await slack.command("teacher")
 
     assert response.status_code == 200
     view = slack.last_opened_view()
-    assert view["callback_id"] == "step:concern"
+    assert view["callback_id"] == "step:immediate_danger"  # G1: one question, before anything is typed
     assert view["private_metadata"] == ""
-    assert input_ids(view) == ["child", "concern", "seen_at"]
-    labels = [b["label"]["text"] for b in view["blocks"] if b["type"] == "input"]
-    assert labels[0] == "Child (name or school id)"
+    assert input_ids(view) == ["immediate_danger"]
+    [danger] = [b for b in view["blocks"] if b["type"] == "input"]
+    assert danger["label"]["text"] == "Is the child in immediate danger?"
+    assert danger["element"]["type"] == "radio_buttons"
+    assert [o["text"]["text"] for o in danger["element"]["options"]] == ["Yes", "No"]
 
 
 async def test_each_answer_updates_the_modal_in_place_with_only_ref_and_version(slack: Driver) -> None:
     await slack.command("teacher")
-    reply = await slack.submit("teacher", slack.last_opened_view(), {"child": CHILD, "concern": "x", "seen_at": "y"})
+    reply = await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "no"})
 
     body = reply.json()
     assert reply.status_code == 200
     assert body["response_action"] == "update"
     ref, version = body["view"]["private_metadata"].split(":")
     assert ref.startswith("C-") and version == "1"
-    assert body["view"]["callback_id"] == "step:immediate_danger"
-    [danger] = [b for b in body["view"]["blocks"] if b["type"] == "input"]
-    assert danger["element"]["type"] == "radio_buttons"
-    assert danger["label"]["text"] == "Is the child in immediate danger?"
+    assert body["view"]["callback_id"] == "step:concern"
+    assert input_ids(body["view"]) == ["child", "concern", "seen_at"]
+    labels = [b["label"]["text"] for b in body["view"]["blocks"] if b["type"] == "input"]
+    assert labels[0] == "Child (name or school id)"
 
 
 async def test_a_missing_answer_is_shown_under_its_field(slack: Driver) -> None:
-    await slack.command("teacher")
-    reply = await slack.submit("teacher", slack.last_opened_view(), {"child": CHILD, "seen_at": "y"})
+    reply = await slack.submit("teacher", await first_details(slack), {"child": CHILD, "seen_at": "y"})
 
     assert reply.json() == {"response_action": "errors", "errors": {"concern": "This answer is required"}}
 
 
 async def test_immediate_danger_says_call_999_at_the_top_at_once(slack: Driver) -> None:
     await slack.command("teacher")
-    view = (await slack.submit("teacher", slack.last_opened_view(),
-                               {"child": CHILD, "concern": "x", "seen_at": "y"})).json()["view"]
-    view = (await slack.submit("teacher", view, {"immediate_danger": "yes"})).json()["view"]
+    reply = await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "yes"})
+    view = reply.json()["view"]
 
-    top = view["blocks"][0]["text"]["text"]
-    assert "Call 999" in top and "front door" in top
+    top, alerted = (b["text"]["text"] for b in view["blocks"][:2])
+    assert "Call 999" in top and "front door" in top  # the notice before anything else on the screen
+    assert "has been alerted as urgent" in alerted
     assert view["callback_id"] == "step:emergency_contact"
+    queued = [m for m in slack.fake.calls_to("chat.postMessage")]
+    assert not queued  # nothing sent inline: the alerts were queued with the answer, in its transaction
+    async with slack.svc.db.transaction() as s:
+        kinds = (await s.execute(text("SELECT kind FROM outbox"))).scalars().all()
+    assert sorted(kinds) == ["urgent_alert", "urgent_alert"]
     await slack.drain()
     for who in ("dsl", "deputy"):
         [alert, *_] = slack.fake.messages_to(USERS[who])
         assert alert["text"].startswith("URGENT")
+        buttons = [e["text"]["text"] for b in alert["blocks"] if b["type"] == "actions" for e in b["elements"]]
+        assert "Acknowledge" in buttons
 
 
 async def test_the_teacher_ends_on_a_note_and_both_dsls_get_a_dm_without_child_details(slack: Driver) -> None:
@@ -100,6 +114,8 @@ async def test_message_shortcut_prefills_the_concern_with_the_message(slack: Dri
                          channel={"id": "C0STAFFROOM"})
 
     view = slack.last_opened_view()
+    assert view["callback_id"] == "step:immediate_danger"  # danger first, even from a message
+    view = (await slack.submit("teacher", view, {"immediate_danger": "no"})).json()["view"]
     [concern] = [b for b in view["blocks"] if b.get("block_id") == "concern"]
     assert concern["element"]["initial_value"] == f"{CHILD} cried"
 

@@ -18,11 +18,13 @@ WORDS = f"{CHILD} told me her stepfather hits her"
 async def start(slack: Driver, entry: str) -> dict[str, Any]:
     if entry == "command":
         await slack.command("teacher")
-        view = slack.last_opened_view()
+        view = (await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "no"})).json()["view"]
         return (await slack.submit("teacher", view, {"child": CHILD, "concern": WORDS, "seen_at": "09:10"})).json()
     await slack.shortcut("teacher", "concern_from_message", message={"type": "message", "text": WORDS},
                          channel={"id": "C0STAFFROOM"})
-    view = slack.last_opened_view()  # the concern is prefilled: the teacher adds the child and the time
+    view = (await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "no"})).json()["view"]
+    [concern] = [b for b in view["blocks"] if b.get("block_id") == "concern"]
+    assert concern["element"]["initial_value"] == WORDS  # prefilled: the teacher adds the child and the time
     filled = {"child": CHILD, "concern": WORDS, "seen_at": "09:10"}
     return (await slack.submit("teacher", view, filled)).json()
 
@@ -48,7 +50,6 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
     caplog.set_level(logging.DEBUG)
     view = (await start(slack, entry))["view"]
     ref = view["private_metadata"].split(":")[0]
-    view = await answer(slack, "teacher", view, {"immediate_danger": "no"})
     view = await answer(slack, "teacher", view, {"staff_threshold": "significant_harm"})
     assert "submit" not in view  # the teacher's part is done
     assert set((await slack.drain()).counts) == {"sent"}
@@ -94,9 +95,11 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
         "shared_how": "referral_form", "what_shared": "The disclosure", "decision": "share",
         "necessity": "Child at risk", "legal_refs": ["gdpr_6_1_e", "ca1989_s47"]})
     view = await answer(slack, "dsl", view, {"ack_received": "tomorrow", "referral_outcome": "s47 enquiry",
-                                             "review_date": "in 2 weeks"})
+                                             "review_date": "2026-12-08"})
     assert "complete" in texts(view)
     await slack.drain()
+    [closed] = [m for m in slack.fake.messages_to(USERS["teacher"]) if "has been closed" in m["text"]]
+    assert closed["text"] == f"Concern {ref}, which you raised, has been closed by Dee DSL. Thank you for raising it."
 
     record = (await export_as_operator(slack.svc, case_ref=ref)).record
     assert record["child"] == CHILD and record["concern"] == WORDS
@@ -107,6 +110,7 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
     assert record["shared"]["agency_ref"] == "CSC-778"
     assert [r["code"] for r in record["legal_references"]] == ["gdpr_6_1_e", "ca1989_s47"]
     assert record["follow_up"]["referral_outcome"] == "s47 enquiry"
+    assert record["follow_up"]["review_date"] == "2026-12-08"
     assert record["outcome"] == "shared" and record["missing"] == []
     assert_no_canary_in_chat_or_logs(slack, caplog)
 
@@ -127,7 +131,7 @@ def assert_no_canary_in_chat_or_logs(slack: Driver, caplog: pytest.LogCaptureFix
 async def test_a_double_submit_of_one_screen_changes_nothing(slack: Driver) -> None:
     await slack.command("teacher")
     first = slack.last_opened_view()
-    answers = {"child": CHILD, "concern": "x", "seen_at": "y"}
+    answers = {"immediate_danger": "no"}
     shown = {**first, "id": "V0DOUBLE01"}
     one = await slack.submit("teacher", shown, answers, view_id="V0DOUBLE01")
     slack.views -= 1  # the same hash again: Slack delivers the same screen twice
@@ -136,9 +140,10 @@ async def test_a_double_submit_of_one_screen_changes_nothing(slack: Driver) -> N
     assert one.json()["view"]["private_metadata"] == two.json()["view"]["private_metadata"]
     view = one.json()["view"]
     again = {**view, "id": "V0DOUBLE02"}
-    a = await slack.submit("teacher", again, {"immediate_danger": "no"}, view_id="V0DOUBLE02")
+    details = {"child": CHILD, "concern": "x", "seen_at": "y"}
+    a = await slack.submit("teacher", again, details, view_id="V0DOUBLE02")
     slack.views -= 1
-    b = await slack.submit("teacher", again, {"immediate_danger": "no"}, view_id="V0DOUBLE02")
+    b = await slack.submit("teacher", again, details, view_id="V0DOUBLE02")
     assert a.json()["view"]["private_metadata"] == b.json()["view"]["private_metadata"]
     assert a.json()["view"]["private_metadata"].endswith(":2")
 
@@ -147,7 +152,7 @@ async def test_a_stranger_to_the_case_is_refused_ephemerally_and_audited(slack: 
     from bot.audit import access_entries
 
     await slack.command("teacher")
-    reply = await slack.submit("teacher", slack.last_opened_view(), {"child": CHILD, "concern": "x", "seen_at": "y"})
+    reply = await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "no"})
     ref = reply.json()["view"]["private_metadata"].split(":")[0]
 
     response = await slack.click("bystander", ref, channel="D" + USERS["bystander"])
