@@ -312,7 +312,7 @@ def fallback_text(policy: Policy, school: School | None) -> str:
     template = str(policy.settings.get("fallback_contacts") or
                    "No DSL or deputy can be reached through the bot. Phone the DSL on {dsl_phone}, or the local "
                    "authority front door on {front_door_phone}. If the child is in immediate danger, call 999.")
-    unknown = "(not set: ask the school office)"
+    unknown = "(number not set in the bot: ask the school office)"
     return template.format(dsl_phone=(school.dsl_phone if school else None) or unknown,
                            front_door_phone=(school.front_door_phone if school else None) or unknown)
 

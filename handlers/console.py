@@ -119,9 +119,9 @@ class Console:
                 bad = step.field(exc.field or "") or step.fields[0]
                 values[bad.key] = await self.ask_field(bad, choices.get(bad.key, bad.options))
                 continue
-            await self.show_notifications(before)
-            for notice in view.notices:
+            for notice in view.notices:  # the notices first (999, then who knows): never under other output
                 self.say(f"\n!!! {notice}\n")
+            await self.show_notifications(before)
             return view
 
     async def ask_field(self, f: Field, options: tuple[Option, ...]) -> Any:
@@ -165,7 +165,9 @@ class Console:
     async def show_notifications(self, after_id: int) -> None:
         """Print the notifications the last action queued."""
         for n in await outbox.notices_after(self.svc, after_id=after_id):
-            self.say(f"[notification to {n.recipient} ({n.role}) via {n.platform}] {n.text}")
+            how = f"via {n.platform}" if n.platform in self.svc.delivering or n.platform == "console" else (
+                f"queued for {n.platform}, which this deployment does not send on")
+            self.say(f"[notification to {n.recipient} ({n.role}) {how}] {n.text}")
 
     def show_details(self, details: views.CaseDetails) -> None:
         """Print a case's recorded facts (for an authorised person)."""

@@ -200,3 +200,14 @@ def test_export_as_csv_holds_the_same_fields(bot: Bot) -> None:
     assert rows["shared.agency_ref"] == "CSC-4471"
     assert rows["referral_form.Approved by (DSL)"].startswith("Dee DSL at ")
     assert ISO.match(rows["decision.approval.at"])
+
+
+def test_with_no_dsl_reachable_the_terminal_gives_the_fallback_contacts_not_alerted(sqlite_url: str,
+                                                                                   tmp_path: Path) -> None:
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, slack=False)  # the DSLs' Slack ids reach nobody
+    setup_school(bot)
+    done = bot.run("chat", "--as", TEACHER, stdin="1\n1\n", check=False)  # "Yes", then the teacher stops
+    out = done.stdout
+    assert out.index("Call 999") < out.index("No DSL or deputy can be reached") < out.index("== Who have you")
+    assert "alerted as urgent" not in out and "(number not set in the bot: ask the school office)" in out
+    assert "is saved at 'Who have you contacted?'" in out and done.returncode == 1

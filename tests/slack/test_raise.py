@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import text
@@ -127,3 +128,20 @@ async def test_an_unregistered_person_is_told_so_in_a_modal(slack: Driver) -> No
 
     assert response.status_code == 200
     assert "not registered" in texts(slack.last_opened_view())
+
+
+async def test_with_no_dsl_reachable_the_teacher_sees_the_fallback_contacts_not_alerted(slack: Driver) -> None:
+    async with slack.svc.db.transaction() as s:  # the DSL and deputy were registered without a chat id
+        await s.execute(text("UPDATE staff SET slack_user_id = NULL WHERE role IN ('dsl', 'deputy')"))
+        await s.execute(text("UPDATE schools SET dsl_phone = '01632 960 001', front_door_phone = '0300 123 4567'"))
+    await slack.command("teacher")
+    view = (await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "yes"})).json()["view"]
+
+    top, told = (b["text"]["text"] for b in view["blocks"][:2])
+    assert "Call 999" in top
+    assert "nobody has been alerted" in told and "01632 960 001" in told and "0300 123 4567" in told
+    assert "alerted as urgent" not in json.dumps(view)
+    view = (await slack.submit("teacher", view, {"emergency_contact": "police_999"})).json()["view"]
+    view = (await slack.submit("teacher", view, {"child": CHILD, "concern": "x", "seen_at": "y"})).json()["view"]
+    last = (await slack.submit("teacher", view, {"staff_threshold": "significant_harm"})).json()["view"]
+    assert "who have been notified" not in texts(last) and "nobody has been alerted" in json.dumps(last)
