@@ -15,7 +15,9 @@ from typing import Any
 from bot.policy.model import Field, FieldType, Option, Policy, Step, StepKind
 from bot.policy.requirements import missing_records
 
-TEXT_LIMITS = {FieldType.TEXT: 500, FieldType.LONGTEXT: 5000}
+# The limits every form shows and the bot enforces, on what the person typed (Slack's
+# plain_text_input allows 3000 characters at most, so a long answer is 3000 everywhere).
+TEXT_LIMITS = {FieldType.TEXT: 500, FieldType.LONGTEXT: 3000}
 
 
 class IllegalAnswer(ValueError):
@@ -75,7 +77,7 @@ def advance(policy: Policy, answers: Sequence[Answer]) -> Progress:
             raise IllegalAnswer(answer.step, "the checklist has already ended")
         if answer.step != current.id:
             raise IllegalAnswer(answer.step, f"the checklist is waiting for step {current.id!r}")
-        values = validate_answer(policy, current, answer.values, facts)
+        values = validate_answer(policy, current, answer.values, facts, replay=True)
         urgent = urgency_after(current, values, urgent)
         chosen = chosen_options(current, values)
         notices = tuple(o.notice for o in chosen if o.notice)
@@ -154,8 +156,13 @@ def allowed_options(f: Field, facts: Mapping[str, Any]) -> tuple[Option, ...]:
     return tuple(o for o in f.options if not any(facts.get(k) == v for k, v in o.unless.items()))
 
 
-def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
-    """Check and normalise the values for `step`. Returns only recorded (non-empty) values."""
+def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts: Mapping[str, Any], *,
+                    replay: bool = False) -> dict[str, Any]:
+    """Check and normalise the values for `step`. Returns only recorded (non-empty) values.
+
+    `replay`: the values were stored after being checked, so text lengths are not checked again
+    (a sensitive value is stored encrypted, and its token is longer than what was typed).
+    """
     if not isinstance(values, Mapping):
         raise IllegalAnswer(step.id, "an answer must be a mapping of field to value")
     unknown = set(values) - {f.key for f in step.fields}
@@ -163,7 +170,7 @@ def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts
         raise IllegalAnswer(step.id, f"unknown field(s) {sorted(unknown)}")
     clean: dict[str, Any] = {}
     for f in step.fields:
-        value = _normalise(policy, step, f, values.get(f.key), facts)
+        value = _normalise(policy, step, f, values.get(f.key), facts, replay)
         if value not in (None, ""):
             clean[f.key] = value
     for f in step.fields:
@@ -180,11 +187,11 @@ def _is_required(f: Field, clean: Mapping[str, Any]) -> bool:
     return not f.optional
 
 
-def _normalise(policy: Policy, step: Step, f: Field, raw: Any, facts: Mapping[str, Any]) -> Any:
+def _normalise(policy: Policy, step: Step, f: Field, raw: Any, facts: Mapping[str, Any], replay: bool) -> Any:
     if raw is None:
         return [] if f.type is FieldType.REASONS else None
     if f.type in TEXT_LIMITS or f.type is FieldType.ASSIGNEE:
-        return _text(step, f, raw)
+        return _text(step, f, raw, limit=None if replay else text_limit(f))
     if f.type is FieldType.CHOICE:
         if str(raw) not in {o.value for o in allowed_options(f, facts)}:
             raise IllegalAnswer(step.id, "is not one of the allowed choices", f.key)
@@ -197,12 +204,17 @@ def _normalise(policy: Policy, step: Step, f: Field, raw: Any, facts: Mapping[st
     return _codes(step, f, raw, {c.code for c in codes})
 
 
-def _text(step: Step, f: Field, raw: Any) -> str:
+def text_limit(f: Field) -> int:
+    """How many characters a text field takes (an assignee is an id or an email)."""
+    return TEXT_LIMITS.get(f.type, 254)
+
+
+def _text(step: Step, f: Field, raw: Any, *, limit: int | None) -> str:
     if not isinstance(raw, str):
         raise IllegalAnswer(step.id, "must be text", f.key)
     text = raw.strip()
-    if len(text) > TEXT_LIMITS.get(f.type, 200):
-        raise IllegalAnswer(step.id, f"is longer than {TEXT_LIMITS.get(f.type, 200)} characters", f.key)
+    if limit is not None and len(text) > limit:
+        raise IllegalAnswer(step.id, f"is longer than {limit} characters", f.key)
     return text
 
 

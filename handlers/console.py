@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from bot import cases, outbox, people, views
 from bot.cases import CaseView, Person, Services
+from bot.checklist import text_limit
 from bot.errors import InvalidAnswer
 from bot.policy.model import Field, FieldType, Option, Step
 
@@ -137,7 +138,7 @@ class Console:
             return self.ask(f"{f.label} (ISO date and time with offset; blank for the policy's default)") or None
         if f.type is FieldType.DATE:
             return self.ask(f"{f.label} (a date: YYYY-MM-DD){hint}") or None
-        return self.ask(f"{f.label}{hint}") or None
+        return self.ask(f"{f.label} (up to {text_limit(f)} characters){hint}") or None
 
     def ask_codes(self, f: Field) -> list[str]:
         """Ask for reason codes or legal references by number."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.checklist import Answer, IllegalAnswer, advance, allowed_options
+from bot.checklist import Answer, IllegalAnswer, advance, allowed_options, validate_answer
 from bot.policy.loader import load_policy
 from bot.policy.model import FieldType, Policy, Step
 from bot.policy.requirements import required_records
@@ -103,7 +103,6 @@ ILLEGAL = [
      "unknown code(s) ['dpa1998_s29']"),
     ("due without offset", start() + [("sh_reasons", {}), ("sh_assign_seek", {**ASSIGN, "due_at": "2026-11-25T10:00"})],
      "must include a UTC offset"),
-    ("text too long", [NO_DANGER, ("concern", {**RAISE, "seen_at": "x" * 501})], "longer than 500 characters"),
     ("review date not a date", start(threshold="no_further_action") + [
         ("nfa_record", {"decision_reasons": T, "review_date": "next week xxxxxxxxxxxxxxxxxxxxxxxx"})],
      "must be a date such as"),
@@ -180,3 +179,12 @@ def test_the_first_question_is_immediate_danger_and_yes_carries_the_999_notice()
     after_yes = advance(POLICY, walk(("immediate_danger", {"immediate_danger": "yes"})))
     assert after_yes.urgent and after_yes.notices[0].startswith("Call 999")
     assert after_yes.step is not None and after_yes.step.id == "emergency_contact"
+
+
+def test_text_is_checked_against_its_limit_when_typed_and_never_again_when_replayed() -> None:
+    concern, too_long = POLICY.steps["concern"], {**RAISE, "seen_at": "x" * 501}
+    with pytest.raises(IllegalAnswer, match="longer than 500 characters") as caught:
+        validate_answer(POLICY, concern, too_long, {})
+    assert "x" * 20 not in str(caught.value)
+    stored = advance(POLICY, walk(NO_DANGER, ("concern", {**RAISE, "child": "enc:v1:k:" + "A" * 900})))
+    assert stored.step is not None and stored.step.id == "staff_threshold"  # a stored token is longer than typed

@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot.cases import CaseView
+from bot.checklist import TEXT_LIMITS
 from bot.policy.model import Field, FieldType, Option, Policy, Step
 from handlers.slack.blocks import Block, clip, context, escape, option, plain, section
 
 TITLE = "Safeguarding concern"
 STEP_CALLBACK = "step:"
 RADIO_MAX, CHECKBOX_MAX, SELECT_MAX = 10, 10, 100
-TEXT_MAX = {FieldType.TEXT: 500, FieldType.LONGTEXT: 3000}  # plain_text_input allows 3000 at most
+TEXT_MAX = TEXT_LIMITS  # the form's limit is the one the bot enforces (plain_text_input allows 3000 at most)
 
 
 def to_metadata(view: CaseView | None) -> str:
