@@ -120,3 +120,87 @@ def test_policy_diagram_of_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run([CONSENTBOT, "policy", "diagram", str(bad)], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "step 'concern': next 'nowhere' is not a step" in done.stderr
+
+
+def chained(n: int, *, hole: bool = False) -> str:
+    """The England policy with `n` yes/no steps chained after the concern (2**n paths through them);
+    with `hole`, the last one's "no" skips the threshold, so that path ends without a DSL decision.
+    """
+    if n == 0:
+        return SOURCE
+    steps = ""
+    for i in range(1, n + 1):
+        after = f"q{i + 1}" if i < n else "staff_threshold"
+        skip = "nfa_record" if hole and i == n else after
+        steps += (f"  q{i}:\n    actor: staff\n    title: Question {i}\n    options:\n"
+                  f"      - {{value: \"yes\", label: \"Yes\", next: {after}}}\n"
+                  f"      - {{value: \"no\", label: \"No\", next: {skip}}}\n")
+    return SOURCE.replace("    next: staff_threshold\n\n", "    next: q1\n\n" + steps + "\n", 1)
+
+
+def test_a_long_chain_of_yes_no_steps_validates_and_a_hole_at_its_end_is_found(tmp_path: Path) -> None:
+    good = tmp_path / "chain.yaml"
+    good.write_text(chained(30))
+    assert len(load_policy(good).steps) == len(load_policy().steps) + 30  # 2**30 paths: only states are walked
+    bad = tmp_path / "hole.yaml"
+    bad.write_text(chained(30, hole=True))
+    with pytest.raises(PolicyError, match=r"outcome 'end_no_further_action' is reached without recording: "
+                                          r"threshold, decided_by"):
+        load_policy(bad)
+
+
+@pytest.mark.parametrize("broken_case", CASES[:5], ids=[c[0] for c in CASES[:5]])
+def test_walking_states_finds_exactly_what_walking_every_path_finds(tmp_path: Path, broken_case: tuple) -> None:
+    import dataclasses
+
+    from bot.policy.validate import SETTING_VALUES, _outcome_problems, enumerate_paths, is_significant_harm
+
+    _, old, new, _, _ = broken_case
+    path = broken(tmp_path, old, new)
+    try:
+        load_policy(path)
+        found = set()
+    except PolicyError as exc:
+        found = {(line, message.split(" (e.g. ")[0]) for line, message in exc.problems}
+    if not found or any("outcome" not in m for _, m in found):
+        return  # a graph or syntax problem: the path checks do not run
+    policy = load_policy_unchecked(path)
+    walked = set()
+    for model in SETTING_VALUES["consent_model"]:
+        variant = dataclasses.replace(policy, settings={**policy.settings, "consent_model": model})
+        for answers, progress in enumerate_paths(variant):
+            walked |= set(_outcome_problems(variant, progress, is_significant_harm(variant, answers)))
+    assert found == walked
+
+
+def load_policy_unchecked(path: Path):  # type: ignore[no-untyped-def]
+    from bot.policy import loader
+
+    raw, text = loader._read_yaml(path)
+    builder = loader._Builder(str(path), raw.get("settings") or {})
+    return loader._build(builder, raw, str(path), "")
+
+
+SHAPES = [
+    ("steps: 5", "steps:\n", "steps: 5\n", "steps must be a mapping"),
+    ("unless: [1]", 'unless: {immediate_danger: "yes"}', "unless: [1]", "unless must map an earlier field"),
+]
+
+
+@pytest.mark.parametrize(("name", "old", "new", "message"), SHAPES, ids=[s[0] for s in SHAPES])
+def test_a_value_of_the_wrong_shape_is_one_line_naming_the_line(tmp_path: Path, name: str, old: str, new: str,
+                                                                  message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(SOURCE.replace(old, new, 1) if name != "steps: 5" else SOURCE.split("steps:\n")[0] + "steps: 5\n")
+    done = subprocess.run([CONSENTBOT, "policy", "check", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert re.search(rf"{re.escape(str(path))}:\d+: .*{message}", done.stderr), done.stderr
+
+
+def test_a_latin_1_file_is_refused_with_its_line_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(SOURCE.replace("title: Raise a concern", "title: Raise a concérn", 1).encode("latin-1"))
+    done = subprocess.run([CONSENTBOT, "policy", "check", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    line = next(i for i, text in enumerate(SOURCE.splitlines(), 1) if "title: Raise a concern" in text)
+    assert f"{path}:{line}: not UTF-8 text (byte 0xe9)" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,10 @@ class _Builder:
             self.fail(_line(raw), f"{where}: an option needs a value and a label")
             return None
         unless = raw.get("unless") or {}
+        if not isinstance(unless, Mapping):
+            self.fail(_line(raw, "unless"), f"{where}: unless must map an earlier field to a value, e.g. "
+                                            "{immediate_danger: \"yes\"}")
+            unless = {}
         return Option(
             value=str(raw["value"]), label=str(raw["label"]), ids=self.ids(raw, where),
             urgent=bool(raw.get("urgent", False)), notice=raw.get("notice"),
@@ -172,9 +177,15 @@ class _Builder:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise PolicyError(str(path), [(0, f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError(str(path), [(line, f"not UTF-8 text (byte {data[exc.start]:#04x}): save the file as UTF-8")]) \
+            from None
     try:
         return yaml.load(text, Loader=_LineLoader), text  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.YAMLError as exc:
@@ -184,21 +195,60 @@ def _read_yaml(path: Path) -> Any:
 
 
 def load_policy(path: str | Path = DEFAULT_POLICY) -> Policy:
-    """Load, build and fully validate a policy file. Raises PolicyError naming every problem."""
-    from bot.policy.validate import validate_policy  # the validator runs the checklist engine
+    """Load, build and fully validate a policy file. Raises PolicyError naming every problem.
 
+    A file that validated before (same text, same validator) is not walked again: see `_cache_mark`.
+    """
     path = Path(path)
     raw, text = _read_yaml(path)
     if not isinstance(raw, Mapping):
         raise PolicyError(str(path), [(1, "the file must be a mapping with policy, settings and steps")])
+    try:
+        return _checked(path, raw, text)
+    except PolicyError:
+        raise
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        # A value of an unexpected shape deep in the file: still one line, never a traceback.
+        raise PolicyError(str(path), [(0, f"a value has the wrong shape for a policy ({type(exc).__name__}): "
+                                          "compare the file with bot/policy/england.yaml")]) from None
+
+
+def _checked(path: Path, raw: Mapping[str, Any], text: str) -> Policy:
+    from bot.policy.validate import validate_policy  # the validator runs the checklist engine
+
     builder = _Builder(str(path), raw.get("settings") or {})
     policy = _build(builder, raw, str(path), hashlib.sha256(text.encode()).hexdigest())
     if builder.problems or policy is None:
         raise PolicyError(str(path), builder.problems)
+    mark = _cache_mark(text)
+    if mark is not None and mark.exists():
+        return policy
     problems = validate_policy(policy, settings_lines=_settings_lines(raw))
     if problems:
         raise PolicyError(str(path), problems)
+    _remember(mark)
     return policy
+
+
+def _cache_mark(text: str) -> Path | None:
+    """Where a validated policy is remembered, keyed by its text and the validator's own code,
+    so a change to either validates again. None when there is no cache folder to use.
+    """
+    code = b"".join(p.read_bytes() for p in sorted(BUILTIN_DIR.glob("*.py")))
+    code += (BUILTIN_DIR.parent / "checklist.py").read_bytes()
+    key = hashlib.sha256(text.encode() + code).hexdigest()
+    root = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(root) / "consentbot" / "policies" / key
+
+
+def _remember(mark: Path | None) -> None:
+    if mark is None:
+        return
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError:
+        pass  # a read-only home: validate each time (it takes a few milliseconds)
 
 
 def _settings_lines(raw: Mapping[str, Any]) -> dict[str, int]:
@@ -215,6 +265,10 @@ def _build(builder: _Builder, raw: Mapping[str, Any], source: str, sha256: str) 
     for key in ("policy", "settings", "steps", "start"):
         if key not in raw:
             builder.fail(1, f"missing top-level section {key!r}")
+    for key in ("policy", "settings", "steps"):
+        if key in raw and not isinstance(raw[key], Mapping):
+            builder.fail(_line(raw, key), f"{key} must be a mapping (names with values beneath them), "
+                                          f"not {type(raw[key]).__name__}")
     if builder.problems:
         return None
     meta, settings = raw["policy"], raw["settings"]

@@ -23,6 +23,8 @@ FOLLOWED_UP = ("ack_received", "referral_outcome", "review_date")
 NOT_SHARED = ("decision_reasons", "review_date")
 
 CONSENT_OUTCOMES_WITHOUT_CONSENT = frozenset({"refused", "not_reached", "informed_objected"})
+# The facts whose values (not only presence) `required_records` reads: the validator tracks them per path state.
+CONTEXT_FACTS = frozenset({"consent_outcome", "reasons_not_to_ask"})
 
 
 def is_recorded(value: Any) -> bool:

@@ -8,12 +8,22 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from bot.checklist import Answer, IllegalAnswer, Progress, advance, allowed_options, validate_answer
+from bot.checklist import (
+    Answer,
+    IllegalAnswer,
+    Progress,
+    advance,
+    allowed_options,
+    next_step_id,
+    resolve,
+    validate_answer,
+)
 from bot.policy.loader import covered_ids
 from bot.policy.model import Actor, Field, FieldType, Policy, Step, StepKind, Switch
-from bot.policy.requirements import REQUIREMENT_IDS
+from bot.policy.requirements import CONTEXT_FACTS, REQUIREMENT_IDS, required_records
 
 Problems = list[tuple[int, str]]
 SETTING_VALUES = {"consent_model": ("seek", "inform")}
@@ -146,15 +156,118 @@ def _reachability_problems(policy: Policy) -> Problems:
 
 
 def _path_problems(policy: Policy) -> Problems:
-    """Path problems, one line per kind of problem with a count and the shortest example."""
-    found: dict[tuple[int, str], list[str]] = {}
+    """Path problems, one line per kind of problem with a count of the states where it occurs
+    and the shortest example path found (see PathState: polynomial in the policy's size).
+    """
+    found: dict[tuple[int, str], str] = {}
     for model in SETTING_VALUES["consent_model"]:
         variant = dataclasses.replace(policy, settings={**policy.settings, "consent_model": model})
-        for answers, progress in enumerate_paths(variant):
-            for line, problem in _outcome_problems(variant, progress, is_significant_harm(variant, answers)):
-                found.setdefault((line, problem), []).append(describe_path(answers))
-    return [(line, f"{problem} ({len(paths)} path(s), e.g. {min(paths, key=len)})")
-            for (line, problem), paths in found.items()]
+        for state, recorded in _outcome_states(variant).items():
+            for (line, problem), missing in _state_problems(variant, state, recorded):
+                if (line, problem) not in found:
+                    found[(line, problem)] = _example(variant, state, missing)
+    return [(line, f"{problem} (e.g. {example})") for (line, problem), example in found.items()]
+
+
+@dataclass(frozen=True)
+class PathState:
+    """Where a path is, and the little about its history that requirements and routing depend
+    on: whether it chose a significant-harm option, the values of the choices other steps rule
+    options out by (`unless`) or requirements depend on, and whether any reason was given.
+
+    Every path through the same state records at least the intersection of what the paths to
+    it recorded (what is recorded only grows along a path), so a must-analysis over states
+    finds exactly the problems that walking every path would, in time polynomial in the
+    number of steps, however many yes/no steps are chained.
+    """
+
+    step: str
+    significant_harm: bool
+    context: frozenset[tuple[str, str]]
+
+
+def _context_keys(policy: Policy) -> frozenset[str]:
+    keys = {k for s in policy.steps.values() for f in s.fields for o in f.options for k in o.unless}
+    return frozenset(keys | CONTEXT_FACTS)
+
+
+def _outcome_states(policy: Policy) -> dict[PathState, frozenset[str]]:
+    """For each state a path can end in, the facts every path ending there has recorded."""
+    keys = _context_keys(policy)
+    start = PathState(resolve(policy, policy.start).id, False, frozenset())
+    must: dict[PathState, frozenset[str]] = {start: frozenset()}
+    work = [start]
+    while work:
+        state = work.pop()
+        step = policy.steps[state.step]
+        if step.kind is StepKind.END:
+            continue
+        for nxt, gained, _ in _moves(policy, state, step, keys):
+            recorded = must[state] | gained
+            known = must.get(nxt)
+            if known is None or not known <= recorded:  # meet: keep what every path has recorded
+                must[nxt] = recorded if known is None else known & recorded
+                work.append(nxt)
+    return {s: r for s, r in must.items() if policy.steps[s.step].kind is StepKind.END}
+
+
+Move = tuple[PathState, frozenset[str], str]  # where an answer leads, what it records, how to describe it
+
+
+def _moves(policy: Policy, state: PathState, step: Step, keys: frozenset[str]) -> Iterator[Move]:
+    facts = dict(state.context)
+    for values in sample_answers(policy, step, facts):
+        clean = validate_answer(policy, step, values, facts)
+        chosen = [f.option(str(clean.get(f.key))) for f in step.fields if f.type is FieldType.CHOICE]
+        harm = state.significant_harm or any(o is not None and o.significant_harm for o in chosen)
+        context = {**facts, **{k: _context_value(v) for k, v in clean.items() if k in keys}}
+        gained = {*clean, *step.sets, *([step.signs] if step.signs else [])}
+        target = resolve(policy, next_step_id(step, clean))
+        routed = step.next.by if isinstance(step.next, Switch) else None
+        label = step.id + (f"[{routed}={_context_value(clean.get(routed))}]" if routed else "")
+        yield PathState(target.id, harm, frozenset(context.items())), frozenset(gained), label
+
+
+def _context_value(value: Any) -> str:
+    return ("any" if value else "none") if isinstance(value, list) else str(value)
+
+
+def _state_problems(policy: Policy, state: PathState, recorded: frozenset[str]) -> list[tuple[tuple[int, str], str | None]]:
+    """Each problem of a path ending in `state`, with a fact some such path misses (None for S2)."""
+    end = policy.steps[state.step]
+    facts: dict[str, Any] = {k: "recorded" for k in recorded}
+    facts.update({k: ([v] if v == "any" else []) if v in ("any", "none") else v for k, v in state.context})
+    missing = [k for k in required_records(str(end.end), facts) if k not in recorded]
+    where = f"outcome {end.id!r}"
+    problems: list[tuple[tuple[int, str], str | None]] = []
+    if missing:
+        problems.append(((end.line, f"{where} is reached without recording: {', '.join(missing)}"), missing[0]))
+    if not end.shared and state.significant_harm:
+        problems.append(((end.line, f"{where} is reached on the significant-harm branch but is not shared (S2)"), None))
+    return problems
+
+
+def _example(policy: Policy, target: PathState, missing: str | None) -> str:
+    """The shortest path to `target` (never recording `missing`): a breadth-first walk of states."""
+    keys = _context_keys(policy)
+    start = PathState(resolve(policy, policy.start).id, False, frozenset())
+    came: dict[PathState, tuple[PathState | None, str]] = {start: (None, "")}
+    queue = [start]
+    for state in queue:
+        if state == target:
+            break
+        step = policy.steps[state.step]
+        if step.kind is StepKind.END:
+            continue
+        for nxt, gained, label in _moves(policy, state, step, keys):
+            if nxt not in came and (missing is None or missing not in gained):
+                came[nxt] = (state, label)
+                queue.append(nxt)
+    labels, at = [], came.get(target, (None, ""))
+    while at[0] is not None:
+        labels.append(at[1])
+        at = came[at[0]]
+    return " > ".join(reversed(labels)) + f" > {target.step}"
 
 
 def _outcome_problems(policy: Policy, progress: Progress, significant_harm: bool) -> Problems:
