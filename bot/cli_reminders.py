@@ -47,17 +47,26 @@ def remind(now: str | None = typer.Option(None, help="Run as of this ISO time (d
     else:
         report = run(lambda svc: reminders.sweep(svc, now=at))
     prefix = "would have " if dry_run else ""
-    typer.echo(f"{prefix}sent {report.sent}, deferred {report.deferred}, cancelled {report.cancelled}")
+    typer.echo(f"{prefix}sent {report.sent}, deferred {report.deferred}, cancelled {report.cancelled}, "
+               f"superseded {report.superseded}")
 
 
 @app.command()
 def digest(now: str | None = typer.Option(None, help="Build as of this ISO time (default: now)"),
            dry_run: bool = typer.Option(False, "--dry-run", help="Show the digests, change nothing")) -> None:
-    """Build today's digest for every DSL whose school is open (and the weekly summary, once a week)."""
+    """Build today's digest for every DSL whose school is open and whose digest time has come, in the
+    school's timezone (its own time, else CONSENTBOT_DIGEST_TIME); the weekly summary, once a week.
+    """
     from bot.digest import run_digests
     from bot.messages import Message
+    from bot.scheduler import digest_time
 
-    report = run(lambda svc: run_digests(svc, now=parse_now(now), dry_run=dry_run))
+    try:
+        default_time = digest_time(Settings())
+    except ValueError as exc:
+        fail(str(exc))
+        raise
+    report = run(lambda svc: run_digests(svc, now=parse_now(now), default_time=default_time, dry_run=dry_run))
     for person, row in report.messages:
         typer.echo(f"{'would send' if dry_run else 'queued'} {row.dedupe_key} to {person.display_name}")
         if dry_run:

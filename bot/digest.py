@@ -2,8 +2,10 @@
 
 References, staff names and counts only: never a child's details.
 
-Idempotent per (DSL, day): the outbox dedupe key is `digest:daily:<staff id>:<date>` and a
-`digest_runs` row records it, so every replica may run the cron and a restart may run it
+Each school's digest goes at its own `digest_time` (else CONSENTBOT_DIGEST_TIME) in its own
+timezone: the scheduler runs `run_digests` every few minutes and it builds for the schools whose
+time has come. Idempotent per (DSL, day): the outbox dedupe key is `digest:daily:<staff id>:<date>`
+and a `digest_runs` row records it, so every replica may run it and a restart may run it
 again. The digest folds in routine reminders to the DSL that fall due soon after it: those rows
 are marked `sent_by_digest` in the same transaction, so the DSL gets one message, not both.
 """
@@ -14,8 +16,8 @@ import json
 import logging
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from bot import notify
@@ -30,6 +32,8 @@ from storage.models import Case, DigestRun, OutboxMessage, School, Staff
 logger = logging.getLogger(__name__)
 DAILY, WEEKLY = "daily", "weekly"
 WEEK = timedelta(days=7)
+DEFAULT_TIME = time(7, 30)  # CONSENTBOT_DIGEST_TIME's default
+DRAFT_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -61,22 +65,38 @@ class _School:
     today: date
 
 
+@dataclass
+class SchoolFacts:
+    """What one school's daily digest reports: references, dates and assignees' names only."""
+
+    cases: list[Case]  # open cases
+    closed: list[Case]  # closed since the reader's last digest
+    reviews: list[Case]  # cases (closed ones too) whose review-date reminder is due today
+    staff: dict[int, Staff]  # assignees, by id
+
+
 class _DryRun(Exception):
     """Raised to roll a dry run's transaction back: it then changes nothing."""
 
 
-async def run_digests(svc: Services, *, now: datetime | None = None, dry_run: bool = False) -> DigestReport:
-    """Build today's digests (and this week's summaries) for every DSL whose school is open today."""
+async def run_digests(svc: Services, *, now: datetime | None = None, default_time: time = DEFAULT_TIME,
+                      dry_run: bool = False) -> DigestReport:
+    """Build today's digests (and this week's summaries) for every DSL whose school is open today and
+    whose digest time has come, in the school's own timezone: its `digest_time`, else `default_time`.
+
+    Safe to run every few minutes: a DSL who has had today's digest is skipped.
+    """
     now = now or svc.clock()
     report = DigestReport()
     try:
         async with svc.db.transaction() as s:
-            await _build(svc, s, now, report)
+            await _build(svc, s, now, default_time, report)
             if dry_run:
                 raise _DryRun
     except _DryRun:
         pass
-    logger.info("digests built=%s folded=%s dry_run=%s", len(report.messages), report.folded, dry_run)
+    if report.messages or dry_run:
+        logger.info("digests built=%s folded=%s dry_run=%s", len(report.messages), report.folded, dry_run)
     return report
 
 
@@ -84,50 +104,86 @@ def _rules(svc: Services) -> dict[str, Any]:
     return dict(svc.policy.settings.get("digest") or {})
 
 
-async def _open_schools(svc: Services, s: Any, now: datetime) -> dict[int, _School]:
+def digest_time_of(school: School, default: time) -> time:
+    """The school's digest time (HH:MM, local), else the configured one."""
+    if not school.digest_time:
+        return default
+    try:
+        return time.fromisoformat(school.digest_time)
+    except ValueError:
+        # `consentbot school set` checks the value; a hand-edited row must not stop every digest.
+        logger.warning("school=%s has an unreadable digest time: using the default", school.id)
+        return default
+
+
+async def _due_schools(svc: Services, s: Any, now: datetime, default_time: time) -> dict[int, _School]:
+    """Schools open today whose digest time has passed, each in its own timezone."""
     schools = await reminder_repo.schools(s)
     entries = await reminder_repo.calendar_entries(s, (x.id or 0 for x in schools))
     found = {}
     for school in schools:
         calendar = calendar_for(school, entries[school.id or 0], dict(svc.policy.settings))
-        today = now.astimezone(calendar.zone).date()
-        if calendar.is_school_day(today):
-            found[school.id or 0] = _School(school, calendar, today)
+        local = now.astimezone(calendar.zone)
+        if calendar.is_school_day(local.date()) and local.time() >= digest_time_of(school, default_time):
+            found[school.id or 0] = _School(school, calendar, local.date())
     return found
 
 
-async def _build(svc: Services, s: Any, now: datetime, report: DigestReport) -> None:
-    open_ = await _open_schools(svc, s, now)
+async def _waiting(svc: Services, s: Any, open_: dict[int, _School],
+                   now: datetime) -> tuple[list[Staff], dict[int, datetime]]:
+    """The DSLs of these schools without today's digest, and when each had their last one."""
     people = [p for p in await reminder_repo.digest_recipients(s, roles=_rules(svc).get("to") or ["dsl"])
               if p.school_id in open_]
+    today = {p.id or 0: open_[p.school_id].today.isoformat() for p in people}
+    done = await reminder_repo.digested(s, recipient_ids=list(today), kind=DAILY, periods=list(today.values()))
+    people = [p for p in people if (p.id or 0, today[p.id or 0]) not in done]
+    last = await reminder_repo.last_built(s, recipient_ids=[p.id or 0 for p in people], kind=DAILY)
+    return people, {p.id or 0: last.get(p.id or 0, now - timedelta(days=1)) for p in people}
+
+
+async def _build(svc: Services, s: Any, now: datetime, default_time: time, report: DigestReport) -> None:
+    open_ = await _due_schools(svc, s, now, default_time)
+    people, since = await _waiting(svc, s, open_, now)
     if not people:
         return
-    ids = [p.id or 0 for p in people]
-    last = await reminder_repo.last_digests(s, recipient_ids=ids, kind=DAILY)
-    people = [p for p in people if not _done(last.get(p.id or 0), open_[p.school_id].today.isoformat())]
-    if not people:
-        return
-    school_ids = sorted({p.school_id for p in people})
-    cases = await reminder_repo.open_cases(s, school_ids=school_ids)
-    since = {p.id: last[p.id].built_at if p.id in last else now - timedelta(days=1) for p in people}
-    closed = await reminder_repo.closed_since(s, school_ids=school_ids, since=min(since.values()))
-    assignees = await reminder_repo.rows_by_id(s, Staff, (c.assignee_id for c in cases if c.assignee_id))
+    facts = await _facts(s, sorted({p.school_id for p in people}), open_, min(since.values()), now)
     folded = await _fold(svc, s, people, now)
     report.folded += sum(len(v) for v in folded.values())
-    by_school, closed_by_school = _group(cases), _group(closed)
     for person in people:
-        where = open_[person.school_id]
-        lines = daily_lines(svc, by_school[person.school_id], assignees, where.calendar, now,
-                            closed=[c for c in closed_by_school[person.school_id] if c.updated_at >= since[person.id]],
-                            folded=folded.get(person.id or 0, set()))
-        report.messages.append((Recipient.of(person), _digest_row(person, lines, f"{DAILY}:{person.id}:{where.today}",
-                                                                  now)))
+        where, known = open_[person.school_id], facts[person.school_id]
+        mine = replace(known, closed=[c for c in known.closed if c.updated_at >= since[person.id or 0]])
+        lines = daily_lines(svc, mine, where.calendar, now, folded=folded.get(person.id or 0, set()))
+        key = f"{DAILY}:{person.id}:{where.today}"
+        report.messages.append((Recipient.of(person), _digest_row(person, lines, key, now)))
     await _weekly(svc, s, people, open_, now, report)
     await _record(s, report, people, open_, now)
 
 
-def _done(run: DigestRun | None, period: str) -> bool:
-    return run is not None and run.period == period
+async def _facts(s: Any, school_ids: list[int], open_: dict[int, _School], since: datetime,
+                 now: datetime) -> dict[int, SchoolFacts]:
+    """Each school's open cases, cases closed since `since`, reviews due today, and the assignees."""
+    cases = await reminder_repo.open_cases(s, school_ids=school_ids)
+    closed = await reminder_repo.closed_since(s, school_ids=school_ids, since=since)
+    assignees = await reminder_repo.rows_by_id(s, Staff, (c.assignee_id for c in cases if c.assignee_id))
+    reviews = await reminder_repo.reminders_due_or_sent(s, school_ids=school_ids, kind=notify.REVIEW_REMINDER,
+                                                        until=now + timedelta(days=1), since=now - timedelta(days=1))
+    by_school, closed_by_school = _group(cases), _group(closed)
+    due_today: dict[int, list[Case]] = defaultdict(list)
+    seen: set[int] = set()  # a review reminder goes to each DSL: one line per case
+    for row in reviews:
+        if row.case.id not in seen and _due_today(row, open_[row.case.school_id].calendar, now):
+            seen.add(row.case.id or 0)
+            due_today[row.case.school_id].append(row.case)
+    return {sid: SchoolFacts(by_school[sid], closed_by_school[sid], due_today[sid], assignees) for sid in school_ids}
+
+
+def _due_today(row: reminder_repo.DueOrSent, calendar: SchoolCalendar, now: datetime) -> bool:
+    """A reminder due by the end of the school's day and not yet sent, or sent since the day began."""
+    start = datetime.combine(now.astimezone(calendar.zone).date(), time(0), tzinfo=calendar.zone)
+    end = datetime.combine(start.date() + timedelta(days=1), time(0), tzinfo=calendar.zone)
+    if row.status in reminder_repo.LIVE:
+        return row.due_at < end
+    return row.sent_at is not None and row.sent_at >= start
 
 
 def _group(cases: list[Case]) -> dict[int, list[Case]]:
@@ -152,32 +208,53 @@ def _local(when: datetime | None, calendar: SchoolCalendar) -> str:
     return when.astimezone(calendar.zone).strftime("%Y-%m-%d %H:%M") if when else "-"
 
 
-def daily_lines(svc: Services, cases: list[Case], staff: dict[int, Staff], calendar: SchoolCalendar, now: datetime,
-                *, closed: list[Case], folded: set[int]) -> list[str]:
+def draft_minutes(svc: Services) -> int:
+    """How long a concern may stay unfinished before it is chased: the draft ladder's first rung (default 15)."""
+    ladder = (svc.policy.settings.get("reminders") or {}).get(notify.DRAFT_REMINDER) or []
+    return int(ladder[0].get("after_minutes", DRAFT_MINUTES)) if ladder else DRAFT_MINUTES
+
+
+def daily_lines(svc: Services, facts: SchoolFacts, calendar: SchoolCalendar, now: datetime, *,
+                folded: set[int]) -> list[str]:
     """The daily digest's text: one section per heading, one line per case reference."""
-    follow_steps = set(_rules(svc).get("follow_up_steps") or ["follow_up"])
-    soon = now + timedelta(hours=float(_rules(svc).get("due_soon_hours", 24)))
-    outcome = [c for c in cases if c.status == "awaiting_outcome" and c.due_at is not None]
-
-    def assigned(c: Case) -> str:
-        who = staff.get(c.assignee_id or 0)
-        flag = " (reminder)" if c.id in folded else ""
-        return f"{c.ref} due {_local(c.due_at, calendar)}, assigned to {who.display_name if who else '-'}{flag}"
-
-    sections = [
-        ("Awaiting decision", [f"{c.ref} since {_local(c.created_at, calendar)}" for c in cases
-                               if c.status == "awaiting_decision" and c.step not in follow_steps]),
-        ("Outcomes overdue", [assigned(c) for c in outcome if c.due_at and c.due_at <= now]),
-        ("Outcomes due soon", [assigned(c) for c in outcome if c.due_at and now < c.due_at <= soon]),
-        ("Follow-ups due", [f"{c.ref} ({svc.policy.steps[c.step].title if c.step in svc.policy.steps else c.step})"
-                            for c in cases if c.status == "awaiting_decision" and c.step in follow_steps]),
-        ("Closed since the last digest", [f"{c.ref} at {_local(c.updated_at, calendar)}" for c in closed]),
-    ]
     lines = []
-    for title, items in sections:
+    for title, items in _sections(svc, facts, calendar, now, folded):
         lines.append(f"{title}: {len(items)}")
         lines.extend(f"  {item}" for item in items)
     return lines
+
+
+def _sections(svc: Services, facts: SchoolFacts, calendar: SchoolCalendar, now: datetime,
+              folded: set[int]) -> list[tuple[str, list[str]]]:
+    follow_steps = set(_rules(svc).get("follow_up_steps") or ["follow_up"])
+    soon = now + timedelta(hours=float(_rules(svc).get("due_soon_hours", 24)))
+    outcome = [c for c in facts.cases if c.status == "awaiting_outcome" and c.due_at is not None]
+    unfinished = now - timedelta(minutes=draft_minutes(svc))
+
+    def assigned(c: Case) -> str:
+        who = facts.staff.get(c.assignee_id or 0)
+        flag = " (reminder)" if c.id in folded else ""
+        return f"{c.ref} due {_local(c.due_at, calendar)}, assigned to {who.display_name if who else '-'}{flag}"
+
+    return [
+        ("Awaiting decision", [f"{c.ref} since {_local(c.created_at, calendar)}" for c in facts.cases
+                               if c.status == "awaiting_decision" and c.step not in follow_steps]),
+        ("Outcomes overdue", [assigned(c) for c in outcome if c.due_at and c.due_at <= now]),
+        ("Outcomes due soon", [assigned(c) for c in outcome if c.due_at and now < c.due_at <= soon]),
+        ("Follow-ups due", _follow_ups(svc, facts, follow_steps)),
+        ("Not finished by the person raising it", [f"{c.ref} started {_local(c.created_at, calendar)}"
+                                                   for c in facts.cases
+                                                   if c.status == "draft" and c.created_at <= unfinished]),
+        ("Closed since the last digest", [f"{c.ref} at {_local(c.updated_at, calendar)}" for c in facts.closed]),
+    ]
+
+
+def _follow_ups(svc: Services, facts: SchoolFacts, follow_steps: set[str]) -> list[str]:
+    """Cases at a follow-up step, then cases whose review date is today (G5, G9; closed ones too)."""
+    at_step = [c for c in facts.cases if c.status == "awaiting_decision" and c.step in follow_steps]
+    listed = {c.id for c in at_step}
+    return ([f"{c.ref} ({svc.policy.steps[c.step].title if c.step in svc.policy.steps else c.step})" for c in at_step]
+            + [f"{c.ref} (review date)" for c in facts.reviews if c.id not in listed])
 
 
 def _digest_row(person: Staff, lines: list[str], key: str, now: datetime) -> OutboxMessage:
@@ -195,8 +272,9 @@ def _week(day: date) -> str:
 async def _weekly(svc: Services, s: Any, people: list[Staff], open_: dict[int, _School], now: datetime,
                   report: DigestReport) -> None:
     """On the first school day of each ISO week, a summary of the seven days before."""
-    last = await reminder_repo.last_digests(s, recipient_ids=[p.id or 0 for p in people], kind=WEEKLY)
-    due = [p for p in people if not _done(last.get(p.id or 0), _week(open_[p.school_id].today))]
+    weeks = {p.id or 0: _week(open_[p.school_id].today) for p in people}
+    done = await reminder_repo.digested(s, recipient_ids=list(weeks), kind=WEEKLY, periods=list(weeks.values()))
+    due = [p for p in people if (p.id or 0, weeks[p.id or 0]) not in done]
     if not due:
         return
     school_ids = sorted({p.school_id for p in due})

@@ -1,9 +1,10 @@
-"""The in-process timer: the reminder sweep every few seconds and the digest cron each morning.
+"""The in-process timer: the reminder sweep every few seconds and the digest check every few minutes.
 
 APScheduler 3 runs these and nothing else: reminders are rows in the database, because an
 APScheduler 3 job store cannot be shared between replicas and a one-off job missed while the
 process was down is dropped (its FAQ and misfire_grace_time). Every job here is idempotent,
-so every replica runs them all.
+so every replica runs them all. The digest is not a cron at one time: each school has its own
+digest time and timezone, so the job looks every DIGEST_EVERY for schools whose time has come.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from bot import digest, reminders
 from bot.cases import Services
@@ -26,6 +25,7 @@ from bot.schooltime import QUIET_END, QUIET_START
 
 logger = logging.getLogger(__name__)
 STOP_SECONDS = 10
+DIGEST_EVERY = timedelta(minutes=5)  # a school's digest goes at most this long after its digest time
 _running: set[asyncio.Task[Any]] = set()  # jobs in flight, so that stopping can wait for them
 
 
@@ -47,12 +47,12 @@ async def sweep_job(svc: Services, settings: Settings) -> None:
             logger.exception("reminder sweep failed")
 
 
-async def digest_job(svc: Services) -> None:
-    """Today's digests; safe to repeat (one per DSL per day)."""
+async def digest_job(svc: Services, default_time: time) -> None:
+    """The digests of schools whose digest time has come; safe to repeat (one per DSL per day)."""
     with _tracked():
         try:
-            await digest.run_digests(svc)
-        except Exception:  # noqa: BLE001 - as above: tomorrow's cron, or a restart, tries again
+            await digest.run_digests(svc, default_time=default_time)
+        except Exception:  # noqa: BLE001 - as above: the next interval tries again
             logger.exception("digest run failed")
 
 
@@ -81,18 +81,15 @@ async def stop_scheduler(scheduler: AsyncIOScheduler) -> None:
 
 
 def build_scheduler(svc: Services, settings: Settings, *, now: datetime) -> AsyncIOScheduler:
-    """The scheduler with the sweep (first run at once) and the digest cron, not yet started."""
+    """The scheduler with the sweep and the digest check (both first run at once), not yet started.
+
+    Running the digest check at start-up is the catch-up: a process started after a school's
+    digest time sends it then; one already sent is not repeated.
+    """
     at = digest_time(settings)
     scheduler = AsyncIOScheduler(timezone=settings.timezone)
     scheduler.add_job(sweep_job, "interval", seconds=settings.sweep_seconds, args=(svc, settings), id="sweep",
                       next_run_time=now, max_instances=1, coalesce=True)
-    scheduler.add_job(digest_job, CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.timezone),
-                      args=(svc,), id="digest", max_instances=1, coalesce=True, misfire_grace_time=3600)
-    if _missed_today(now, at, settings):
-        # A process started after today's digest time runs it now; one already sent is not repeated.
-        scheduler.add_job(digest_job, args=(svc,), id="digest_catch_up", next_run_time=now)
+    scheduler.add_job(digest_job, "interval", seconds=DIGEST_EVERY.total_seconds(), args=(svc, at), id="digest",
+                      next_run_time=now, max_instances=1, coalesce=True)
     return scheduler
-
-
-def _missed_today(now: datetime, at: time, settings: Settings) -> bool:
-    return now.astimezone(ZoneInfo(settings.timezone)).time() >= at

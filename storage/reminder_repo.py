@@ -4,16 +4,18 @@ The sweep's claim is two statements (lapsed claims, then due rows), each UPDATE 
 (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED). On PostgreSQL concurrent sweeps skip each other's
 locked rows; on SQLite the engine's BEGIN IMMEDIATE serialises them (SQLAlchemy renders no FOR
 UPDATE there). Both read ix_reminders_due (status, due_at), so the cost follows the number due,
-not the table's size.
+not the table's size. The finish reads the other rungs of the batch's ladders in one query
+(`other_rungs`), so that only the highest rung due is sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, text, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -32,6 +34,8 @@ from storage.repo import _insert
 
 LIVE = ("pending", "claimed")
 SENT_BY_DIGEST = "sent_by_digest"
+SENT = ("sent", SENT_BY_DIGEST)
+SUPERSEDED = "superseded"  # a lower rung not sent because a higher rung of its ladder went instead
 _QUIET = {"synchronize_session": False}  # no ORM objects to refresh: skip the per-row evaluation
 
 
@@ -82,20 +86,66 @@ async def due_now(session: AsyncSession, *, now: datetime, limit: int) -> list[R
 
 
 async def finish(session: AsyncSession, *, sent: Sequence[int], cancelled: Sequence[int],
-                 deferred: Sequence[tuple[int, datetime]], now: datetime) -> None:
+                 deferred: Sequence[tuple[int, datetime]], now: datetime, superseded: Sequence[int] = ()) -> None:
     """Record what the sweep did with the rows it owns."""
-    if sent:
-        await session.execute(update(Reminder).where(col(Reminder.id).in_(sent))
-                              .values(status="sent", sent_at=now, claimed_until=None), execution_options=_QUIET)
-    if cancelled:
-        await session.execute(update(Reminder).where(col(Reminder.id).in_(cancelled))
-                              .values(status="cancelled", claimed_until=None), execution_options=_QUIET)
+    for ids, values in ((sent, {"status": "sent", "sent_at": now}), (cancelled, {"status": "cancelled"}),
+                        (superseded, {"status": SUPERSEDED})):
+        if ids:
+            await session.execute(update(Reminder).where(col(Reminder.id).in_(ids))
+                                  .values(claimed_until=None, **values), execution_options=_QUIET)
     if deferred:
         # Core UPDATE with bind parameters: executemany, one statement for the batch.
         table = Reminder.__table__  # type: ignore[attr-defined]
         stmt = table.update().where(table.c.id == bindparam("rid")).values(
             due_at=bindparam("new_due"), status="pending", claimed_until=None)
         await session.execute(stmt, [{"rid": rid, "new_due": due} for rid, due in deferred])
+
+
+class Rung(NamedTuple):
+    """A reminder row's place on its ladder: what the sweep needs to send only the highest rung."""
+
+    id: int
+    case_id: int
+    kind: str
+    level: int
+    recipient_id: int | None
+    unique_key: str
+    status: str
+    due_at: datetime
+
+
+def _rung_columns() -> Any:
+    table = Reminder.__table__  # type: ignore[attr-defined]
+    return sa_select(*(table.c[name] for name in Rung._fields))
+
+
+async def other_rungs(session: AsyncSession, *, rows: Sequence[Reminder]) -> list[Rung]:
+    """Rows of the same cases, kinds and recipients as `rows` that may outrank them (a higher level, live or
+    sent) or be outranked (a lower level, pending), in one query. Callers match the ladders exactly.
+    """
+    recipients = sorted({r.recipient_id for r in rows if r.recipient_id is not None})
+    if not recipients:
+        return []
+    low, high = min(r.level for r in rows), max(r.level for r in rows)
+    query = _rung_columns().where(
+        col(Reminder.case_id).in_(sorted({r.case_id for r in rows})), col(Reminder.kind).in_(sorted({r.kind for r in rows})),
+        col(Reminder.recipient_id).in_(recipients),
+        or_(and_(col(Reminder.level) > low, col(Reminder.status).in_((*LIVE, *SENT))),
+            and_(col(Reminder.level) < high, col(Reminder.status) == "pending")))
+    return [Rung(*row) for row in (await session.execute(query)).all()]
+
+
+async def supersede_pending(session: AsyncSession, *, ids: Sequence[int]) -> int:
+    """Mark lower rungs superseded, those still pending only: a row another sweep has just claimed is
+    skipped, not waited for (SKIP LOCKED, as in the claim), and that sweep decides it.
+    """
+    if not ids:
+        return 0
+    locked = (select(Reminder.id).where(col(Reminder.id).in_(sorted(ids)), col(Reminder.status) == "pending")
+              .with_for_update(skip_locked=True))
+    result = await session.execute(update(Reminder).where(col(Reminder.id).in_(locked.scalar_subquery()))
+                                   .values(status=SUPERSEDED, claimed_until=None), execution_options=_QUIET)
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def enqueue_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -212,11 +262,27 @@ async def answer_events(session: AsyncSession, *, case_ids: Sequence[int]) -> li
     return list((await session.execute(query)).scalars())
 
 
-async def last_digests(session: AsyncSession, *, recipient_ids: Sequence[int], kind: str) -> dict[int, DigestRun]:
-    """Each recipient's most recent digest of a kind."""
-    query = (select(DigestRun).where(col(DigestRun.recipient_id).in_(recipient_ids), col(DigestRun.kind) == kind)
-             .order_by(col(DigestRun.built_at)))
-    return {run.recipient_id: run for run in (await session.execute(query)).scalars()}
+async def digested(session: AsyncSession, *, recipient_ids: Sequence[int], kind: str,
+                   periods: Sequence[str]) -> set[tuple[int, str]]:
+    """(recipient, period) pairs already digested among these periods (the unique index answers it:
+    the digest check runs every few minutes, so it must not read every past digest).
+    """
+    if not recipient_ids or not periods:
+        return set()
+    query = select(DigestRun.recipient_id, DigestRun.period).where(
+        col(DigestRun.recipient_id).in_(recipient_ids), col(DigestRun.kind) == kind,
+        col(DigestRun.period).in_(sorted(set(periods))))
+    return {(int(rid), str(period)) for rid, period in (await session.execute(query)).all()}
+
+
+async def last_built(session: AsyncSession, *, recipient_ids: Sequence[int], kind: str) -> dict[int, datetime]:
+    """When each recipient's most recent digest of a kind was built."""
+    if not recipient_ids:
+        return {}
+    query = (select(DigestRun.recipient_id, func.max(DigestRun.built_at))
+             .where(col(DigestRun.recipient_id).in_(recipient_ids), col(DigestRun.kind) == kind)
+             .group_by(col(DigestRun.recipient_id)))
+    return {int(rid): built for rid, built in (await session.execute(query)).all()}
 
 
 async def record_digests(session: AsyncSession, runs: Sequence[DigestRun]) -> None:
@@ -225,6 +291,29 @@ async def record_digests(session: AsyncSession, runs: Sequence[DigestRun]) -> No
         table = DigestRun.__table__  # type: ignore[attr-defined]
         await session.execute(_insert(session, table).on_conflict_do_nothing(
             index_elements=["recipient_id", "kind", "period"]), [r.model_dump(exclude={"id"}) for r in runs])
+
+
+class DueOrSent(NamedTuple):
+    """A reminder of a case, for the digest: when it is due, and whether and when it went."""
+
+    case: Case
+    due_at: datetime
+    status: str
+    sent_at: datetime | None
+
+
+async def reminders_due_or_sent(session: AsyncSession, *, school_ids: Sequence[int], kind: str, until: datetime,
+                                since: datetime) -> list[DueOrSent]:
+    """Reminders of one kind for cases of some schools, closed cases too: live ones due by `until`
+    and ones sent (or folded into a digest) at or after `since`.
+    """
+    query = (select(Case, Reminder.due_at, Reminder.status, Reminder.sent_at)
+             .join(Reminder, col(Reminder.case_id) == col(Case.id))
+             .where(col(Case.school_id).in_(school_ids), col(Reminder.kind) == kind,
+                    or_(and_(col(Reminder.status).in_(LIVE), col(Reminder.due_at) <= until),
+                        and_(col(Reminder.status).in_(SENT), col(Reminder.sent_at) >= since)))
+             .order_by(col(Reminder.due_at), col(Case.id)))
+    return [DueOrSent(*row) for row in (await session.execute(query)).all()]
 
 
 async def fold_into_digest(session: AsyncSession, *, recipient_ids: Sequence[int], kinds: Sequence[str],

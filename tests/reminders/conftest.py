@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot import reminders
 from bot.cases import Person, Services
 from bot.crypto import Keyring, generate_key
 from bot.policy.loader import load_policy
@@ -88,6 +89,27 @@ async def add_reminder(svc: Services, case: Case, to: Person, *, due: datetime, 
         await repo.add_reminders(s, [Reminder(case_id=case.id or 0, recipient_id=to.id, kind=kind, level=level,
                                               due_at=due, unique_key=key)])
     return key
+
+
+async def add_ladder(svc: Services, case: Case, rungs: list[tuple[int, Person]], *, start: datetime,
+                     kind: str = "outcome", scope: str = "test") -> list[str]:
+    """One row per rung (minutes after `start`, recipient), keyed like bot.notify's: case:kind:scope:level:recipient."""
+    rows = [Reminder(case_id=case.id or 0, recipient_id=person.id, kind=kind, level=level,
+                     due_at=start + timedelta(minutes=minutes), unique_key=f"{case.id}:{kind}:{scope}:{level}:{person.id}")
+            for level, (minutes, person) in enumerate(rungs)]
+    async with svc.db.transaction() as s:
+        await repo.add_reminders(s, rows)
+    return [r.unique_key for r in rows]
+
+
+async def sweep_through(svc: Services, tick: Clock, until: datetime, *, batch: int = 500) -> None:
+    """Sweep now and at every later due time up to `until`, as the 30-second timer would (minus the idle sweeps)."""
+    while True:
+        await reminders.sweep(svc, batch=batch)
+        waiting = [r.due_at for r in await reminder_rows(svc) if r.status == "pending" and r.due_at > tick.now]
+        if not waiting or min(waiting) > until:
+            return
+        tick.now = min(waiting)
 
 
 async def reminder_rows(svc: Services) -> list[Reminder]:

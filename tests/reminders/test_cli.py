@@ -35,7 +35,8 @@ def url(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("CONSENTBOT_ENCRYPTION_KEY", generate_key("t1"))
     monkeypatch.delenv("CONSENTBOT_POLICY", raising=False)
     invoke("db", "upgrade")
-    invoke("staff", "add", "tina@oak.sch.uk", "--role", "staff", "--name", "Tina Teacher", "--school", "oak")
+    invoke("staff", "add", "tina@oak.sch.uk", "--role", "staff", "--name", "Tina Teacher", "--school", "oak",
+           "--create-school")
     invoke("staff", "add", "tom@oak.sch.uk", "--role", "staff", "--name", "Tom Teacher", "--school", "oak")
     invoke("staff", "add", "dee@oak.sch.uk", "--role", "dsl", "--name", "Dee DSL", "--school", "oak")
     return db_url
@@ -101,6 +102,16 @@ def test_digest_dry_run_prints_the_lines_then_it_is_queued_once(url):
     assert "queued digest:daily:3:2026-11-24 to Dee DSL" in first
     assert again.strip().endswith("0 digests, 0 reminders folded in")
     assert len(with_services(url, lambda svc: outbox_rows(svc, kind="digest"))) == 2  # daily + weekly
+
+
+def test_digest_waits_for_the_configured_time_in_the_schools_timezone(url, monkeypatch):
+    monkeypatch.setenv("CONSENTBOT_DIGEST_TIME", "09:00")
+
+    early = invoke("digest", "--now", "2026-11-24T08:55")
+    on_time = invoke("digest", "--now", "2026-11-24T09:00")
+
+    assert early.strip() == "0 digests, 0 reminders folded in"
+    assert "queued digest:daily:3:2026-11-24 to Dee DSL" in on_time
 
 
 def test_calendar_import_reads_csv_and_ics_and_the_sweep_uses_it(url, tmp_path):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
+
+from sqlalchemy import update
 
 from bot import reminders
 from bot.digest import run_digests
 from bot.messages import Message
+from storage.models import School
 
-from .conftest import add_reminder, london, make_case, outbox_rows, reminder_rows
+from .conftest import add_ladder, add_reminder, london, make_case, outbox_rows, reminder_rows, utc
 
 MORNING = london(2026, 11, 24, 7, 30)  # Tuesday
 
@@ -49,6 +52,7 @@ async def test_the_daily_digest_lists_references_and_assignees_by_section(svc, o
         f"  {urgent.ref} due 2026-11-23 09:00, assigned to Tom Teacher",
         "Outcomes due soon: 1", f"  {soon.ref} due 2026-11-24 12:00, assigned to Tina Teacher",
         "Follow-ups due: 1", f"  {follow.ref} (Follow up the referral)",
+        "Not finished by the person raising it: 0",
         "Closed since the last digest: 1", f"  {closed.ref} at 2026-11-23 15:00",
     ]
     assert daily[oak.dsl.id].dedupe_key == f"digest:daily:{oak.dsl.id}:2026-11-24"
@@ -123,3 +127,85 @@ async def test_the_dry_run_shows_the_digests_and_changes_nothing(svc, oak, tick)
     assert len(report.messages) == 4 and report.folded == 1
     assert await outbox_rows(svc) == []
     assert {r.status for r in await reminder_rows(svc)} == {"pending"}
+
+
+def section(lines: list[str], title: str) -> list[str]:
+    """A section's heading line and its items."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{title}: "))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
+
+
+async def test_review_dates_due_today_are_follow_ups_and_unfinished_concerns_have_their_own_section(svc, oak, tick):
+    last_week = london(2026, 11, 16, 9, 0)
+    follow = await make_case(svc, oak.teacher, status="awaiting_decision", step="follow_up")
+    review = {name: await make_case(svc, oak.teacher, status="closed", created_at=last_week)
+              for name in ("yesterday", "this_morning", "this_afternoon", "tomorrow")}
+    for name, due in (("yesterday", london(2026, 11, 23, 8, 0)), ("this_morning", london(2026, 11, 24, 8, 0)),
+                      ("this_afternoon", london(2026, 11, 24, 16, 0)), ("tomorrow", london(2026, 11, 25, 8, 0))):
+        await add_ladder(svc, review[name], [(0, oak.dsl), (0, oak.deputy)], start=due, kind="review")
+    tick.now = london(2026, 11, 23, 8, 0)
+    await reminders.sweep(svc)  # yesterday's went yesterday
+    tick.now = london(2026, 11, 24, 8, 0)
+    await reminders.sweep(svc)  # this morning's went this morning
+    old_draft = await make_case(svc, oak.teacher, status="draft", step="concern", created_at=london(2026, 11, 24, 8, 45))
+    await make_case(svc, oak.teacher, status="draft", step="concern", created_at=london(2026, 11, 24, 8, 55))
+    tick.now = london(2026, 11, 24, 9, 5)
+
+    [row] = [r for p, r in (await run_digests(svc)).messages if p.id == oak.dsl.id and "daily" in r.dedupe_key]
+
+    lines = lines_of(row)
+    assert section(lines, "Follow-ups due") == [
+        "Follow-ups due: 3", f"  {follow.ref} (Follow up the referral)",
+        f"  {review['this_morning'].ref} (review date)", f"  {review['this_afternoon'].ref} (review date)"]
+    assert section(lines, "Not finished by the person raising it") == [
+        "Not finished by the person raising it: 1", f"  {old_draft.ref} started 2026-11-24 08:45"]
+
+
+async def set_school(svc, slug: str, **values: str) -> None:
+    async with svc.db.transaction() as s:
+        await s.execute(update(School).where(School.slug == slug).values(**values))
+
+
+async def daily_to(svc, when) -> set[int]:
+    return {p.id for p, row in (await run_digests(svc, now=when)).messages if "daily" in row.dedupe_key}
+
+
+async def test_a_school_with_its_own_digest_time_gets_its_digest_then_and_only_once(svc, oak, tick):
+    await set_school(svc, "oak", digest_time="09:00")
+
+    assert await daily_to(svc, london(2026, 11, 24, 7, 0)) == set()  # before every school's time
+    assert await daily_to(svc, london(2026, 11, 24, 8, 0)) == {oak.other_dsl.id}  # elm: the default 07:30
+    assert await daily_to(svc, london(2026, 11, 24, 9, 5)) == {oak.dsl.id}  # oak: 09:00
+    assert await daily_to(svc, london(2026, 11, 24, 9, 10)) == set()
+
+
+async def test_a_school_in_another_timezone_uses_its_own_clock(svc, oak, tick):
+    await set_school(svc, "elm", timezone="Asia/Dubai", digest_time="07:00")  # UTC+4: 03:00 UTC
+
+    assert await daily_to(svc, utc(2026, 11, 24, 2, 55)) == set()
+    assert await daily_to(svc, utc(2026, 11, 24, 3, 5)) == {oak.other_dsl.id}
+    [row] = [r for r in await outbox_rows(svc, kind="digest") if r.dedupe_key.startswith("digest:daily:")]
+    assert row.dedupe_key == f"digest:daily:{oak.other_dsl.id}:2026-11-24"  # Dubai's date
+    assert await daily_to(svc, utc(2026, 11, 24, 7, 35)) == {oak.dsl.id}  # London 07:30, its default
+
+
+async def test_the_configured_default_time_applies_to_schools_without_their_own(svc, oak, tick):
+    late = time(10, 0)
+    assert {p.id for p, _ in (await run_digests(svc, now=london(2026, 11, 24, 9, 0), default_time=late)).messages} == set()
+    found = await run_digests(svc, now=london(2026, 11, 24, 10, 0), default_time=late)
+    assert {p.id for p, r in found.messages if "daily" in r.dedupe_key} == {oak.dsl.id, oak.other_dsl.id}
+
+
+async def test_the_digest_queries_run_on_either_database(services, school, clock):
+    """SQLite here, and PostgreSQL too when CONSENTBOT_TEST_DATABASE_URL is set."""
+    dsl = school["dsl"]
+    closed = await make_case(services, school["teacher"], status="closed", created_at=clock.now - timedelta(days=9))
+    await add_ladder(services, closed, [(0, dsl)], start=clock.now + timedelta(hours=2), kind="review")
+
+    first = await run_digests(services)
+    again = await run_digests(services, now=clock.now + timedelta(minutes=5))
+
+    [row] = [r for p, r in first.messages if p.id == dsl.id and "daily" in r.dedupe_key]
+    assert section(lines_of(row), "Follow-ups due") == ["Follow-ups due: 1", f"  {closed.ref} (review date)"]
+    assert again.messages == []

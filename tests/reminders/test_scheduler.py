@@ -1,8 +1,9 @@
-"""The timer in the served app: the lifespan starts the sweep and the digest cron, and stops them."""
+"""The timer in the served app: the lifespan starts the sweep and the digest check, and stops them."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, time
 
 import pytest
 
@@ -18,27 +19,31 @@ def settings(**values: str) -> Settings:
 
 
 async def test_the_apps_lifespan_runs_the_sweep_and_stops_it_cleanly(svc, oak, tick):
-    case = await make_case(svc, oak.teacher, assignee=oak.teacher2)
-    await add_reminder(svc, case, oak.teacher2, due=tick.now)
+    # The real time: APScheduler steps an interval job through every run time it missed since its
+    # first, so a first run days back (the fixture's clock) would cost 0.05 s steps for days.
+    # An urgent_ack reminder goes at any hour, so the real time of day does not matter.
+    tick.now = datetime.now(UTC)
+    case = await make_case(svc, oak.teacher, urgent=True)
+    await add_reminder(svc, case, oak.deputy, due=tick.now, kind="urgent_ack")
     app = build_app(settings(CONSENTBOT_DIGEST_TIME="16:00"), svc)
 
     async with app.router.lifespan_context(app):
         for _ in range(100):
-            if await outbox_rows(svc, kind="reminder"):
+            if await outbox_rows(svc, kind="escalation"):
                 break
             await asyncio.sleep(0.02)
 
-    assert [r.recipient_id for r in await outbox_rows(svc, kind="reminder")] == [oak.teacher2.id]
+    assert [r.recipient_id for r in await outbox_rows(svc, kind="escalation")] == [oak.deputy.id]
     assert not [t for t in scheduler._running if not t.done()]
 
 
-def test_the_scheduler_has_the_sweep_and_the_digest_cron_only(svc):
-    timer = scheduler.build_scheduler(svc, settings(CONSENTBOT_DIGEST_TIME="07:30"), now=london(2026, 11, 24, 7, 0))
+def test_the_scheduler_has_the_sweep_and_a_digest_check_every_five_minutes_both_at_once(svc):
+    start = london(2026, 11, 24, 7, 0)
+    timer = scheduler.build_scheduler(svc, settings(CONSENTBOT_DIGEST_TIME="07:45"), now=start)
     jobs = {job.id: job for job in timer.get_jobs()}
     assert set(jobs) == {"sweep", "digest"}
-    assert str(jobs["digest"].trigger) == "cron[hour='7', minute='30']"
-    late = scheduler.build_scheduler(svc, settings(CONSENTBOT_DIGEST_TIME="07:30"), now=london(2026, 11, 24, 9, 0))
-    assert {job.id for job in late.get_jobs()} == {"sweep", "digest", "digest_catch_up"}
+    assert str(jobs["digest"].trigger) == "interval[0:05:00]"
+    assert jobs["digest"].next_run_time == start and jobs["digest"].args == (svc, time(7, 45))
 
 
 def test_a_digest_time_in_the_small_hours_is_refused(svc):

@@ -14,10 +14,10 @@ CALENDAR_CSV = "kind,start,end,label\nclosure,2026-10-26,2026-10-30,Half term\n"
 
 
 async def sent_at(svc, tick, oak, *, due: datetime, start: datetime, end: datetime, step=timedelta(minutes=30),
-                  urgent=False, kind="outcome") -> list[datetime]:
-    """Sweep every `step` from `start` to `end`; return when the reminder went out."""
+                  urgent=False, kind="outcome", to=None) -> list[datetime]:
+    """Sweep every `step` from `start` to `end`; return when the reminder (to `to`, else Tom Teacher) went out."""
     case = await make_case(svc, oak.teacher, urgent=urgent)
-    await add_reminder(svc, case, oak.teacher2, due=due, kind=kind)
+    await add_reminder(svc, case, to or oak.teacher2, due=due, kind=kind)
     tick.now = start
     while tick.now <= end:
         await reminders.sweep(svc)
@@ -50,10 +50,16 @@ async def test_a_half_term_closure_imported_for_the_school_is_skipped(svc, oak, 
     assert sent == [utc(2026, 11, 2, 8, 0)]
 
 
-async def test_an_urgent_case_at_22_00_is_not_held_for_the_morning(svc, oak, tick):
+async def test_an_urgent_case_at_22_00_reaches_a_dsl_at_once(svc, oak, tick):
     sent = await sent_at(svc, tick, oak, due=london(2026, 11, 24, 22, 0), start=london(2026, 11, 24, 21, 45),
-                         end=london(2026, 11, 24, 22, 30), step=timedelta(minutes=15), urgent=True)
+                         end=london(2026, 11, 24, 22, 30), step=timedelta(minutes=15), urgent=True, to=oak.dsl)
     assert sent == [utc(2026, 11, 24, 22, 0)]
+
+
+async def test_an_urgent_case_at_22_00_reaches_classroom_staff_only_in_working_hours(svc, oak, tick):
+    sent = await sent_at(svc, tick, oak, due=london(2026, 11, 24, 22, 0), start=london(2026, 11, 24, 21, 45),
+                         end=london(2026, 11, 25, 9, 0), step=timedelta(minutes=15), urgent=True)
+    assert sent == [utc(2026, 11, 25, 8, 0)]
 
 
 async def test_an_unacknowledged_alert_escalates_in_the_night_and_during_the_dst_change(svc, oak, tick):

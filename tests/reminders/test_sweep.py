@@ -91,9 +91,9 @@ async def test_reminders_of_a_closed_case_or_a_removed_person_are_cancelled(svc,
 
 
 async def test_many_due_rows_go_in_batches(svc, oak, tick):
-    case = await make_case(svc, oak.teacher, assignee=oak.teacher2)
-    for level in range(7):
-        await add_reminder(svc, case, oak.teacher2, due=tick.now - timedelta(minutes=level), level=level)
+    for minutes in range(7):  # seven cases: rungs of one ladder to one person would collapse to one
+        case = await make_case(svc, oak.teacher, assignee=oak.teacher2)
+        await add_reminder(svc, case, oak.teacher2, due=tick.now - timedelta(minutes=minutes))
 
     report = await reminders.sweep(svc, batch=3)
 
