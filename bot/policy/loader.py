@@ -105,7 +105,8 @@ class _Builder:
             key=str(raw["key"]), type=ftype, label=str(raw.get("label", raw["key"])),
             sensitive=bool(raw.get("sensitive", False)), optional=bool(raw.get("optional", False)),
             options=options, due_hours=raw.get("due_hours"), required_if_any=raw.get("required_if_any"),
-            sets_urgency=bool(raw.get("sets_urgency", False)), ids=self.ids(raw, where), line=_line(raw),
+            sets_urgency=bool(raw.get("sets_urgency", False)), roles=tuple(str(r) for r in raw.get("roles") or ()),
+            ids=self.ids(raw, where), line=_line(raw),
         )
 
     def next_of(self, raw: Any, where: str) -> str | Switch | None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+ASSIGNABLE = ("staff", "dsl", "deputy")
+
 
 class Actor(StrEnum):
     """Who answers a step."""
@@ -64,8 +66,13 @@ class Field:
     due_hours: str | None = None
     required_if_any: str | None = None
     sets_urgency: bool = False  # the chosen option's `urgent` replaces the case's urgency (the DSL's view)
+    roles: tuple[str, ...] = ()  # an assignee field: the roles that may be assigned (default ASSIGNABLE)
     ids: tuple[str, ...] = ()
     line: int = 0
+
+    def assignable(self) -> tuple[str, ...]:
+        """The roles an assignee field allows: the policy's, else staff, DSLs and deputies (never admins)."""
+        return self.roles or ASSIGNABLE
 
     def option(self, value: str) -> Option | None:
         """The option with this value, if there is one."""

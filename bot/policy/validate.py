@@ -27,6 +27,7 @@ from bot.policy.requirements import CONTEXT_FACTS, REQUIREMENT_IDS, required_rec
 
 Problems = list[tuple[int, str]]
 SETTING_VALUES = {"consent_model": ("seek", "inform")}
+KNOWN_ROLES = frozenset({"staff", "dsl", "deputy", "admin"})
 MAX_VISITS = 2  # a step may repeat once on a path; longer loops add no new outcomes
 
 
@@ -121,6 +122,9 @@ def _field_problems(policy: Policy, step: Step, f: Field) -> Problems:
     all_keys = {g.key for s in policy.steps.values() for g in s.fields}
     if f.type is FieldType.DUE and f.due_hours not in (policy.settings.get("due_times") or {}):
         problems.append((f.line, f"{where}: due_hours must name a settings.due_times entry"))
+    if f.roles and (f.type is not FieldType.ASSIGNEE or not set(f.roles) <= KNOWN_ROLES):
+        problems.append((f.line, f"{where}: roles belong on an assignee field and must be among "
+                                 f"{', '.join(sorted(KNOWN_ROLES))}"))
     if f.required_if_any and step.field(f.required_if_any) is None:
         problems.append((f.line, f"{where}: required_if_any names no field of this step"))
     for o in f.options:
