@@ -128,7 +128,7 @@ async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any],
                         idempotency_key: str | None = None) -> CaseView:
     """Open a case with the answer to the policy's first step."""
     start = svc.policy.steps[svc.policy.start]
-    clean = _validate(svc.policy, start, values, {}, svc.clock())
+    clean = _validate(svc.policy, start, values, {})
     now = svc.clock()
     try:
         async with svc.db.transaction() as s:
@@ -156,7 +156,8 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
             progress = advance(policy_for(svc, case), answers)
             current = _waiting_step(case, progress, version, step)
             _authorise(actor, case, current)
-            clean = _validate(svc.policy, current, values, progress.facts, svc.clock())
+            values = await _default_due(svc, s, case, current, values)
+            clean = _validate(svc.policy, current, values, progress.facts)
             clean = await _resolve_assignee(s, case, current, clean)
             return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform, kind="answered")
     except NotAuthorised as refusal:
@@ -210,19 +211,24 @@ async def log_refusal(svc: Services, refusal: NotAuthorised) -> None:
         logger.warning("refused actor=%s case=%s step=%s", audit["actor_id"], audit["case_id"], audit["detail"]["step"])
 
 
-def _validate(policy: Policy, step: Step, values: dict[str, Any], facts: Any, now: datetime) -> dict[str, Any]:
+def _validate(policy: Policy, step: Step, values: dict[str, Any], facts: Any) -> dict[str, Any]:
     try:
-        return validate_answer(policy, step, _with_defaults(policy, step, values, now), facts)
+        return validate_answer(policy, step, values, facts)
     except IllegalAnswer as exc:
         raise InvalidAnswer(str(exc), step=exc.step, field=exc.field) from None
 
 
-def _with_defaults(policy: Policy, step: Step, values: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """A due field left empty defaults to now plus the policy's due time for it."""
+async def _default_due(svc: Services, s: AsyncSession, case: Case, step: Step, values: dict[str, Any]) -> dict[str, Any]:
+    """A due field left empty defaults to now plus the policy's due time for it, moved into the
+    school's working hours: a classroom teacher is not given an outcome due at 01:00.
+    """
+    from bot.reminders import working_due  # bot.reminders builds on this module
+
     values = dict(values)
     for f in step.fields:
         if f.type is FieldType.DUE and not values.get(f.key) and f.due_hours:
-            values[f.key] = (now + timedelta(hours=policy.due_hours(f.due_hours))).isoformat()
+            due = svc.clock() + timedelta(hours=svc.policy.due_hours(f.due_hours))
+            values[f.key] = (await working_due(svc, s, school_id=case.school_id, due=due)).isoformat()
     return values
 
 
@@ -235,6 +241,8 @@ async def _resolve_assignee(s: AsyncSession, case: Case, step: Step, clean: dict
             if staff is None or not staff.active or staff.school_id != case.school_id:
                 raise InvalidAnswer(f"{f.label}: that person is not an active member of staff of this school",
                                     step=step.id, field=f.key)
+            if staff.role not in f.assignable():  # the form offers only these; a crafted value is refused too
+                raise InvalidAnswer(f"{f.label}: that person's role cannot be assigned this", step=step.id, field=f.key)
             clean[f.key] = str(staff.id)
     return clean
 

@@ -7,7 +7,7 @@ from the outbox, the reminder rows and the access log.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -137,3 +137,50 @@ async def test_the_review_date_reminds_the_dsl_that_morning_and_the_referrer_hea
     assert closed.recipient_id == school["teacher"].id
     payload = json.loads(closed.payload)
     assert payload["by"] == "Dee DSL" and "Support" not in closed.payload  # who closed it, no outcome detail
+
+
+async def test_an_urgent_outcome_left_to_its_default_falls_due_in_working_hours(services: Services, clock: object,
+                                                                                school: People) -> None:
+    view = await raised(services, school, view="significant_harm")
+    view = await answer(services, school["dsl"], view, {"threshold": "significant_harm"})
+    view = await answer(services, school["dsl"], view, {})
+    clock.now = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)  # type: ignore[attr-defined] # assigned at 21:00
+    view = await answer(services, school["dsl"], view, {"assignee": "tina@oak.sch.uk"})
+    assert view.due_at == datetime(2026, 11, 25, 8, 0, tzinfo=UTC)  # not 01:00: the next morning, 08:00
+
+
+async def test_a_case_the_dsl_lowers_to_early_help_sends_nothing_on_saturday_and_nothing_urgent(
+        services: Services, clock: object, school: People) -> None:
+    from bot import reminders
+
+    clock.now = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)  # type: ignore[attr-defined] # Friday afternoon
+    view = await raised(services, school, view="significant_harm")
+    view = await answer(services, school["dsl"], view, {"threshold": "early_help"})
+    await answer(services, school["dsl"], view, {"assignee": "tina@oak.sch.uk",
+                                                 "due_at": "2026-11-27T16:00:00+00:00"})
+    decided = max(m.id or 0 for m in await outbox(services))
+    for hour in range(0, 48, 2):  # all of Saturday and Sunday
+        clock.now = datetime(2026, 11, 28, 0, 0, tzinfo=UTC) + timedelta(hours=hour)  # type: ignore[attr-defined]
+        await reminders.sweep(services)
+    weekend = [m for m in await outbox(services) if (m.id or 0) > decided]
+    assert weekend == []
+    assert not any(json.loads(m.payload)["urgent"] for m in await outbox(services) if (m.id or 0) > decided)
+    clock.now = datetime(2026, 11, 30, 8, 1, tzinfo=UTC)  # type: ignore[attr-defined] # Monday morning
+    await reminders.sweep(services)
+    monday = [json.loads(m.payload) for m in await outbox(services) if (m.id or 0) > decided]
+    assert monday and not any(p["urgent"] for p in monday)
+
+
+async def test_a_crafted_value_cannot_assign_someone_whose_role_the_policy_does_not_allow(
+        services: Services, school: People) -> None:
+    from bot.errors import InvalidAnswer
+
+    await people.add(services, email="hal@oak.sch.uk", role="admin", name="Hal Head", school="oak")
+    view = await raised(services, school, view="early_help")
+    view = await answer(services, school["dsl"], view, {"threshold": "early_help"})
+    try:
+        await answer(services, school["dsl"], view, {"assignee": "hal@oak.sch.uk"})
+        raise AssertionError("an admin was assigned")
+    except InvalidAnswer as refused:
+        assert "role cannot be assigned" in str(refused)
+    assert not [r for r in await rows(services, Reminder) if r.kind == "outcome"]

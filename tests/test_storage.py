@@ -57,7 +57,7 @@ def test_production_refuses_to_start_without_a_key(tmp_path: Path) -> None:
 
 async def test_the_projection_moves_on_only_from_the_version_that_was_read(services: Services, school: dict) -> None:
     view = await cases.raise_concern(services, actor=school["teacher"], platform="test",
-                                     values={"child": "A", "concern": "B", "seen_at": "C"})
+                                     values={"immediate_danger": "no"})
     async with services.db.transaction() as s:
         case = await repo.case_by_ref(s, view.ref)
         assert case is not None and case.version == 1
@@ -81,7 +81,9 @@ def test_an_unreachable_database_is_a_one_line_error_without_the_url(tmp_path: P
 
 async def test_a_record_keeps_the_names_of_people_who_have_left(services: Services, school: dict) -> None:
     view = await cases.raise_concern(services, actor=school["teacher"], platform="test",
-                                     values={"child": "A", "concern": "B", "seen_at": "C"})
+                                     values={"immediate_danger": "no"})
+    await cases.answer(services, actor=school["teacher"], case_ref=view.ref, version=view.version, step="concern",
+                       values={"child": "A", "concern": "B", "seen_at": "C"}, platform="test")
     await people.remove(services, email="tina@oak.sch.uk")
     record = (await views.export_as_operator(services, case_ref=view.ref)).record
     assert record["raised"]["by"] == "Tina Teacher"
