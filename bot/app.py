@@ -120,8 +120,19 @@ async def _readiness(services: Services) -> JSONResponse:
 
 
 async def _metrics(services: Services) -> str:
+    from bot import doctor  # the same checks as `consentbot doctor`
+
     lines = ["# HELP consentbot_outbox_messages Outbox messages by status.", "# TYPE consentbot_outbox_messages gauge"]
     async with services.db.transaction() as s:
         for status, count in await repo.outbox_counts(s):
             lines.append(f'consentbot_outbox_messages{{status="{status}"}} {count}')
+    lines += ["# HELP consentbot_schools_unalertable Schools where no active DSL or deputy can be reached on a "
+              "platform this deployment sends on (see `consentbot doctor`).",
+              "# TYPE consentbot_schools_unalertable gauge",
+              f"consentbot_schools_unalertable {await doctor.count_unalertable(services)}",
+              "# HELP consentbot_outbox_oldest_undelivered_seconds Age of the oldest message not yet sent "
+              "(waiting or failed), per platform; 0 when none.",
+              "# TYPE consentbot_outbox_oldest_undelivered_seconds gauge"]
+    for platform, seconds in (await doctor.oldest_unsent_ages(services, now=services.clock())).items():
+        lines.append(f'consentbot_outbox_oldest_undelivered_seconds{{platform="{platform}"}} {seconds:.0f}')
     return "\n".join(lines) + "\n"

@@ -131,6 +131,7 @@ def policy_diagram(file: Path = typer.Argument(None), out: Path | None = typer.O
 def main() -> None:
     """Console script entry point."""
     from bot import (
+        cli_admin,  # noqa: F401 - registers school and doctor commands
         cli_commands,  # noqa: F401 - registers staff, chat, export and audit commands
         cli_reminders,  # noqa: F401 - registers remind, digest, reminders and calendar commands
     )

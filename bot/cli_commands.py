@@ -15,16 +15,17 @@ from bot.cli import ROLES, app, audit_app, fail, run, staff_app
 @staff_app.command("add")
 def staff_add(email: str, role: str = typer.Option(..., help="staff, dsl, deputy or admin"),
               name: str = typer.Option(..., help="Display name"),
-              school: str = typer.Option("default", help="School slug (created if new)"),
-              slack_id: str | None = typer.Option(None, help="Slack user id (U...)"),
-              teams_id: str | None = typer.Option(None, help="Teams (Entra) user id")) -> None:
+              school: str = typer.Option("default", help="School slug (must exist, unless --create-school)"),
+              create_school: bool = typer.Option(False, "--create-school", help="Create the school if it is new"),
+              slack_id: str | None = typer.Option(None, help="Slack member id (U012ABCDEF)"),
+              teams_id: str | None = typer.Option(None, help="Teams user id (Entra object id, or 29:...)")) -> None:
     """Add a member of staff with a role."""
     from bot import people
 
     if role not in ROLES:
         fail(f"role must be one of {', '.join(ROLES)}")
     person = run(lambda svc: people.add(svc, email=email, role=role, name=name, school=school,
-                                        slack_user_id=slack_id, teams_user_id=teams_id))
+                                        slack_user_id=slack_id, teams_user_id=teams_id, create_school=create_school))
     typer.echo(f"added {person.email} as {person.role} at {school}")
 
 

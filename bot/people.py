@@ -2,21 +2,59 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import Person, Services
 from bot.errors import Conflict, NotFound
+from bot.schools import InvalidSetting, school_or_refuse
 from storage import repo
 from storage.audit import append_access
 from storage.models import School, Staff
 
+# Slack member ids: U (or W on Enterprise Grid) then capitals and digits, e.g. U012ABCDEF.
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
+# Teams: the person's Entra object id (a GUID), or the Bot Framework id of a chat user ("29:...").
+ENTRA_OBJECT_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+BOT_FRAMEWORK_ID = re.compile(r"29:[A-Za-z0-9_\-]+")
+TEAMS_ID_MAX = 64  # the staff.teams_user_id column
+
+
+def check_slack_id(value: str) -> str:
+    """A Slack member id, or InvalidSetting saying what one looks like and where to find it."""
+    if not SLACK_USER_ID.fullmatch(value):
+        raise InvalidSetting(f"{value!r} is not a Slack member id. A member id looks like U012ABCDEF (U or W, then "
+                             "capital letters and digits): in Slack, open the person's profile, click the three dots "
+                             "(More), then 'Copy member ID'.")
+    return value
+
+
+def check_teams_id(value: str) -> str:
+    """A Teams user id (Entra object id or Bot Framework id), or InvalidSetting saying what one looks like."""
+    well_formed = ENTRA_OBJECT_ID.fullmatch(value) or BOT_FRAMEWORK_ID.fullmatch(value)
+    if not well_formed or len(value) > TEAMS_ID_MAX:
+        raise InvalidSetting(f"{value!r} is not a Teams user id. Use the person's Microsoft Entra object id, "
+                             "which looks like 00aa00aa-bb11-cc22-dd33-44ee44ee44ee (Entra admin centre > Users > "
+                             "the person > Object ID), or their Bot Framework id, which starts with 29: (at most "
+                             f"{TEAMS_ID_MAX} characters).")
+    return value
+
 
 async def add(svc: Services, *, email: str, role: str, name: str, school: str,
-              slack_user_id: str | None = None, teams_user_id: str | None = None) -> Person:
-    """Register a member of staff. An email, Slack id or Teams id belongs to one person."""
+              slack_user_id: str | None = None, teams_user_id: str | None = None,
+              create_school: bool = True) -> Person:
+    """Register a member of staff. An email, Slack id or Teams id belongs to one person.
+
+    Raises InvalidSetting for a malformed Slack or Teams id; NotFound for an unknown school unless
+    `create_school`; Conflict when the email or an id is registered already.
+    """
+    slack_user_id = check_slack_id(slack_user_id) if slack_user_id is not None else None
+    teams_user_id = check_teams_id(teams_user_id) if teams_user_id is not None else None
     try:
         async with svc.db.transaction() as s:
-            home = await repo.ensure_school(s, school)
+            home = await _home(s, school, create_school)
             staff = Staff(school_id=home.id or 0, email=email.strip().lower(), display_name=name, role=role,
                           slack_user_id=slack_user_id, teams_user_id=teams_user_id)
             s.add(staff)
@@ -26,6 +64,14 @@ async def add(svc: Services, *, email: str, role: str, name: str, school: str,
             return Person.of(staff)
     except IntegrityError:
         raise Conflict(f"{email} (or that Slack/Teams id) is already registered") from None
+
+
+async def _home(s: AsyncSession, slug: str, create: bool) -> School:
+    # A mistyped slug would otherwise quietly make a second school with no DSL, whose concerns
+    # alert nobody: new schools are made only on request.
+    if create:
+        return await repo.ensure_school(s, slug)
+    return await school_or_refuse(s, slug, hint=" Add --create-school to create it.")
 
 
 async def listing(svc: Services, *, school: str | None) -> list[tuple[str, ...]]:

@@ -130,3 +130,39 @@ async def mark_shown(session: AsyncSession, ids: Sequence[int], *, now: datetime
     if ids:
         await session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(ids))
                               .values(status="sent", sent_ref="console", sent_at=now))
+
+
+UNSENT = ("pending", "sending", "failed")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Undelivered messages of one school on one platform: how many, and when the oldest was queued."""
+
+    school_id: int
+    platform: str
+    count: int
+    oldest: datetime
+
+
+async def undelivered(session: AsyncSession, *, delivering: Sequence[str], stuck_before: datetime) -> list[Backlog]:
+    """Messages nobody will get without help, by school and platform: failed ones, waiting ones on a platform
+    not in `delivering` (nothing sends them), and waiting ones queued before `stuck_before`.
+    """
+    waiting = col(OutboxMessage.status).in_(("pending", "sending"))
+    stuck = or_(col(OutboxMessage.status) == "failed",
+                and_(waiting, or_(col(OutboxMessage.platform).not_in(list(delivering)),
+                                  col(OutboxMessage.created_at) < stuck_before)))
+    query = (select(OutboxMessage.school_id, OutboxMessage.platform, func.count(), func.min(OutboxMessage.created_at))
+             .where(stuck).group_by(col(OutboxMessage.school_id), col(OutboxMessage.platform))
+             .order_by(col(OutboxMessage.school_id), col(OutboxMessage.platform)))
+    return [Backlog(school_id=school, platform=platform, count=int(n), oldest=oldest)
+            for school, platform, n, oldest in (await session.execute(query)).all()]
+
+
+async def oldest_unsent(session: AsyncSession) -> dict[str, datetime]:
+    """When the oldest message not yet sent (waiting or failed) was queued, per platform that has one."""
+    query = (select(OutboxMessage.platform, func.min(OutboxMessage.created_at))
+             .where(col(OutboxMessage.status).in_(UNSENT)).group_by(col(OutboxMessage.platform)))
+    return {platform: oldest for platform, oldest in (await session.execute(query)).all()}
+

@@ -166,3 +166,14 @@ async def outbox_counts(session: AsyncSession) -> list[tuple[str, int]]:
     """(status, number of messages) for the metrics page."""
     query = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
     return [(status, int(count)) for status, count in (await session.execute(query)).all()]
+
+
+async def list_schools(session: AsyncSession) -> list[School]:
+    """Every school, by slug."""
+    return list((await session.execute(select(School).order_by(col(School.slug)))).scalars())
+
+
+async def update_school(session: AsyncSession, school_id: int, values: dict[str, Any]) -> None:
+    """Change some of a school's settings (column name to new value)."""
+    if values:
+        await session.execute(update(School).where(col(School.id) == school_id).values(**values))

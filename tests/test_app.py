@@ -7,17 +7,22 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
+from bot import people
 from bot.app import build_app
 from bot.cases import Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
 from bot.policy.loader import load_policy
+from storage import repo
 from storage.db import create_database
 from storage.migrate import upgrade
+from storage.models import OutboxMessage
+from tests.conftest import Clock
 
 
 async def test_readyz_answers_503_until_migrated_then_200(db_url: str) -> None:
@@ -76,3 +81,31 @@ def wait_for(url: str, seconds: float = 20) -> httpx.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+async def test_metrics_count_unalertable_schools_and_the_oldest_unsent_message(db_url: str) -> None:
+    clock = Clock(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))
+    db = create_database(db_url)
+    await upgrade(db)
+    svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy(), clock=clock,
+                   delivering=frozenset({"slack"}))
+    dee = await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak", slack_user_id="U0DEE")
+    await people.add(svc, email="olu@elm.sch.uk", role="dsl", name="Olu", school="elm")  # no chat id: unalertable
+    async with db.transaction() as s:
+        await repo.enqueue(s, [OutboxMessage(school_id=dee.school_id, recipient_id=dee.id, platform=platform,
+                                             kind="reminder", payload="{}", dedupe_key=f"m{i}", status=status,
+                                             created_at=clock.now - timedelta(seconds=age))
+                               for i, (platform, status, age) in enumerate([
+                                   ("console", "pending", 3600), ("console", "failed", 60), ("slack", "sent", 7200),
+                                   ("slack", "pending", 90)])])
+    app = build_app(Settings(DATABASE_URL=db_url), svc)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        text = (await client.get("/metrics")).text
+    await db.dispose()
+    assert "# TYPE consentbot_schools_unalertable gauge\nconsentbot_schools_unalertable 1\n" in text
+    assert "# TYPE consentbot_outbox_oldest_undelivered_seconds gauge\n" in text
+    assert "# HELP consentbot_outbox_oldest_undelivered_seconds " in text
+    ages = [line for line in text.splitlines() if line.startswith("consentbot_outbox_oldest_undelivered_seconds{")]
+    assert ages == ['consentbot_outbox_oldest_undelivered_seconds{platform="console"} 3600',
+                    'consentbot_outbox_oldest_undelivered_seconds{platform="slack"} 90',
+                    'consentbot_outbox_oldest_undelivered_seconds{platform="teams"} 0']

@@ -32,12 +32,14 @@ class Bot:
     key: str = field(default_factory=lambda: generate_key("k1"))
     stderr: list[str] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # applied last, e.g. {"SLACK_BOT_TOKEN": ""} turns Slack off
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
         env.update(DATABASE_URL=self.database_url, CONSENTBOT_ENCRYPTION_KEY=self.key, CONSENTBOT_LOG_LEVEL="DEBUG")
         if self.policy:
             env["CONSENTBOT_POLICY"] = str(self.policy)
+        env.update(self.extra_env)
         return env
 
     def run(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -76,8 +78,9 @@ def setup_school(bot: Bot, *, through_cli: bool = False) -> None:
     """Migrate, and register the people of one school: in-process for speed, or through the CLI."""
     if through_cli:
         bot.run("db", "upgrade")
-        for email, role, name in PEOPLE:
-            bot.run("staff", "add", email, "--role", role, "--name", name, "--school", "oak")
+        for i, (email, role, name) in enumerate(PEOPLE):
+            bot.run("staff", "add", email, "--role", role, "--name", name, "--school", "oak",
+                    *(["--create-school"] if i == 0 else []))
         return
     asyncio.run(_setup(bot))
 

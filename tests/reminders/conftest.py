@@ -59,7 +59,8 @@ async def oak(svc: Services) -> People:
     from bot import people
 
     async def add(email: str, role: str, name: str, school: str = "oak") -> Person:
-        return await people.add(svc, email=email, role=role, name=name, school=school, slack_user_id=f"U{email[:4]}")
+        return await people.add(svc, email=email, role=role, name=name, school=school,
+                                slack_user_id=f"U{email.split('@')[0].upper()}")
 
     return People(
         teacher=await add("tina@oak.sch.uk", "staff", "Tina Teacher"),
