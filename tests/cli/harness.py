@@ -29,6 +29,7 @@ class Bot:
     database_url: str
     workdir: Path
     policy: Path | None = None
+    slack: bool = True
     key: str = field(default_factory=lambda: generate_key("k1"))
     stderr: list[str] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
@@ -37,6 +38,9 @@ class Bot:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
         env.update(DATABASE_URL=self.database_url, CONSENTBOT_ENCRYPTION_KEY=self.key, CONSENTBOT_LOG_LEVEL="DEBUG")
+        if self.slack:  # Slack configured, so people with a Slack id can be reached (nothing is sent from `chat`)
+            env.update(SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET="test-signing-secret",
+                       SLACK_API_URL="http://127.0.0.1:9/api/")
         if self.policy:
             env["CONSENTBOT_POLICY"] = str(self.policy)
         env.update(self.extra_env)
@@ -70,16 +74,16 @@ def case_ref(output: str) -> str:
     raise AssertionError(f"no case raised in:\n{output}")
 
 
-PEOPLE = (("tina@oak.sch.uk", "staff", "Tina Teacher"), ("dee@oak.sch.uk", "dsl", "Dee DSL"),
-          ("pat@oak.sch.uk", "deputy", "Pat Deputy"))
+PEOPLE = (("tina@oak.sch.uk", "staff", "Tina Teacher", "U0TINA"), ("dee@oak.sch.uk", "dsl", "Dee DSL", "U0DEE"),
+          ("pat@oak.sch.uk", "deputy", "Pat Deputy", "U0PAT"))
 
 
 def setup_school(bot: Bot, *, through_cli: bool = False) -> None:
     """Migrate, and register the people of one school: in-process for speed, or through the CLI."""
     if through_cli:
         bot.run("db", "upgrade")
-        for i, (email, role, name) in enumerate(PEOPLE):
-            bot.run("staff", "add", email, "--role", role, "--name", name, "--school", "oak",
+        for i, (email, role, name, slack_id) in enumerate(PEOPLE):
+            bot.run("staff", "add", email, "--role", role, "--name", name, "--school", "oak", "--slack-id", slack_id,
                     *(["--create-school"] if i == 0 else []))
         return
     asyncio.run(_setup(bot))
@@ -89,7 +93,7 @@ async def _setup(bot: Bot) -> None:
     svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
     try:
         await upgrade(svc.db)
-        for email, role, name in PEOPLE:
-            await people.add(svc, email=email, role=role, name=name, school="oak")
+        for email, role, name, slack_id in PEOPLE:
+            await people.add(svc, email=email, role=role, name=name, school="oak", slack_user_id=slack_id)
     finally:
         await svc.db.dispose()
