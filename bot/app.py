@@ -11,12 +11,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from bot import keys
 from bot.cases import Services
 from bot.config import Settings
 from storage import repo
 from storage.migrate import is_current
 
 logger = logging.getLogger(__name__)
+READY_TIMEOUT_SECONDS = 2.0
 
 
 def platform_status(settings: Settings) -> dict[str, str]:
@@ -109,14 +111,26 @@ async def _connect_socket_mode(app: FastAPI, settings: Settings) -> Any:
 
 
 async def _readiness(services: Services) -> JSONResponse:
+    # Bounded here as well as by the database timeouts: a probe that hangs is no answer.
     try:
-        current = await is_current(services.db)
+        problem = await asyncio.wait_for(_not_ready(services), READY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        logger.warning("readyz: database did not answer within %s s", READY_TIMEOUT_SECONDS)
+        return JSONResponse({"status": f"database did not answer within {READY_TIMEOUT_SECONDS:g} s"}, status_code=503)
     except Exception:  # noqa: BLE001 - any database failure means not ready
         logger.warning("readyz: database unreachable")
         return JSONResponse({"status": "database unreachable"}, status_code=503)
-    if not current:
-        return JSONResponse({"status": "migrations pending: run `consentbot db upgrade`"}, status_code=503)
+    if problem:
+        logger.warning("readyz: %s", problem)  # key ids and migration state only
+        return JSONResponse({"status": problem}, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+async def _not_ready(services: Services) -> str | None:
+    """Why the app cannot serve yet: migrations pending, or a key that does not fit the database."""
+    if not await is_current(services.db):
+        return "migrations pending: run `consentbot db upgrade`"
+    return await keys.mismatch(services)
 
 
 async def _metrics(services: Services) -> str:

@@ -24,7 +24,8 @@ class Report:
 async def verify(svc: Services) -> Report:
     """Check every case chain, every projection and the access log."""
     report = Report()
-    async with svc.db.transaction() as s:
+    # One read-only snapshot: a long verify never holds up answers (nor sees half of one).
+    async with svc.db.read() as s:
         for case in await repo.all_cases(s):
             events = await repo.case_events(s, case.id or 0)
             report.cases += 1
@@ -50,7 +51,7 @@ def _projection_problems(svc: Services, case: Case, events: list[CaseEvent]) -> 
 
 async def access_entries(svc: Services, *, case_ref: str | None) -> list[str]:
     """Access log lines (ids and actions only)."""
-    async with svc.db.transaction() as s:
+    async with svc.db.read() as s:
         entries = await repo.access_log_with_refs(s, case_ref=case_ref)
     return [f"{a.seq}\t{a.at.isoformat(timespec='seconds')}\t{a.action}\tstaff={a.actor_id or '-'}\t"
             f"case={ref or '-'}\t{a.detail}" for a, ref in entries]

@@ -36,27 +36,49 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def run(make: Callable[[Any], Awaitable[T]]) -> T:
-    """Build the services, run one coroutine with them, close the database."""
-    from bot.crypto import KeyringError
-    from bot.runtime import build_services, configure_logging
+def run(make: Callable[[Any], Awaitable[T]], *, migrating: bool = False) -> T:
+    """Build the services, check the key ring against the database, run one coroutine with
+    them, close the database. `migrating` (`db upgrade` only) skips the key check: the table
+    it reads may not exist yet.
+    """
+    _settings, services = _start(migrating=migrating)
+    return _within(services, make, check_keys=not migrating)
 
-    settings = Settings()
+
+def _start(*, migrating: bool = False) -> tuple[Settings, Any]:
+    """The settings and the services (logging configured), or a one-line error."""
+    from pydantic import ValidationError
+
+    from bot.crypto import KeyringError
+    from bot.runtime import DatabaseUrlError, build_services, configure_logging
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # names the settings only: a value may be a secret
+        fail(f"invalid setting: {', '.join(str(e['loc'][0]) for e in exc.errors())}")
     configure_logging(settings)
     try:
-        services = build_services(settings)
-    except (KeyringError, PolicyError) as exc:
+        return settings, build_services(settings, migrating=migrating)
+    except (KeyringError, PolicyError, DatabaseUrlError, OSError) as exc:
         fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _within(services: Any, make: Callable[[Any], Awaitable[T]], *, check_keys: bool) -> T:
+    """Run `make(services)` after the key check, close the database; errors become one line."""
+    from bot.keys import check
 
     async def go() -> T:
         try:
+            if check_keys:
+                await check(services)
             return await make(services)
         finally:
             await services.db.dispose()
 
     try:
         return asyncio.run(go())
-    except BotError as exc:
+    except BotError as exc:  # bot.keys.KeyMismatch among them
         fail(str(exc))
     except (OSError, DBAPIError) as exc:  # the message names the type only: driver errors may quote the URL
         fail(f"cannot reach the database in DATABASE_URL ({type(exc).__name__}). Is it running, and is the URL right?")
@@ -73,18 +95,15 @@ def keygen() -> None:
 
 @app.command()
 def serve() -> None:
-    """Start the web app (HOST, PORT)."""
+    """Start the web app (HOST, PORT), once the key ring is known to fit the database."""
     import uvicorn
 
     from bot.app import build_app
-    from bot.runtime import build_services, configure_logging
 
-    settings = Settings()
-    configure_logging(settings)
-    try:
-        services = build_services(settings)
-    except Exception as exc:  # noqa: BLE001 - report any start-up failure plainly
-        fail(str(exc))
+    settings, services = _start()
+    # Before listening: a wrong key must not write a single row. The check's connections are
+    # closed with its event loop; uvicorn's loop opens its own.
+    _within(services, lambda _svc: asyncio.sleep(0), check_keys=True)
     uvicorn.run(build_app(settings, services), host=settings.host, port=settings.port, log_config=None)
 
 
@@ -96,7 +115,7 @@ def db_upgrade() -> None:
     async def go(svc: Any) -> None:
         await upgrade(svc.db)
 
-    run(go)
+    run(go, migrating=True)
     typer.echo(f"database is at migration {head_revision()}")
 
 

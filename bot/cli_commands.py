@@ -59,8 +59,10 @@ def chat(as_: str = typer.Option(..., "--as", help="Your email, as registered wi
 
 @app.command()
 def export(case_ref: str, format: str = typer.Option("json", "--format", help="json or csv"),
-           out: Path | None = typer.Option(None, help="Write to this file instead of standard output")) -> None:
+           out: Path | None = typer.Option(None, help="Write to this file (created private, 0600) instead of "
+                                                      "standard output")) -> None:
     """Write a case's consent decision record, with the referral form section (S10)."""
+    from bot.crypto import write_private
     from bot.record import flatten
     from bot.views import export_as_operator
 
@@ -68,11 +70,19 @@ def export(case_ref: str, format: str = typer.Option("json", "--format", help="j
         fail("format must be json or csv (pdf is not available yet)")
     details = run(lambda svc: export_as_operator(svc, case_ref=case_ref))
     text = json.dumps(details.record, indent=2) + "\n" if format == "json" else _csv(flatten(details.record))
-    if out:
-        out.write_text(text)
-        out.chmod(0o600)
-    else:
+    if not out:
         typer.echo(text, nl=False)
+        return
+    try:
+        write_private(out, text, replace=True)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or type(exc).__name__}")
+
+
+# A spreadsheet runs a cell that begins with one of these as a formula (=HYPERLINK(...), +cmd|...):
+# such a cell is written with a leading quote, so it is shown as the text that was typed (OWASP
+# "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv(rows: list[tuple[str, str]]) -> str:
@@ -82,8 +92,12 @@ def _csv(rows: list[tuple[str, str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["field", "value"])
-    writer.writerows(rows)
+    writer.writerows([tuple(_inert(cell) for cell in row) for row in rows])
     return buffer.getvalue()
+
+
+def _inert(cell: str) -> str:
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
 @audit_app.command("verify")

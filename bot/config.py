@@ -18,6 +18,9 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production"] = Field("development", alias="CONSENTBOT_ENV")
     database_url: str = Field(DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    # Connect, lock-wait and statement timeout (storage/db.py): under Slack's 3 s, so a database
+    # that hangs fails a request with an error in time instead of hanging it.
+    db_timeout_seconds: float = Field(2.0, alias="CONSENTBOT_DB_TIMEOUT_SECONDS", gt=0, le=60)
     encryption_key: str | None = Field(None, alias="CONSENTBOT_ENCRYPTION_KEY", repr=False)
     policy: str | None = Field(None, alias="CONSENTBOT_POLICY")
     timezone: str = Field("Europe/London", alias="CONSENTBOT_TIMEZONE")

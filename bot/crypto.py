@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 logger = logging.getLogger(__name__)
 PREFIX = "enc:v1:"
 NONCE_BYTES = 12
+MAX_KID = 64  # storage.models.KeyCheck.key_id
 
 
 class KeyringError(ValueError):
@@ -32,19 +33,20 @@ class DecryptError(ValueError):
 
 @dataclass(frozen=True)
 class Keyring:
-    """Named AES-256 keys; `active` encrypts."""
+    """Named AES-256 keys; `active` encrypts. `source` says where they came from, for messages."""
 
     keys: dict[str, bytes]
     active: str
+    source: str = "CONSENTBOT_ENCRYPTION_KEY"
 
     @classmethod
-    def parse(cls, text: str) -> Keyring:
+    def parse(cls, text: str, *, source: str = "CONSENTBOT_ENCRYPTION_KEY") -> Keyring:
         """Parse `KID:BASE64KEY[,...]`."""
         keys: dict[str, bytes] = {}
         for part in (p.strip() for p in text.split(",") if p.strip()):
             kid, sep, b64 = part.partition(":")
-            if not sep or not kid.isalnum():
-                raise KeyringError("each key must be written KID:BASE64KEY (KID letters and digits)")
+            if not sep or not kid.isalnum() or len(kid) > MAX_KID:
+                raise KeyringError(f"each key must be written KID:BASE64KEY (KID letters and digits, at most {MAX_KID})")
             try:
                 raw = base64.urlsafe_b64decode(b64.encode())
             except ValueError:
@@ -54,7 +56,7 @@ class Keyring:
             keys[kid] = raw
         if not keys:
             raise KeyringError("no key given; run `consentbot keygen`")
-        return cls(keys=keys, active=next(iter(keys)))
+        return cls(keys=keys, active=next(iter(keys)), source=source)
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
         """Encrypt under the active key; `context` must be given again to decrypt."""
@@ -88,21 +90,51 @@ def generate_key(kid: str | None = None) -> str:
     return f"{kid}:{base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
 
 
-def load_keyring(*, configured: str | None, production: bool, dev_key_file: Path | None) -> Keyring:
-    """The key ring from configuration; in development only, a generated key kept in a file."""
+def load_keyring(*, configured: str | None, production: bool, dev_key_file: Path | None,
+                 database_file: Path | None = None) -> Keyring:
+    """The key ring from configuration; in development only, a generated key kept in a file
+    beside the SQLite `database_file`. A key is never generated for a database that exists:
+    its data would be under a key nobody has any more.
+    """
     if configured:
         return Keyring.parse(configured)
     if production:
         raise KeyringError("CONSENTBOT_ENCRYPTION_KEY is not set; production refuses to start without it "
-                        "(generate one with `consentbot keygen`)")
+                           "(generate one with `consentbot keygen`)")
     if dev_key_file is None:
         raise KeyringError("CONSENTBOT_ENCRYPTION_KEY is not set, and there is no SQLite file "
                            "to keep a development key beside")
     if not dev_key_file.exists():
+        if database_file is not None and database_file.exists():
+            raise KeyringError(f"{database_file} exists but its development key file {dev_key_file} is missing: "
+                               "restore it, or set CONSENTBOT_ENCRYPTION_KEY")
         dev_key_file.parent.mkdir(parents=True, exist_ok=True)
-        dev_key_file.write_text(generate_key("dev") + "\n")
-        dev_key_file.chmod(0o600)
+        # A fresh id each time: a key made again can never pass for the one it replaces.
+        write_private(dev_key_file, generate_key("dev" + secrets.token_hex(4)) + "\n", replace=False)
     logger.warning("!!! DEVELOPMENT ONLY: CONSENTBOT_ENCRYPTION_KEY is not set; using the generated key in %s. "
                    "Anyone with that file can read the sensitive fields. Set CONSENTBOT_ENCRYPTION_KEY "
                    "(from `consentbot keygen`) and CONSENTBOT_ENV=production before real use. !!!", dev_key_file)
-    return Keyring.parse(dev_key_file.read_text().strip())
+    return Keyring.parse(dev_key_file.read_text().strip(), source=f"the development key file {dev_key_file}")
+
+
+def write_private(path: Path, text: str, *, replace: bool) -> bool:
+    """Write a file only its owner can read: 0600 from its creation (never created wider and
+    narrowed after), and whole or not there at all. With `replace` an existing file is replaced
+    (by a new, private one); without, it is kept and False is returned.
+    """
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        if replace:
+            os.replace(partial, path)
+        else:
+            os.link(partial, path)  # fails if the file exists: a key is never overwritten
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        partial.unlink(missing_ok=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
+
+from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.cases import Services
 from bot.config import Settings
@@ -32,10 +36,49 @@ def dev_key_file(settings: Settings) -> Path | None:
     return path.with_name(path.name + ".key") if path else None
 
 
-def build_services(settings: Settings) -> Services:
-    """Everything the use cases need, from the settings."""
+class DatabaseUrlError(ValueError):
+    """DATABASE_URL is not one consentbot can use. Never quotes the URL: it may hold a password."""
+
+
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def build_services(settings: Settings, *, migrating: bool = False) -> Services:
+    """Everything the use cases need, from the settings. `migrating` (`db upgrade`) lifts the
+    statement timeout: a migration may rightly take longer than a request may.
+    """
+    # The key ring first: it must see whether the SQLite file existed before the engine makes it.
     keyring = load_keyring(configured=settings.encryption_key, production=settings.is_production,
-                           dev_key_file=dev_key_file(settings))
+                           dev_key_file=dev_key_file(settings), database_file=settings.sqlite_path())
     policy = load_policy(Path(settings.policy) if settings.policy else DEFAULT_POLICY)
-    return Services(db=create_database(settings.database_url), keyring=keyring, policy=policy,
-                    delivering=settings.delivering_platforms())
+    timeout = settings.db_timeout_seconds
+    db = create_database(_checked_url(settings.database_url), timeout=timeout,
+                         statement_timeout=None if migrating else timeout)
+    return Services(db=db, keyring=keyring, policy=policy, delivering=settings.delivering_platforms())
+
+
+def _checked_url(url: str) -> str:
+    try:
+        parsed = make_url(url)
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError("port out of range")
+    except (ArgumentError, ValueError):
+        raise DatabaseUrlError("DATABASE_URL is not a database URL (expected sqlite+aiosqlite:///PATH or "
+                               "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/NAME)") from None
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise DatabaseUrlError(f"DATABASE_URL must start with {' or '.join(d + '://' for d in SUPPORTED_DRIVERS)} "
+                               f"(it names {parsed.drivername!r})")
+    if unknown := _unknown_options(parsed):
+        raise DatabaseUrlError(f"DATABASE_URL has option(s) the database driver does not take: {', '.join(unknown)} "
+                               "(for TLS with PostgreSQL write ?ssl=require, not sslmode)")
+    return url
+
+
+def _unknown_options(url: URL) -> list[str]:
+    """Query options asyncpg would reject with a TypeError at the first connection (names only)."""
+    if url.drivername != "postgresql+asyncpg":
+        return []
+    import asyncpg
+
+    known = set(inspect.signature(asyncpg.connect).parameters) | {"prepared_statement_cache_size"}
+    return sorted(set(url.query) - known)

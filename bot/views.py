@@ -38,15 +38,15 @@ def may_see(actor: Person, case: Case) -> bool:
 
 async def my_cases(svc: Services, *, actor: Person) -> list[CaseView]:
     """Open cases this person can see, with the one waiting for them first."""
-    async with svc.db.transaction() as s:
+    async with svc.db.read() as s:
         cases = [c for c in await repo.open_cases(s, school_id=actor.school_id) if may_see(actor, c)]
         return [view_of(c, advance(policy_for(svc, c), await answers_of(s, c))) for c in cases]
 
 
 async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: str = "viewed") -> CaseDetails:
-    """Decrypt a case for an authorised person, and log that they did."""
+    """Decrypt a case for an authorised person, and log that they did (before they are given it)."""
     try:
-        async with svc.db.transaction() as s:
+        async with svc.db.read() as s:  # reading never holds up someone answering
             case = await case_for(s, actor, case_ref)
             if not may_see(actor, case):
                 raise NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
@@ -54,14 +54,15 @@ async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: 
                                     audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
                                            "detail": {"step": "details", "role": actor.role}})
             details = await _details(s, svc, case)
-            await append_access(s, action=purpose, at=svc.clock(), actor_id=actor.id, school_id=case.school_id,
-                                case_id=case.id, detail={"role": actor.role})
-            if actor.is_decider and case.urgent:
-                await _acknowledge(s, svc, actor, case)
-            return details
     except NotAuthorised as refusal:
         await log_refusal(svc, refusal)
         raise
+    async with svc.db.transaction() as s:  # the write is its own short transaction
+        await append_access(s, action=purpose, at=svc.clock(), actor_id=actor.id, school_id=case.school_id,
+                            case_id=case.id, detail={"role": actor.role})
+        if actor.is_decider and case.urgent:
+            await _acknowledge(s, svc, actor, case)
+    return details
 
 
 async def _acknowledge(s: AsyncSession, svc: Services, actor: Person, case: Case) -> None:
@@ -74,14 +75,15 @@ async def _acknowledge(s: AsyncSession, svc: Services, actor: Person, case: Case
 
 async def export_as_operator(svc: Services, *, case_ref: str) -> CaseDetails:
     """The record for `consentbot export`, run by whoever runs the server (logged as the CLI)."""
-    async with svc.db.transaction() as s:
+    async with svc.db.read() as s:
         case = await repo.case_by_ref(s, case_ref)
         if case is None:
             raise NotFound(f"No case {case_ref.strip().upper()}.")
         details = await _details(s, svc, case)
+    async with svc.db.transaction() as s:
         await append_access(s, action="exported", at=svc.clock(), school_id=case.school_id, case_id=case.id,
                             detail={"by": "cli"})
-        return details
+    return details
 
 
 async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# Slack gives an interaction 3 s: a database that does not answer within this must fail the
+# request with an error while there is still time to say so, not hang it for a minute.
+TIMEOUT_SECONDS = 2.0
+_READ_ONLY = "consentbot_read_only"  # execution option: this connection's transactions only read
 
 
 @dataclass
 class Database:
-    """An engine and its session factory. `transaction()` is the only way to write."""
+    """An engine and its session factories. `transaction()` is the only way to write; `read()` only reads."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    readers: async_sessionmaker[AsyncSession]
     _sqlite_turn: asyncio.Lock | None = field(default=None, repr=False)
 
     @property
@@ -42,34 +50,89 @@ class Database:
         async with self._sqlite_turn, self.sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction over one consistent snapshot, which never waits for writers
+        nor makes them wait: on SQLite a deferred BEGIN (WAL lets readers run beside the one
+        writer) outside the writers' queue; on PostgreSQL a READ ONLY transaction.
+        """
+        async with self.readers() as session, session.begin():
+            if not self.is_sqlite:
+                await session.execute(text("SET TRANSACTION READ ONLY"))
+            yield session
+
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection. The database may then be used from another event loop."""
         await self.engine.dispose()
+        self._sqlite_turn = None  # an asyncio lock belongs to the loop that first waited on it
 
 
-def create_database(url: str, **engine_args: Any) -> Database:
-    """Build the engine for `url` (sqlite+aiosqlite or postgresql+asyncpg)."""
+def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_timeout: float | None = TIMEOUT_SECONDS,
+                    **engine_args: Any) -> Database:
+    """Build the engine for `url` (sqlite+aiosqlite or postgresql+asyncpg).
+
+    `timeout` bounds connecting (PostgreSQL) or waiting for another process's write lock
+    (SQLite's busy timeout); `statement_timeout` bounds one PostgreSQL statement (None: no
+    limit, for migrations). A new SQLite file is created private (0600) first.
+    """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **engine_args)
-        _serialise_sqlite_writers(engine)
+        _create_private_sqlite_file(url)
+        engine = create_async_engine(url, connect_args={"timeout": timeout}, **engine_args)
+        _serialise_sqlite_writers(engine, busy_ms=int(timeout * 1000))
     else:
-        engine = create_async_engine(url, pool_pre_ping=True, **engine_args)
-    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+        engine = create_async_engine(url, pool_pre_ping=True, pool_timeout=timeout,
+                                     connect_args=_postgres_timeouts(timeout, statement_timeout), **engine_args)
+    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),
+                    readers=async_sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False))
 
 
-def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
+def _postgres_timeouts(timeout: float, statement_timeout: float | None) -> dict[str, Any]:
+    """The asyncpg connect timeout; the server cancels a long statement, and the client gives up
+    a little later in case the server itself no longer answers (a half-open connection).
+    """
+    if statement_timeout is None:
+        return {"timeout": timeout}
+    return {"timeout": timeout, "command_timeout": statement_timeout + 1,
+            "server_settings": {"statement_timeout": str(int(statement_timeout * 1000))}}
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 before SQLite opens it: SQLite gives its -wal and -shm
+    files the database file's mode, so all three are private from birth. An existing file
+    is left as it is; a missing directory is left for the engine to report.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists() or not path.parent.is_dir():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # another process created it at the same moment, with the same care
+
+
+def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_ms: int) -> None:
     # pysqlite's own BEGIN is deferred, so two writers can both read then deadlock on
     # upgrade; taking the write lock up front (BEGIN IMMEDIATE) makes each transaction
     # atomic with respect to the others. Recipe from SQLAlchemy's SQLite dialect docs.
+    # Readers (Database.read) keep the deferred BEGIN: in WAL mode they never take the lock.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = bool(conn.get_execution_options().get(_READ_ONLY))
+        # query_only makes a write in a read transaction an error, as READ ONLY does on
+        # PostgreSQL; it is set on the pooled connection only when its use changes.
+        if conn.info.get(_READ_ONLY, False) != read_only:
+            conn.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
+            conn.info[_READ_ONLY] = read_only
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -204,3 +204,14 @@ class DigestRun(SQLModel, table=True):
     kind: str = Field(max_length=16)  # daily | weekly
     period: str = Field(max_length=16)  # ISO date (daily) or ISO week 2026-W10 (weekly)
     built_at: datetime = _when()
+
+
+class KeyCheck(SQLModel, table=True):
+    """A key check value: a fixed text encrypted under one key id, so that a key ring holding a
+    different key under that id is refused at start-up instead of writing unreadable data.
+    """
+
+    __tablename__ = "key_checks"
+    key_id: str = Field(primary_key=True, max_length=64)
+    token: str = Field(max_length=200)
+    created_at: datetime = _when(default_factory=utcnow)

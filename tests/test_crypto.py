@@ -59,3 +59,29 @@ def test_development_generates_a_key_file_and_warns_loudly(tmp_path: Path, caplo
     assert "DEVELOPMENT ONLY" in caplog.text
     again = load_keyring(configured=None, production=False, dev_key_file=key_file)
     assert again.keys == first.keys  # the same key on the next start: data stays readable
+
+
+def test_each_development_key_has_an_id_of_its_own(tmp_path: Path) -> None:
+    rings = [load_keyring(configured=None, production=False, dev_key_file=tmp_path / name / "consentbot.db.key",
+                          database_file=tmp_path / name / "consentbot.db") for name in ("a", "b")]
+    ids = [ring.active for ring in rings]
+    assert all(kid.startswith("dev") and len(kid) > 3 for kid in ids) and ids[0] != ids[1]
+    assert rings[0].source == f"the development key file {tmp_path / 'a' / 'consentbot.db.key'}"
+
+
+def test_a_database_whose_development_key_file_is_missing_is_refused(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.config import Settings
+    from bot.runtime import build_services
+
+    for name in ("CONSENTBOT_ENCRYPTION_KEY", "CONSENTBOT_ENV", "CONSENTBOT_POLICY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    build_services(Settings())  # the first start: a key file and the database file beside it
+    assert (tmp_path / "consentbot.db").exists()
+    (tmp_path / "consentbot.db.key").unlink()
+    with pytest.raises(KeyringError) as refused:
+        build_services(Settings())
+    assert str(refused.value) == ("consentbot.db exists but its development key file consentbot.db.key is missing: "
+                                  "restore it, or set CONSENTBOT_ENCRYPTION_KEY")
+    assert not (tmp_path / "consentbot.db.key").exists()

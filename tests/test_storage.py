@@ -1,20 +1,33 @@
-"""Storage: migrations match the models; people are deactivated, never deleted."""
+"""Storage: migrations match the models; people are deactivated, never deleted; a database that
+hangs or is locked fails fast (issue 8, defect 5), and a malformed DATABASE_URL is one line."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot import cases, people, views
+from bot.app import build_app
 from bot.cases import Services
-from bot.crypto import generate_key
+from bot.config import Settings
+from bot.crypto import Keyring, generate_key
 from bot.errors import NotFound
+from bot.policy.loader import load_policy
+from bot.runtime import DatabaseUrlError, build_services
 from storage import repo
 from storage.db import create_database
 from storage.migrate import head_revision, is_current, upgrade
@@ -87,3 +100,87 @@ async def test_a_record_keeps_the_names_of_people_who_have_left(services: Servic
     await people.remove(services, email="tina@oak.sch.uk")
     record = (await views.export_as_operator(services, case_ref=view.ref)).record
     assert record["raised"]["by"] == "Tina Teacher"
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A PostgreSQL URL whose server accepts connections and never answers (the kernel completes
+    the handshake for the listen backlog; nothing ever reads or writes)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"postgresql+asyncpg://someone:s3cret@127.0.0.1:{server.getsockname()[1]}/consentbot"
+
+
+async def test_a_black_holed_database_fails_readyz_and_requests_within_seconds(black_hole: str) -> None:
+    svc = Services(db=create_database(black_hole), keyring=Keyring.parse(generate_key("t1")), policy=load_policy())
+    app = build_app(Settings(DATABASE_URL=black_hole), svc)
+
+    async def readyz() -> tuple[httpx.Response, float]:
+        started = time.perf_counter()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return await client.get("/readyz"), time.perf_counter() - started
+
+    async def a_request() -> tuple[BaseException | None, float]:
+        started = time.perf_counter()
+        try:
+            await cases.identify(svc, slack_user_id="U0TINA")  # where every Slack request starts
+        except (OSError, DBAPIError) as exc:
+            return exc, time.perf_counter() - started
+        return None, time.perf_counter() - started
+
+    (ready, ready_took), (error, error_took) = await asyncio.wait_for(asyncio.gather(readyz(), a_request()), 10)
+    await svc.db.dispose()
+    assert ready.status_code == 503 and ready.json()["status"] in ("database unreachable",
+                                                                  "database did not answer within 2 s")
+    assert ready_took < 3 and error is not None and error_took < 3, (ready_took, error_took)
+
+
+async def test_a_long_statement_is_cancelled_by_the_statement_timeout(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has no statement timeout; its busy timeout is tested below")
+    db = create_database(db_url, statement_timeout=0.5)
+    started = time.perf_counter()
+    with pytest.raises(DBAPIError, match="statement timeout"):
+        async with db.read() as s:
+            await s.execute(text("SELECT pg_sleep(10)"))
+    await db.dispose()
+    assert time.perf_counter() - started < 2
+
+
+async def test_a_sqlite_writer_gives_up_after_the_busy_timeout_while_readers_read(sqlite_url: str) -> None:
+    db = create_database(sqlite_url, timeout=0.3)
+    await upgrade(db)
+    other_process = sqlite3.connect(sqlite_url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")  # another process holds the write lock, and hangs
+    try:
+        async with db.read() as s:
+            assert (await s.execute(text("SELECT count(*) FROM schools"))).scalar_one() == 0
+        started = time.perf_counter()
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with db.transaction() as s:
+                await s.execute(text("INSERT INTO schools (slug, name, nation, timezone, created_at) "
+                                     "VALUES ('oak', 'Oak', 'ENG', 'Europe/London', '2026-01-01')"))
+        assert time.perf_counter() - started < 1.5
+    finally:
+        other_process.close()
+        await db.dispose()
+
+
+@pytest.mark.parametrize("url", ["not a url", "postgresql+asyncpg://someone:s3cret@db:port/x",
+                                 "postgresql+asyncpg://someone:s3cret@db:99999/x", "postgresql://someone:s3cret@db/x",
+                                 "postgresql+asyncpg://someone:s3cret@db/x?sslmode=require"])
+def test_a_malformed_database_url_is_named_without_echoing_it(url: str) -> None:
+    with pytest.raises(DatabaseUrlError) as refused:
+        build_services(Settings(DATABASE_URL=url, CONSENTBOT_ENCRYPTION_KEY=generate_key("k")))
+    assert str(refused.value).startswith("DATABASE_URL ") and "s3cret" not in str(refused.value)
+
+
+def test_a_malformed_database_url_is_a_one_line_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "DATABASE_"))}
+    env.update(DATABASE_URL="postgresql+asyncpg://someone:s3cret@db.internal:port/x",
+               CONSENTBOT_ENCRYPTION_KEY=generate_key("k"))
+    done = subprocess.run([CONSENTBOT, "staff", "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr == ("error: DATABASE_URL is not a database URL (expected "
+                                                    "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@"
+                                                    "HOST:PORT/NAME)\n")
