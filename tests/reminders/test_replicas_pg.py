@@ -31,6 +31,7 @@ from storage.migrate import upgrade
 PG_ENV = "CONSENTBOT_TEST_DATABASE_URL"
 ROWS = 10_000
 CONSENTBOT = Path(sys.executable).parent / "consentbot"
+KEY = generate_key("k")  # one deployment, one key: both replicas must read what the other wrote
 
 
 def _plain(url: str) -> str:
@@ -133,7 +134,7 @@ def servers(tmp_path: Path) -> Iterator[list[Server]]:
 async def serve(url: str, tmp_path: Path, servers: list[Server], *, batch: int = 200, lease: float = 3) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "TEAMS_", "CONSENTBOT_"))}
-    env.update(DATABASE_URL=url, CONSENTBOT_ENCRYPTION_KEY=generate_key(), PORT=str(port), HOST="127.0.0.1",
+    env.update(DATABASE_URL=url, CONSENTBOT_ENCRYPTION_KEY=KEY, PORT=str(port), HOST="127.0.0.1",
                CONSENTBOT_SWEEP_SECONDS="0.2", CONSENTBOT_SWEEP_BATCH=str(batch),
                CONSENTBOT_SWEEP_LEASE_SECONDS=str(lease), CONSENTBOT_LOG_LEVEL="INFO")
     log = tmp_path / f"serve-{port}.log"

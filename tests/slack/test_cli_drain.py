@@ -13,11 +13,12 @@ from tests.slack.conftest import TOKEN, make_services
 from tests.slack.test_sender import delivered_keys, queue, recipients
 
 CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
+KEY = generate_key("k")  # one deployment, one key: every process of these tests uses it
 
 
 def drain_command(url: str, fake: FakeSlack) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
-    env.update(DATABASE_URL=url, CONSENTBOT_ENCRYPTION_KEY=generate_key("k"), SLACK_BOT_TOKEN=TOKEN,
+    env.update(DATABASE_URL=url, CONSENTBOT_ENCRYPTION_KEY=KEY, SLACK_BOT_TOKEN=TOKEN,
                SLACK_API_URL=fake.url)
     return subprocess.run([CONSENTBOT, "outbox", "drain", "--wait", "2"], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
@@ -41,7 +42,7 @@ async def test_drain_sends_the_queue_once_and_says_what_it_did(tmp_path: Path, f
 
 def test_drain_without_slack_configured_says_how_to_configure_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
-    env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/cli.db", CONSENTBOT_ENCRYPTION_KEY=generate_key("k"))
+    env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/cli.db", CONSENTBOT_ENCRYPTION_KEY=KEY)
     done = subprocess.run([CONSENTBOT, "outbox", "drain"], env=env, capture_output=True, text=True, timeout=60,
                           check=False)
 
