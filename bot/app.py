@@ -33,7 +33,7 @@ def platform_status(settings: Settings) -> dict[str, str]:
 
 def slack_configured(settings: Settings) -> bool:
     """Slack is on with a bot token and a way in: the signing secret (HTTP) or an app token (Socket Mode)."""
-    return bool(settings.slack_bot_token and (settings.slack_signing_secret or settings.slack_app_token))
+    return settings.slack_configured
 
 
 def build_app(settings: Settings, services: Services) -> FastAPI:
