@@ -88,6 +88,8 @@ async def run_digests(svc: Services, *, now: datetime | None = None, default_tim
     """
     now = now or svc.clock()
     report = DigestReport()
+    if not dry_run and not await _anyone_due(svc, now, default_time):
+        return report  # most runs (every few minutes) end here, without taking SQLite's write lock
     try:
         async with svc.db.transaction() as s:
             await _build(svc, s, now, default_time, report)
@@ -98,6 +100,13 @@ async def run_digests(svc: Services, *, now: datetime | None = None, default_tim
     if report.messages or dry_run:
         logger.info("digests built=%s folded=%s dry_run=%s", len(report.messages), report.folded, dry_run)
     return report
+
+
+async def _anyone_due(svc: Services, now: datetime, default_time: time) -> bool:
+    """Whether some DSL is owed today's digest: a read that never waits for writers nor blocks them."""
+    async with svc.db.read() as s:
+        open_ = await _due_schools(svc, s, now, default_time)
+        return bool(open_) and bool((await _waiting(svc, s, open_, now))[0])
 
 
 def _rules(svc: Services) -> dict[str, Any]:

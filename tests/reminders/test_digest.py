@@ -209,3 +209,12 @@ async def test_the_digest_queries_run_on_either_database(services, school, clock
     [row] = [r for p, r in first.messages if p.id == dsl.id and "daily" in r.dedupe_key]
     assert section(lines_of(row), "Follow-ups due") == ["Follow-ups due: 1", f"  {closed.ref} (review date)"]
     assert again.messages == []
+
+
+async def test_checking_for_digests_before_their_time_never_waits_for_a_writer(svc, oak, tick):
+    import asyncio
+
+    await scene(svc, oak, tick)
+    async with svc.db.transaction():  # a writer holds SQLite's write lock (and this process's writer queue)
+        report = await asyncio.wait_for(run_digests(svc, now=MORNING - timedelta(hours=1)), timeout=5)
+    assert report.messages == [] and await outbox_rows(svc) == []
