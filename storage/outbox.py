@@ -6,6 +6,9 @@ transaction starts with BEGIN IMMEDIATE (storage.db), which serialises the claim
 sets status `sending` and `lease_until`; the lease is also the fencing token: a result is
 recorded only while the row is still held under the same lease, so a sender whose lease ran
 out (and whose row another sender took over) cannot overwrite the newer outcome.
+
+A message ends `sent`, `failed` (a routine one after its last attempt; `requeue` queues it
+again) or `cancelled` (an urgent alert no longer needed: a DSL has taken its case).
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, update
+from sqlalchemy import ColumnElement, and_, func, or_, true, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from storage.models import OutboxMessage, Staff
+from storage.models import AccessLog, Case, OutboxMessage, Reminder, Staff
 
 ADDRESS_COLUMNS = {"slack": Staff.slack_user_id, "teams": Staff.teams_user_id}
 
@@ -34,6 +37,8 @@ class Claimed:
     attempts: int
     lease_until: datetime
     uncertain: bool
+    case_id: int | None = None
+    recipient_id: int = 0
 
 
 def _due(platform: str, now: datetime) -> ColumnElement[bool]:
@@ -50,7 +55,8 @@ async def claim_due(session: AsyncSession, *, platform: str, now: datetime, leas
              .where(_due(platform, now)).order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
              .limit(limit).with_for_update(skip_locked=True, of=OutboxMessage))
     claims = [Claimed(id=m.id or 0, dedupe_key=m.dedupe_key, payload=m.payload, address=addr, attempts=m.attempts,
-                      lease_until=lease_until, uncertain=m.status == "sending" or _was_ambiguous(m.last_error))
+                      lease_until=lease_until, uncertain=m.status == "sending" or _was_ambiguous(m.last_error),
+                      case_id=m.case_id, recipient_id=m.recipient_id)
               for m, addr in (await session.execute(query)).all()]
     if claims:  # read before the update: the ORM refreshes the loaded rows with what it writes
         await session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_([c.id for c in claims]))
@@ -91,6 +97,56 @@ async def mark_failed(session: AsyncSession, claim: Claimed, *, error: str) -> b
     result = await session.execute(update(OutboxMessage).where(_held(claim)).values(
         status="failed", lease_until=None, attempts=claim.attempts + 1, last_error=error[:200]))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+CANCELLED = "cancelled"  # no longer needed: an urgent alert whose case a DSL has taken
+
+
+async def mark_cancelled(session: AsyncSession, claim: Claimed, *, reason: str) -> bool:
+    """Stop trying a message nobody needs any more; `reason` is a content-free code."""
+    result = await session.execute(update(OutboxMessage).where(_held(claim)).values(
+        status=CANCELLED, lease_until=None, attempts=claim.attempts + 1, last_error=reason[:200]))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def alert_taken(session: AsyncSession, *, case_ids: Sequence[int], reminder_kind: str, action: str) -> set[int]:
+    """Those of `case_ids` whose urgent alert is no longer needed: a DSL acknowledged it (access log
+    `action`), or answered, which cancels the case's pending `reminder_kind` reminders; or the case closed.
+    """
+    ids = list(case_ids)
+    cancelled = select(Reminder.case_id).where(col(Reminder.case_id).in_(ids), col(Reminder.kind) == reminder_kind,
+                                               col(Reminder.status) == "cancelled")
+    logged = select(AccessLog.case_id).where(col(AccessLog.case_id).in_(ids), col(AccessLog.action) == action)
+    closed = select(Case.id).where(col(Case.id).in_(ids), col(Case.status) == "closed")
+    return {int(case_id) for case_id in (await session.execute(union(cancelled, logged, closed))).scalars()}
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What `requeue` did: failed messages queued again, waiting ones made due, failed ones left."""
+
+    failed: int
+    waiting: int
+    failed_left: int
+
+
+async def requeue(session: AsyncSession, *, now: datetime, platform: str | None, failed: bool) -> Requeued:
+    """Make every waiting message (of `platform`, or all) due now; with `failed`, queue failed ones
+    again with their attempts reset. `last_error` is kept: a message an earlier attempt may have
+    delivered is looked for before it is posted again.
+    """
+    mine = col(OutboxMessage.platform) == platform if platform else true()
+    waiting = await session.execute(update(OutboxMessage).where(
+        mine, col(OutboxMessage.status) == "pending", col(OutboxMessage.next_attempt_at) > now).values(
+        next_attempt_at=now))
+    is_failed = and_(mine, col(OutboxMessage.status) == "failed")
+    if not failed:
+        left = (await session.execute(select(func.count()).select_from(OutboxMessage).where(is_failed))).scalar()
+        return Requeued(failed=0, waiting=int(waiting.rowcount), failed_left=int(left or 0))  # type: ignore[attr-defined]
+    requeued = await session.execute(update(OutboxMessage).where(is_failed).values(
+        status="pending", attempts=0, next_attempt_at=now, lease_until=None))
+    return Requeued(failed=int(requeued.rowcount), waiting=int(waiting.rowcount),  # type: ignore[attr-defined]
+                    failed_left=0)
 
 
 async def states_of(session: AsyncSession, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:

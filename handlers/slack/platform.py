@@ -8,7 +8,8 @@ The client used here has no retry handlers: slack_sdk's default handler retries 
 connection once by itself, which after a post Slack accepted would post twice. Every retry
 decision is the sender's. Each post carries the outbox dedupe key in message `metadata`;
 with the optional `im:history` and `im:write` scopes (detected from the token), `find` reads the DM back for
-it before a post whose earlier attempt may have landed (see docs/slack-setup.md).
+it before a post whose earlier attempt may have landed (see docs/slack-setup.md), once that
+post can no longer land (`settle_after`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from handlers.slack.blocks import render_message
 logger = logging.getLogger(__name__)
 METADATA_EVENT = "consentbot_notice"
 HISTORY_SCOPES = frozenset({"im:history", "im:write"})
+# How long past our own timeout Slack may still act on a post it never answered. Slack documents
+# no limit; the longest stall seen (issue 8) landed 60 s after the post was sent. The sender
+# waits `settle` (timeout + margin) after the failed attempt ended, so with SENDER_TIMEOUT it
+# looks 80 s after the post was sent.
+LANDING_MARGIN = 60.0
+# Slack's gateway answers these for a backend that has not answered it, and may still act.
+GATEWAY_STATUSES = frozenset({"http_502", "http_504"})
 TRANSIENT_CODES = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout",
                              "ratelimited", "team_added_to_org"})
 
@@ -36,10 +44,23 @@ class SlackPlatform:
 
     platform = "slack"
 
-    def __init__(self, client: AsyncWebClient, *, verify_lost_posts: bool | None = None) -> None:
+    def __init__(self, client: AsyncWebClient, *, verify_lost_posts: bool | None = None,
+                 landing_margin: float = LANDING_MARGIN) -> None:
         """`verify_lost_posts=None`: decide from the token's scopes (auth.test's X-OAuth-Scopes header)."""
         client.retry_handlers = []
         self.client, self.verify_lost_posts = client, verify_lost_posts
+        self.settle = float(client.timeout) + landing_margin
+
+    def settle_after(self, code: str) -> float:
+        """Seconds after a failed call (`code`, as raised) until a post it may have made has landed.
+
+        None to wait for when Slack itself answered (an error status or body): it has finished
+        with the request. Otherwise (our timeout, a dropped connection, a gateway that gave up
+        on Slack's backend) the post may still be under way: our timeout plus a margin, so
+        that `find` cannot miss a stalled post that then lands beside a second one.
+        """
+        answered = code.startswith("slack:") or (code.startswith("http_") and code not in GATEWAY_STATUSES)
+        return 0.0 if answered else self.settle
 
     async def send(self, recipient: str, message: Message, *, key: str) -> str:
         """Post a DM; returns "channel:ts"."""

@@ -191,3 +191,34 @@ async def test_without_the_history_scopes_find_does_not_look(fake_slack: FakeSla
     assert await platform.find("U0R0000000", "test:0") is None
     assert [c.method for c in fake_slack.calls] == ["auth.test"]
     assert platform.verify_lost_posts is False
+
+
+async def test_a_stalled_post_is_looked_for_only_once_it_has_landed_so_it_is_not_doubled(
+        history_fake: FakeSlackWithHistory, sender_services: Services) -> None:
+    """Issue 8: Slack stalled a post past our timeout and accepted it later; the lost-post check
+    ran before it landed and the DM was posted twice. The check waits for the platform's settle."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    to = await recipients(sender_services, 1)
+    await queue(sender_services, to, 1)
+    client = AsyncWebClient(token="xoxb-t", base_url=history_fake.url, timeout=0.3)  # type: ignore[arg-type]
+    platform = SlackPlatform(client, verify_lost_posts=True, landing_margin=0.6)  # settle: 0.3 + 0.6 s
+    history_fake.delay_next("chat.postMessage", seconds=0.8)  # lands 0.5 s after we gave up on it
+
+    await drain(sender_services, platform, config=SenderConfig(backoff=0.05), max_wait=3)  # the settle by default
+
+    await asyncio.sleep(0.5)  # anything still under way lands
+    [posted] = history_fake.messages_to("U0R0000000")
+    [row] = await rows(sender_services)
+    assert (row.status, row.sent_ref) == ("sent", f"DU0R0000000:{posted['ts']}")
+    assert len(history_fake.calls_to("chat.postMessage")) == 1  # found, never posted again
+
+
+def test_with_the_production_timeout_a_60_second_stall_has_landed_before_the_check(fake_slack: FakeSlack) -> None:
+    from handlers.slack import SENDER_TIMEOUT
+
+    platform = sender_platform(slack_settings(fake_slack))
+
+    # The check comes `settle_after` after the attempt that timed out, itself SENDER_TIMEOUT after the post.
+    assert SENDER_TIMEOUT + platform.settle_after("timeout_or_disconnect") > 60
+    assert platform.settle_after("http_500") == 0  # Slack answered: the post is there or never will be
