@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import keys
 from bot.cases import Services
@@ -41,12 +43,81 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
     app = FastAPI(title="consentbot", lifespan=_lifespan(settings, services), docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.services = services
+    app.add_middleware(LimitBody, max_bytes=settings.max_body_bytes)
     if slack_configured(settings):
         from handlers.slack import mount  # composition root: the only place bot/ reaches into handlers/
 
         mount(app, settings, services)
     _add_health_routes(app, services)
     return app
+
+
+class BodyTooLarge(Exception):
+    """A request body grew past the limit while it was being read."""
+
+
+class LimitBody:
+    """Refuse with 413 any request whose body is over `max_bytes`, before anything buffers or
+    verifies it: at once when its Content-Length says so, else as soon as the chunks read pass the
+    limit. The rest of the body is never read, and the connection is closed.
+
+    The limit (CONSENTBOT_MAX_BODY_BYTES, 1 MiB) is generous for Slack: interaction payloads are a
+    few KB, and the largest, a view_submission, carries the modal's blocks and state, tens of KB at
+    most (a modal holds at most 100 blocks; a text input at most 3,000 characters:
+    https://docs.slack.dev/reference/views/modal-views). Unsigned 200 MB POSTs took the process to
+    1.4 GB before (issue 8, defect 4).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, reading its body through a meter that stops at the limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await _refuse_too_large(send, f"declared {declared} bytes")
+            return
+        read = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > self.max_bytes:
+                raise BodyTooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge:
+            if not started:
+                await _refuse_too_large(send, f"over {self.max_bytes} bytes read")
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size; None when absent or unreadable (then the bytes read are counted)."""
+    value = dict(scope["headers"]).get(b"content-length", b"")
+    if not value.isdigit():
+        return None
+    digits = value.lstrip(b"0")
+    return int(digits or b"0") if len(digits) <= 18 else sys.maxsize  # int() refuses 4,300+ digits
+
+
+async def _refuse_too_large(send: Send, why: str) -> None:
+    logger.warning("request refused: body too large (%s)", why)
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": b"request body too large"})
 
 
 def _lifespan(settings: Settings, services: Services) -> Any:

@@ -99,12 +99,20 @@ def serve() -> None:
     import uvicorn
 
     from bot.app import build_app
+    from bot.server import guarded_protocol
 
     settings, services = _start()
     # Before listening: a wrong key must not write a single row. The check's connections are
     # closed with its event loop; uvicorn's loop opens its own.
     _within(services, lambda _svc: asyncio.sleep(0), check_keys=True)
-    uvicorn.run(build_app(settings, services), host=settings.host, port=settings.port, log_config=None)
+    # Limits, so that idle or slow clients cannot starve the server (bot/server.py; the body limit
+    # is the app's, bot/app.py). h11 always, even if httptools is installed: the header size limit
+    # (h11_max_incomplete_event_size) and the request deadline are h11's.
+    uvicorn.run(build_app(settings, services), host=settings.host, port=settings.port, log_config=None,
+                http=guarded_protocol(read_timeout=settings.read_timeout_seconds),
+                limit_concurrency=settings.max_connections, backlog=settings.backlog,
+                timeout_keep_alive=settings.keep_alive_seconds,
+                h11_max_incomplete_event_size=settings.max_header_bytes)
 
 
 @db_app.command("upgrade")

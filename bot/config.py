@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     timezone: str = Field("Europe/London", alias="CONSENTBOT_TIMEZONE")
     host: str = Field("127.0.0.1", alias="HOST")
     port: int = Field(3000, alias="PORT")
+    # How `consentbot serve` holds connections (bot/server.py), so idle, slow or huge requests cannot
+    # starve it. Slack's requests are small and sent at once; it gives up on us after 3 s anyway.
+    max_connections: int = Field(200, alias="CONSENTBOT_MAX_CONNECTIONS", gt=0)
+    backlog: int = Field(256, alias="CONSENTBOT_BACKLOG", gt=0)
+    read_timeout_seconds: float = Field(10, alias="CONSENTBOT_READ_TIMEOUT_SECONDS", gt=0, le=300)
+    keep_alive_seconds: int = Field(5, alias="CONSENTBOT_KEEP_ALIVE_SECONDS", gt=0, le=300)
+    max_header_bytes: int = Field(16 * 1024, alias="CONSENTBOT_MAX_HEADER_BYTES", ge=1024)
+    max_body_bytes: int = Field(1024 * 1024, alias="CONSENTBOT_MAX_BODY_BYTES", ge=1024)
     log_level: str = Field("INFO", alias="CONSENTBOT_LOG_LEVEL")
     slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET", repr=False)
     slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN", repr=False)

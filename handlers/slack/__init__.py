@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
@@ -19,6 +23,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
+from starlette.requests import ClientDisconnect
 
 from bot import cases
 from bot.cases import Services
@@ -88,16 +93,81 @@ def _route(fastapi_app: FastAPI, bolt: AsyncApp, verifier: SignatureVerifier) ->
     @fastapi_app.post("/slack/events")
     async def slack_events(request: Request) -> Response:
         try:
+            body = await request.body()  # bounded by bot.app.LimitBody; Bolt reads it from the cache
+        except ClientDisconnect:
+            logger.info("slack request abandoned: the client disconnected mid-body")
+            return Response(status_code=400)
+        if refused := unsigned_reason(verifier, body, request.headers):
+            logger.warning("slack request refused reason=%s", refused)
+            return Response(status_code=401, content="invalid request")
+        if not _is_shallow_body(body):
+            return _unreadable("nesting")
+        try:
             return await handler.handle(request)
-        except (ValueError, TypeError, AttributeError, KeyError):  # Bolt could not even read the body's shape
-            return await _unreadable(request, verifier)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # Bolt could not even read the body's shape
+            return _unreadable(type(exc).__name__)
 
 
-async def _unreadable(request: Request, verifier: SignatureVerifier) -> Response:
-    """401 when the signature is wrong too (as Bolt would answer), else 400."""
-    signed = verifier.is_valid_request(await request.body(), dict(request.headers))
-    logger.warning("slack request unreadable signed=%s", signed)
-    return Response(status_code=400 if signed else 401, content="bad request" if signed else "invalid request")
+def _unreadable(reason: str) -> Response:
+    """400 for a signed body that cannot be read; one line with the reason, never the body."""
+    logger.warning("slack request unreadable reason=%s", reason)
+    return Response(status_code=400, content="bad request")
+
+
+# Slack sends the timestamp as whole seconds since 1970 (ten digits until 2286).
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+def unsigned_reason(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]) -> str | None:
+    """Why the request is not Slack's: checked with Slack's v0 signature before anything parses
+    the body (https://docs.slack.dev/authentication/verifying-requests-from-slack/); None if it is.
+    What the verifier would choke on counts as unsigned: a timestamp that is not a short run of
+    digits (int() reads 400 nines, but subtracting them from a float overflows), a signature that
+    is not ASCII (hmac.compare_digest refuses it), a body that is not UTF-8 (Slack's always is).
+    """
+    timestamp = headers.get("x-slack-request-timestamp") or ""
+    signature = headers.get("x-slack-signature") or ""
+    if not TIMESTAMP.fullmatch(timestamp):
+        return "timestamp missing or malformed"
+    if not (signature and signature.isascii()):
+        return "signature missing or malformed"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body not utf-8"
+    return None if verifier.is_valid(body=text, timestamp=timestamp, signature=signature) else "signature wrong or stale"
+
+
+# Slack's payloads nest about 10 levels (the recorded ones 8 at most; a modal's rich text adds a
+# few); json.loads recurses once per level and fails with RecursionError near 1,000.
+MAX_PAYLOAD_DEPTH = 64
+# A JSON string, or an unterminated one up to the end: possessive, so a body full of escaped
+# quotes is still scanned in linear time.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.S)
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def payload_depth(text: str) -> int:
+    """How deep the JSON in `text` nests: its brackets counted outside strings. For valid JSON this
+    is exactly the depth json.loads reaches, so a shallow answer is a promise; without recursion.
+    """
+    steps = (_STEP.get(token, 0) for token in _STRING_OR_BRACKET.findall(text))
+    return max(accumulate(steps), default=0)
+
+
+def is_shallow(text: str) -> bool:
+    """Whether `text` nests no deeper than any payload Slack sends (MAX_PAYLOAD_DEPTH)."""
+    return payload_depth(text) <= MAX_PAYLOAD_DEPTH
+
+
+def _is_shallow_body(body: bytes) -> bool:
+    """The JSON Bolt will json.loads (slack_bolt.request.internals.parse_body): the body itself, or
+    a form's `payload` field. Both are scanned, whatever the content type says, so that no reading
+    of it can recurse deeper. Form fields are read flat: a nested key (a[b][c]=) is harmless.
+    """
+    text = body.decode("utf-8")  # unsigned_reason has checked that it is UTF-8
+    payloads = [] if text.startswith("{") else [v for k, v in parse_qsl(text, keep_blank_values=True) if k == "payload"]
+    return all(is_shallow(json_text) for json_text in (text, *payloads))
 
 
 async def skip_retried_events(req: Any, next: Any) -> BoltResponse | None:  # noqa: A002 - Bolt injects by name
