@@ -160,6 +160,7 @@ def main() -> None:
     from bot import (
         cli_admin,  # noqa: F401 - registers school and doctor commands
         cli_commands,  # noqa: F401 - registers staff, chat, export and audit commands
+        cli_outbox,  # noqa: F401 - registers outbox retry
         cli_reminders,  # noqa: F401 - registers remind, digest, reminders and calendar commands
     )
 

@@ -161,7 +161,7 @@ class OutboxMessage(SQLModel, table=True):
     kind: str = Field(max_length=32)
     payload: str  # JSON of a bot.messages message: references and verbs, never child details
     dedupe_key: str = Field(unique=True, max_length=200)
-    status: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed
+    status: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed | cancelled
     attempts: int = 0
     next_attempt_at: datetime = _when(default_factory=utcnow)
     lease_until: datetime | None = _when(default=None)
