@@ -204,3 +204,19 @@ def test_a_latin_1_file_is_refused_with_its_line_not_a_traceback(tmp_path: Path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     line = next(i for i, text in enumerate(SOURCE.splitlines(), 1) if "title: Raise a concern" in text)
     assert f"{path}:{line}: not UTF-8 text (byte 0xe9)" in done.stderr
+
+
+def test_a_validated_policy_is_remembered_by_its_text_so_commands_do_not_walk_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "p.yaml"
+    path.write_text(SOURCE)
+    load_policy(path)
+    [mark] = list((tmp_path / "cache" / "consentbot" / "policies").iterdir())
+    path.write_text(SOURCE + "\n# an edit\n")  # another text: validated again, remembered apart
+    load_policy(path)
+    assert len(list(mark.parent.iterdir())) == 2
+    bad = broken(tmp_path, "    next: staff_threshold\n", "    next: nowhere\n")
+    with pytest.raises(PolicyError):
+        load_policy(bad)
+    assert len(list(mark.parent.iterdir())) == 2  # a refused policy is never remembered
