@@ -4,14 +4,13 @@ scripted through a pipe, and prints every notification an action queues.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from bot import cases, outbox, people, views
+from bot import cases, outbox, screens, views
 from bot.cases import CaseView, Person, Services
-from bot.checklist import text_limit
 from bot.errors import InvalidAnswer
-from bot.policy.model import Field, FieldType, Option, Step
+from bot.policy.model import FieldType
+from bot.screens import Question, Screen
 
 NEW = "new"
 
@@ -26,7 +25,6 @@ class Console:
     def __init__(self, svc: Services, stdin: TextIO, stdout: TextIO) -> None:
         self.svc, self.stdin, self.stdout = svc, stdin, stdout
         self.view: CaseView | None = None
-        self.person: Person | None = None
 
     def say(self, text: str = "") -> None:
         """Print a line."""
@@ -42,7 +40,7 @@ class Console:
 
     async def session(self, *, email: str, case_ref: str | None) -> int:
         """Sign in, then raise a concern or work on a case. Returns the exit code."""
-        me = self.person = await cases.identify(self.svc, email=email.strip().lower())
+        me = await cases.identify(self.svc, email=email.strip().lower())
         self.say(f"Signed in as {me.name} ({self.svc.policy.role_label(me.role)}).")
         try:
             ref = case_ref or await self.menu(me)
@@ -77,9 +75,7 @@ class Console:
 
     async def raise_new(self, me: Person) -> int:
         """Raise a concern, then carry on with the steps that are this person's."""
-        start = self.svc.policy.steps[self.svc.policy.start]
-        self.view = await self.submit(start, {}, lambda values: cases.raise_concern(
-            self.svc, actor=me, values=values, platform="console"))
+        self.view = await self.submit(me, screens.start_screen(self.svc.policy))
         self.say(f"Concern raised as case {self.view.ref}.")
         return await self.carry_on(me)
 
@@ -92,75 +88,69 @@ class Console:
 
     async def carry_on(self, me: Person, *, opened: bool = False) -> int:
         """Answer steps while the case waits on this person (on a case opened by choice, any step they may answer)."""
-        while self.view and self.view.step and (self.view.answerable_by(me) if opened else self.view.waits_on(me)):
+        while self.view:
+            screen = await screens.next_screen(self.svc, me, self.view, owner_only=not opened)
+            if not screen.submittable:
+                break
             opened = False
-            self.view = await self.submit(self.view.step, self.view.choices, self.answerer(me, self.view))
+            self.view = await self.submit(me, screen)
         self.say_status()
         return 0
 
-    def answerer(self, me: Person, view: CaseView) -> Callable[[dict[str, Any]], Awaitable[CaseView]]:
-        """The bot call that answers the step `view` waits on."""
-        assert view.step is not None  # noqa: S101 - only called while a step waits
-        step_id = view.step.id
-        return lambda values: cases.answer(self.svc, actor=me, case_ref=view.ref, version=view.version,
-                                           step=step_id, values=values, platform="console")
-
-    async def submit(self, step: Step, choices: Any, call: Callable[[dict[str, Any]], Awaitable[CaseView]]) -> CaseView:
-        """Ask every field of a step, then submit; re-ask a field the bot rejects."""
-        self.say(f"\n== {step.title} ==")
-        if step.help:
-            self.say(step.help)
-        values = {f.key: await self.ask_field(f, choices.get(f.key, f.options)) for f in step.fields}
+    async def submit(self, me: Person, screen: Screen) -> CaseView:
+        """Ask every question of a screen, then submit; re-ask a question the bot rejects."""
+        self.say(f"\n== {screen.title} ==")
+        if screen.help:
+            self.say(screen.help)
+        values = {q.key: self.ask_question(q) for q in screen.questions}
         while True:
             before = await outbox.latest_id(self.svc)
+            reply = screens.reply_to(screen, values)
             try:
-                view = await call(values)
+                view = await screens.record(self.svc, actor=me, reply=reply, platform="console")
             except InvalidAnswer as exc:
                 self.say(f"! {exc}")
-                bad = step.field(exc.field or "") or step.fields[0]
-                values[bad.key] = await self.ask_field(bad, choices.get(bad.key, bad.options))
+                bad = screen.question(screens.field_error(self.svc.policy.steps.get(reply.step_id), exc).key)
+                bad = bad or screen.questions[0]
+                values[bad.key] = self.ask_question(bad)
                 continue
             for notice in view.notices:  # the notices first (999, then who knows): never under other output
                 self.say(f"\n!!! {notice}\n")
             await self.show_notifications(before)
             return view
 
-    async def ask_field(self, f: Field, options: tuple[Option, ...]) -> Any:
-        """Ask for one field's value in the way its type needs."""
-        hint = " (leave blank to skip)" if f.optional or f.required_if_any else ""
-        if f.type is FieldType.CHOICE:
-            return self.choose(f.label, [(o.value, o.label) for o in options])
-        if f.type in (FieldType.REASONS, FieldType.LEGAL_REFS):
-            return self.ask_codes(f)
-        if f.type is FieldType.ASSIGNEE:
-            return await self.ask_assignee(f)
-        if f.type is FieldType.DUE:
-            return self.ask(f"{f.label} (ISO date and time with offset; blank for the policy's default)") or None
-        if f.type is FieldType.DATE:
-            return self.ask(f"{f.label} (a date: YYYY-MM-DD){hint}") or None
-        return self.ask(f"{f.label} (up to {text_limit(f)} characters){hint}") or None
+    def ask_question(self, q: Question) -> Any:
+        """Ask for one question's answer in the way its kind needs."""
+        hint = " (leave blank to skip)" if q.optional else ""
+        if q.kind is FieldType.CHOICE:
+            return self.choose(q.label, list(q.choices))
+        if q.kind in (FieldType.REASONS, FieldType.LEGAL_REFS):
+            return self.ask_codes(q)
+        if q.kind is FieldType.ASSIGNEE:
+            return self.ask_assignee(q)
+        if q.kind is FieldType.DUE:
+            return self.ask(f"{q.label} (ISO date and time with offset; blank for the policy's default)") or None
+        if q.kind is FieldType.DATE:
+            return self.ask(f"{q.label} (a date: YYYY-MM-DD){hint}") or None
+        return self.ask(f"{q.label} (up to {q.max_length} characters){hint}") or None
 
-    def ask_codes(self, f: Field) -> list[str]:
+    def ask_codes(self, q: Question) -> list[str]:
         """Ask for reason codes or legal references by number."""
-        codes = self.svc.policy.reason_codes if f.type is FieldType.REASONS else [
-            c for c in self.svc.policy.legal_references if not c.historical]
-        lines = [f.label] + [f"  {i}) {c.label}" for i, c in enumerate(codes, start=1)]
-        if f.type is FieldType.LEGAL_REFS:
-            lines.append(f"({self.svc.policy.disclaimer})")
-        lines.append("Numbers separated by commas" + ("; blank if none applies." if f.type is FieldType.REASONS else "."))
+        lines = [q.label] + [f"  {i}) {label}" for i, (_, label) in enumerate(q.choices, start=1)]
+        if q.hint:
+            lines.append(f"({q.hint})")
+        lines.append("Numbers separated by commas" + ("; blank if none applies." if q.kind is FieldType.REASONS else "."))
         while True:
-            picked = pick_many(self.ask("\n".join(lines)), [c.code for c in codes])
+            picked = pick_many(self.ask("\n".join(lines)), [code for code, _ in q.choices])
             if picked is not None:
                 return picked
             self.say("! Please answer with numbers from the list, separated by commas.")
 
-    async def ask_assignee(self, f: Field) -> str:
+    def ask_assignee(self, q: Question) -> str:
         """Ask who is assigned, from the school's staff."""
-        assert self.person is not None  # noqa: S101 - set at sign-in
-        staff = await people.colleagues(self.svc, actor=self.person)
-        lines = [f.label] + [f"  {i}) {name} ({role}) {email}" for i, (email, name, role) in enumerate(staff, 1)]
+        lines = [q.label] + [f"  {i}) {label} {email}" for i, (email, label) in enumerate(q.choices, 1)]
         answer = self.ask("\n".join(lines) + "\nA number or an email.")
-        picked = pick_one(answer, [email for email, _, _ in staff])
+        picked = pick_one(answer, [email for email, _ in q.choices])
         return picked or answer
 
     async def show_notifications(self, after_id: int) -> None:

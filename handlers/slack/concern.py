@@ -11,10 +11,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import cases
+from bot import screens
 from bot.cases import Services
-from bot.errors import NotFound
-from handlers.slack.modals import note_modal, quoted_block, step_modal
+from handlers.slack.modals import render_modal
 from handlers.slack.parse import message_text, user_id
 
 
@@ -38,14 +37,8 @@ def register(app: AsyncApp, svc: Services) -> None:
 
 
 async def open_first_step(svc: Services, client: AsyncWebClient, body: dict[str, Any], quoted: str = "") -> None:
-    """The first step, the immediate-danger question (G1); a quoted message rides below it until
-    the step that asks what was seen or heard.
+    """The first step, the immediate-danger question (G1), or why this person cannot raise one; a
+    quoted message rides below it until the step that asks what was seen or heard.
     """
-    try:  # refuse unregistered people before they answer anything
-        await cases.identify(svc, slack_user_id=user_id(body))
-    except NotFound as refusal:
-        await client.views_open(trigger_id=body["trigger_id"], view=note_modal(str(refusal)))
-        return
-    start = svc.policy.steps[svc.policy.start]
-    modal = step_modal(start, view=None, policy=svc.policy, trail=[quoted_block(quoted)] if quoted else [])
-    await client.views_open(trigger_id=body["trigger_id"], view=modal)
+    screen = await screens.first_screen(svc, quoted=quoted, slack_user_id=user_id(body))
+    await client.views_open(trigger_id=body["trigger_id"], view=render_modal(screen))

@@ -10,13 +10,12 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import cases, views
+from bot import cases, screens
 from bot.cases import Services
 from bot.errors import BotError
 from handlers.slack.blocks import OPEN_CASE
-from handlers.slack.modals import details_blocks, note_modal
+from handlers.slack.modals import note_modal, render_modal
 from handlers.slack.parse import user_id
-from handlers.slack.screens import next_screen
 
 
 def register(app: AsyncApp, svc: Services) -> None:
@@ -27,12 +26,11 @@ def register(app: AsyncApp, svc: Services) -> None:
         await ack()
         try:
             me = await cases.identify(svc, slack_user_id=user_id(body))
-            details = await views.open_details(svc, actor=me, case_ref=str(action.get("value") or ""))
+            screen = await screens.case_screen(svc, actor=me, case_ref=str(action.get("value") or ""))
         except BotError as refusal:
             await refuse(client, body, str(refusal))
             return
-        lead = details_blocks(details.facts, svc.policy)
-        await client.views_open(trigger_id=body["trigger_id"], view=await next_screen(svc, me, details.view, lead))
+        await client.views_open(trigger_id=body["trigger_id"], view=render_modal(screen))
 
 
 async def refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
