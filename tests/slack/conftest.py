@@ -42,6 +42,13 @@ async def make_services(url: str) -> Services:
 
 
 @pytest.fixture
+async def sender_services(db_url: str) -> AsyncIterator[Services]:
+    svc = await make_services(db_url)  # SQLite, and PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set
+    yield svc
+    await svc.db.dispose()
+
+
+@pytest.fixture
 async def slack_services(tmp_path: object) -> AsyncIterator[Services]:
     svc = await make_services(f"sqlite+aiosqlite:///{tmp_path}/t.db")
     yield svc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from handlers.slack.platform import SlackPlatform
 from storage import repo
 from storage.models import OutboxMessage, utcnow
 from tests.fakes.slack_api import FakeSlack, Params
-from tests.slack.conftest import Driver, decision_dm, make_services, slack_settings
+from tests.slack.conftest import Driver, decision_dm, slack_settings
 
 FAST = SenderConfig(backoff=0.05, defer=0.05, settle=0.05, concurrency=16, batch=100)
 
@@ -35,13 +35,6 @@ class FakeSlackWithHistory(FakeSlack):
         channel = str(params.get("channel") or "")
         newest_first = list(reversed(self._state.messages.get(channel, [])))
         return {"ok": True, "messages": newest_first[: int(params.get("limit") or 100)], "has_more": False}
-
-
-@pytest.fixture
-async def sender_services(db_url: str) -> AsyncIterator[Services]:
-    svc = await make_services(db_url)  # SQLite, and PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set
-    yield svc
-    await svc.db.dispose()
 
 
 @pytest.fixture

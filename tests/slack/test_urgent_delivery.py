@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -41,10 +40,8 @@ QUICK = SenderConfig(max_attempts=2, widen_after=3, backoff=0.02, urgent_backoff
 
 
 @pytest.fixture
-async def svc(db_url: str) -> AsyncIterator[Services]:
-    services = await make_services(db_url)  # SQLite, and PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set
-    yield services
-    await services.db.dispose()
+def svc(sender_services: Services) -> Services:
+    return sender_services
 
 
 @pytest.fixture
