@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,slack,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,slack,teams,postgres]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)

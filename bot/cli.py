@@ -162,6 +162,7 @@ def main() -> None:
         cli_commands,  # noqa: F401 - registers staff, chat, export and audit commands
         cli_outbox,  # noqa: F401 - registers outbox retry
         cli_reminders,  # noqa: F401 - registers remind, digest, reminders and calendar commands
+        cli_teams,  # noqa: F401 - registers teams package and staff sync-teams
     )
 
     try:

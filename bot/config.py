@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     teams_client_secret: str | None = Field(None, alias="TEAMS_CLIENT_SECRET", repr=False)
     teams_tenant_id: str | None = Field(None, alias="TEAMS_TENANT_ID")
     teams_dsl_group_id: str | None = Field(None, alias="TEAMS_DSL_GROUP_ID")
+    teams_staff_group_id: str | None = Field(None, alias="TEAMS_STAFF_GROUP_ID")
+    # The app's id in the organisation's Teams catalogue (not the manifest id): Graph installs the
+    # app by it for staff who have never opened a chat with the bot (docs/teams-setup.md).
+    teams_catalog_app_id: str | None = Field(None, alias="TEAMS_CATALOG_APP_ID")
+    # Where the Bot Connector is for someone who has never written to the bot (the SDK's own name).
+    teams_service_url: str = Field("https://smba.trafficmanager.net/teams", alias="SERVICE_URL")
+    teams_login_url: str = Field("https://login.microsoftonline.com", alias="TEAMS_LOGIN_URL")
     graph_api_url: str = Field("https://graph.microsoft.com/v1.0", alias="GRAPH_API_URL")
     teams_openid_metadata_url: str | None = Field(None, alias="TEAMS_OPENID_METADATA_URL")
     teams_token_issuer: str | None = Field(None, alias="TEAMS_TOKEN_ISSUER")
@@ -63,9 +70,15 @@ class Settings(BaseSettings):
         """Slack is on with a bot token and a way in: the signing secret (HTTP) or an app token (Socket Mode)."""
         return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
 
+    @property
+    def teams_configured(self) -> bool:
+        """Teams is on with the Entra app registration: client id, secret and tenant."""
+        return bool(self.teams_client_id and self.teams_client_secret and self.teams_tenant_id)
+
     def delivering_platforms(self) -> frozenset[str]:
         """The chat platforms this deployment sends on. A person reachable on none of them is not alerted."""
-        return frozenset({"slack"}) if self.slack_configured else frozenset()
+        on = (("slack", self.slack_configured), ("teams", self.teams_configured))
+        return frozenset(name for name, configured in on if configured)
 
     def sqlite_path(self) -> Path | None:
         """The SQLite database file, when the database is SQLite on disk."""
