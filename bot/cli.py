@@ -160,9 +160,10 @@ def main() -> None:
     from bot import (
         cli_admin,  # noqa: F401 - registers school and doctor commands
         cli_commands,  # noqa: F401 - registers staff, chat, export and audit commands
+        cli_directory,  # noqa: F401 - registers staff sync-teams
         cli_outbox,  # noqa: F401 - registers outbox retry
         cli_reminders,  # noqa: F401 - registers remind, digest, reminders and calendar commands
-        cli_teams,  # noqa: F401 - registers teams package and staff sync-teams
+        cli_teams,  # noqa: F401 - registers teams package
     )
 
     try:

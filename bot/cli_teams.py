@@ -1,4 +1,4 @@
-"""Teams commands: `consentbot teams package` and `consentbot staff sync-teams`."""
+"""Teams commands: `consentbot teams package`."""
 
 from __future__ import annotations
 
