@@ -65,6 +65,16 @@ async def snooze(svc: Services, *, actor: Person, case_ref: str, reason: str, mi
     return len(rows)
 
 
+SNOOZE_DURATIONS = (60, 240, 1440)  # minutes offered, within the policy's max_minutes
+
+
+def snooze_options(svc: Services) -> tuple[list[tuple[str, str]], list[int]]:
+    """What a snooze form offers: (reason code, label) pairs and durations in minutes, within the cap."""
+    rules = svc.policy.settings.get("snooze") or {}
+    cap = int(rules.get("max_minutes") or 0)
+    return list((rules.get("reasons") or {}).items()), [m for m in SNOOZE_DURATIONS if m <= cap] or [cap]
+
+
 def _snooze_rules(svc: Services) -> dict[str, Any]:
     rules = svc.policy.settings.get("snooze")
     if not rules:

@@ -29,7 +29,8 @@ def platform_status(settings: Settings) -> dict[str, str]:
                             ("Socket Mode", settings.slack_app_token)) if on]
     slack = f"on ({' and '.join(ways)})" if slack_configured(settings) else (
         "off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for Socket Mode; see docs/slack-setup.md)")
-    teams = "off: Teams support is not built yet (set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID once it is)"
+    teams = "on (HTTP at POST /api/messages)" if settings.teams_configured else (
+        "off: set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID (see docs/teams-setup.md)")
     return {"slack": slack, "teams": teams}
 
 
@@ -39,7 +40,7 @@ def slack_configured(settings: Settings) -> bool:
 
 
 def build_app(settings: Settings, services: Services) -> FastAPI:
-    """The FastAPI app serving /healthz, /readyz and /metrics, and Slack when configured."""
+    """The FastAPI app serving /healthz, /readyz and /metrics, and Slack and Teams when configured."""
     app = FastAPI(title="consentbot", lifespan=_lifespan(settings, services), docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.services = services
@@ -48,6 +49,10 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
         from handlers.slack import mount  # composition root: the only place bot/ reaches into handlers/
 
         mount(app, settings, services)
+    if settings.teams_configured:
+        from handlers import teams  # composition root, as above
+
+        teams.mount(app, settings, services)
     _add_health_routes(app, services)
     return app
 
@@ -133,6 +138,10 @@ def _lifespan(settings: Settings, services: Services) -> Any:
 
             scheduler = build_scheduler(services, settings, now=services.clock())
             scheduler.start()
+        if settings.teams_configured:
+            from handlers import teams
+
+            await teams.initialize(app)
         stop_senders = asyncio.Event()
         senders = _start_senders(settings, services, stop_senders)
         socket_mode = await _connect_socket_mode(app, settings)
@@ -164,12 +173,20 @@ def _add_health_routes(app: FastAPI, services: Services) -> None:
 
 def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """The outbox senders (one per configured platform), as background tasks of the server."""
-    if not slack_configured(settings):
-        return []
     from bot import sender
-    from handlers.slack import sender_platform
 
-    return [asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop), name="outbox-slack")]
+    tasks = []
+    if slack_configured(settings):
+        from handlers.slack import sender_platform
+
+        tasks.append(asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop),
+                                         name="outbox-slack"))
+    if settings.teams_configured:
+        from handlers import teams
+
+        tasks.append(asyncio.create_task(sender.run(services, teams.sender_platform(settings, services), stop=stop),
+                                         name="outbox-teams"))
+    return tasks
 
 
 async def _connect_socket_mode(app: FastAPI, settings: Settings) -> Any:

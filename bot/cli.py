@@ -108,7 +108,11 @@ def serve() -> None:
     # Limits, so that idle or slow clients cannot starve the server (bot/server.py; the body limit
     # is the app's, bot/app.py). h11 always, even if httptools is installed: the header size limit
     # (h11_max_incomplete_event_size) and the request deadline are h11's.
-    uvicorn.run(build_app(settings, services), host=settings.host, port=settings.port, log_config=None,
+    try:
+        web = build_app(settings, services)
+    except RuntimeError as refused:  # a platform's settings cannot be served safely (handlers.teams)
+        fail(str(refused))
+    uvicorn.run(web, host=settings.host, port=settings.port, log_config=None,
                 http=guarded_protocol(read_timeout=settings.read_timeout_seconds),
                 limit_concurrency=settings.max_connections, backlog=settings.backlog,
                 timeout_keep_alive=settings.keep_alive_seconds,

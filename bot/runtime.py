@@ -20,7 +20,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 # Libraries that would log SQL parameters or request bodies stay at WARNING whatever our level.
 QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "asyncpg", "alembic", "httpx", "httpcore", "slack_bolt", "slack_sdk",
-                   "apscheduler", "uvicorn.access")
+                   "apscheduler", "uvicorn.access", "microsoft_teams", "msgraph", "kiota_http",
+                   "kiota_abstractions", "azure", "msal")
 
 
 def configure_logging(settings: Settings) -> None:

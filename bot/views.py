@@ -43,6 +43,23 @@ async def my_cases(svc: Services, *, actor: Person) -> list[CaseView]:
         return [view_of(c, advance(policy_for(svc, c), await answers_of(s, c))) for c in cases]
 
 
+async def status_of(svc: Services, *, actor: Person, case_ref: str) -> CaseView:
+    """Where a case stands (reference and step only, nothing decrypted), for someone who may see
+    it: a card refreshing itself shows this. Others are refused, and the attempt logged.
+    """
+    try:
+        async with svc.db.read() as s:
+            case = await case_for(s, actor, case_ref)
+            if not may_see(actor, case):
+                raise NotAuthorised(f"You are not authorised to see case {case.ref}. This attempt has been recorded.",
+                                    audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                                           "detail": {"step": "status", "role": actor.role}})
+            return view_of(case, advance(policy_for(svc, case), await answers_of(s, case)))
+    except NotAuthorised as refusal:
+        await log_refusal(svc, refusal)
+        raise
+
+
 async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: str = "viewed") -> CaseDetails:
     """Decrypt a case for an authorised person, and log that they did (before they are given it)."""
     try:

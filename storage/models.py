@@ -58,6 +58,7 @@ class School(SQLModel, table=True):
     front_door_phone: str | None = Field(default=None, max_length=40)
     escalation_staff_id: int | None = Field(default=None)
     digest_time: str | None = Field(default=None, max_length=5)  # HH:MM local; None: CONSENTBOT_DIGEST_TIME
+    chat_platform: str | None = Field(default=None, max_length=16)  # slack | teams, for people on both
 
 
 class Staff(SQLModel, table=True):
@@ -165,10 +166,22 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = _when(default_factory=utcnow)
     lease_until: datetime | None = _when(default=None)
-    sent_ref: str | None = Field(default=None, max_length=200)  # platform message id (Slack channel:ts)
+    sent_ref: str | None = Field(default=None, max_length=600)  # platform message id (Slack channel:ts; Teams needs more)
     last_error: str | None = Field(default=None, max_length=200)
     created_at: datetime = _when(default_factory=utcnow)
     sent_at: datetime | None = _when(default=None)
+
+
+class ChatAddress(SQLModel, table=True):
+    """Where a platform reaches a person, as the platform wrote it down (a Teams conversation
+    reference: service URL and conversation id). Opaque to the bot; no content.
+    """
+
+    __tablename__ = "chat_addresses"
+    platform: str = Field(primary_key=True, max_length=16)
+    user_id: str = Field(primary_key=True, max_length=64)
+    address: str = Field(max_length=1000)
+    updated_at: datetime = _when(default_factory=utcnow)
 
 
 class ProcessedDelivery(SQLModel, table=True):

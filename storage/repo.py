@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
@@ -11,7 +12,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from storage.models import AccessLog, Case, CaseEvent, OutboxMessage, ProcessedDelivery, Reminder, School, Staff, utcnow
+from storage.models import (
+    AccessLog,
+    Case,
+    CaseEvent,
+    ChatAddress,
+    OutboxMessage,
+    ProcessedDelivery,
+    Reminder,
+    School,
+    Staff,
+    utcnow,
+)
 
 REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I/L: refs are read aloud
 DECIDERS = ("dsl", "deputy")
@@ -177,3 +189,25 @@ async def update_school(session: AsyncSession, school_id: int, values: dict[str,
     """Change some of a school's settings (column name to new value)."""
     if values:
         await session.execute(update(School).where(col(School.id) == school_id).values(**values))
+
+
+async def save_address(session: AsyncSession, platform: str, user_id: str, address: str, now: datetime) -> None:
+    """Remember where `platform` reaches a person (replaces what was known)."""
+    known = await session.get(ChatAddress, (platform, user_id))
+    if known is None:
+        session.add(ChatAddress(platform=platform, user_id=user_id, address=address, updated_at=now))
+    elif known.address != address:
+        known.address, known.updated_at = address, now
+
+
+async def address_of(session: AsyncSession, platform: str, user_id: str) -> str | None:
+    """Where `platform` reaches a person, if it has told us."""
+    known = await session.get(ChatAddress, (platform, user_id))
+    return known.address if known else None
+
+
+async def link_platform_id(session: AsyncSession, staff_id: int, platform: str, user_id: str) -> None:
+    """Record a person's id on a platform (first contact, matched by email)."""
+    staff = await session.get(Staff, staff_id)
+    if staff is not None:
+        setattr(staff, f"{platform}_user_id", user_id)

@@ -635,7 +635,12 @@ class FakeTeams:
         if not scope.endswith("/.default"):
             return _oauth_error(400, "invalid_scope",
                                 f"AADSTS1002012: The provided value for scope {scope} is not valid.")
-        token = secrets.token_urlsafe(48)
+        # Entra's access tokens are JWTs, and the Teams SDK decodes them (unverified) to read the expiry.
+        now = int(time.time())
+        token = jwt.encode({"aud": scope.removesuffix("/.default"), "iss": f"{self.login_url}/{self.tenant_id}/v2.0",
+                            "appid": self.client_id, "tid": self.tenant_id, "iat": now, "nbf": now,
+                            "exp": now + self.token_lifetime, "jti": secrets.token_urlsafe(16)},
+                           fake_signing_key(), algorithm="RS256", headers={"kid": DEFAULT_KID})
         self._tokens[token] = scope
         return JSONResponse({"token_type": "Bearer", "expires_in": self.token_lifetime,
                              "ext_expires_in": self.token_lifetime, "access_token": token})
