@@ -15,7 +15,8 @@ The DSL group holds the deciders, the optional staff group everyone else. For ea
 
 A person is matched by platform id, else by email. Nobody is moved between schools: a match at
 another school is reported and skipped. An empty group is refused rather than read as "everyone
-left": a wrong group id or a permission problem must not strip a school of its DSLs.
+left" (nor are members listed without an email address): a wrong group id or a missing
+permission must not strip a school of its DSLs.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ DECIDER_ROLES = ("dsl", "deputy")
 ID_COLUMNS = {"teams": "teams_user_id", "slack": "slack_user_id"}
 
 
-class EmptyGroup(BotError):
-    """A directory group came back empty: refused, since it would remove every member."""
+class UnusableGroup(BotError):
+    """A directory group came back empty, or its members without email addresses: refused, since
+    it would remove every member (a wrong group id, or an app that may not read users).
+    """
 
 
 @dataclass(frozen=True)
@@ -74,23 +77,27 @@ class SyncReport:
     unchanged: int = 0
 
 
+async def check_school(svc: Services, *, school: str) -> None:
+    """NotFound naming the known schools unless `school` exists (checked before reading a directory)."""
+    async with svc.db.read() as s:
+        await school_or_refuse(s, school)
+
+
 async def sync(svc: Services, *, school: str, dsls: Sequence[DirectoryPerson],
                staff: Sequence[DirectoryPerson] | None, platform: str = "teams", dry_run: bool = False) -> SyncReport:
     """Bring the school's people and roles into line with its groups, in one transaction (see the
     module docstring for the rules). `staff` None: no staff group is configured.
 
-    Raises NotFound for an unknown school (none is created), EmptyGroup for an empty group,
-    InvalidSetting for an unknown platform. A dry run reads only.
+    Raises NotFound for an unknown school (none is created), UnusableGroup for an empty group or
+    one whose members come without email addresses, InvalidSetting for an unknown platform.
+    A dry run reads only.
     """
     column = ID_COLUMNS.get(platform)
     if column is None:
         raise InvalidSetting(f"unknown platform {platform!r}: use {' or '.join(ID_COLUMNS)}")
-    if not dsls:
-        raise EmptyGroup("the DSL group has no members (or none that can sign in): nothing was changed. "
-                         "Check the group id and that the app may read its members.")
-    if staff is not None and not staff:
-        raise EmptyGroup("the staff group has no members (or none that can sign in): nothing was changed. "
-                         "Check the group id and that the app may read its members.")
+    _check_usable(dsls, "DSL")
+    if staff is not None:
+        _check_usable(staff, "staff")
     opened = svc.db.read() if dry_run else svc.db.transaction()
     async with opened as s:
         home = await school_or_refuse(s, school)
@@ -101,6 +108,20 @@ async def sync(svc: Services, *, school: str, dsls: Sequence[DirectoryPerson],
             await _apply(s, svc, home, steps, column, source=f"{platform}_sync")
     return SyncReport(school=school, dry_run=dry_run, changes=[(step.email, step.text) for step in steps],
                       unchanged=planner.unchanged)
+
+
+def _check_usable(people: Sequence[DirectoryPerson], label: str) -> None:
+    if not people:
+        raise UnusableGroup(f"the {label} group has no members (or none whose account is enabled): nothing was "
+                            "changed. Check the group id, and that the app may read the group's members.")
+    # Without permission to read users, a directory lists each member with an id only (Graph:
+    # "limited information returned for inaccessible member objects").
+    blank = sum(1 for p in people if not p.email)
+    if blank:
+        raise UnusableGroup(f"{blank} of the {len(people)} members of the {label} group came without an email address "
+                            "or user name, so the app may list members but not read users (for Microsoft Entra: "
+                            "grant the Graph application permission User.ReadBasic.All, with admin consent). "
+                            "Nothing was changed.")
 
 
 def _wanted(dsls: Sequence[DirectoryPerson],

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.applications import Starlette
@@ -36,6 +37,7 @@ from starlette.routing import Route
 Body = dict[str, Any]
 _STOP_POLL_SECONDS = 0.05
 GRAPH_TOKEN = "fake-graph-token"
+FAULT_CODES = {401: "InvalidAuthenticationToken", 403: "Authorization_RequestDenied", 404: "Request_ResourceNotFound"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 class FakeGraph:
     """Graph v1.0 at ``url`` (``http://127.0.0.1:PORT/v1.0``) and a token endpoint at ``login_url``,
-    run in a background thread. ``accepted_tokens`` None: any non-empty bearer token is accepted.
+    run in a background thread. ``accepted_tokens`` None: any non-empty bearer token is accepted;
+    ``client_secret`` None: the token endpoint accepts any non-empty client secret.
     """
 
     def __init__(self, *, page_size: int = 2, accepted_tokens: Iterable[str] | None = None) -> None:
@@ -94,6 +97,7 @@ class FakeGraph:
         self.url = self.login_url = ""
         self.page_size = page_size
         self.accepted_tokens = set(accepted_tokens) if accepted_tokens is not None else None
+        self.client_secret: str | None = None
         self.calls: list[GraphCall] = []
         self.token_requests: list[dict[str, str]] = []
         self._reset_script_and_state()
@@ -140,11 +144,11 @@ class FakeGraph:
         self.stop()
 
     def reset(self) -> None:
-        """Forget calls, scripted faults and directory state; page size 2, any token accepted."""
+        """Forget calls, scripted faults and directory state; page size 2, any token and secret accepted."""
         with self._lock:
             self.calls.clear()
             self.token_requests.clear()
-            self.page_size, self.accepted_tokens = 2, None
+            self.page_size, self.accepted_tokens, self.client_secret = 2, None, None
             self._reset_script_and_state()
 
     def _reset_script_and_state(self) -> None:
@@ -203,10 +207,12 @@ class FakeGraph:
         ])
 
     async def _token(self, request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        form = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
         with self._lock:
             self.token_requests.append({k: v for k, v in form.items() if k != "client_secret"})
-        if form.get("grant_type") != "client_credentials" or not form.get("client_secret"):
+        secret = form.get("client_secret")
+        if form.get("grant_type") != "client_credentials" or not secret or (
+                self.client_secret is not None and secret != self.client_secret):
             return JSONResponse({"error": "invalid_client", "error_description": "AADSTS7000215"}, status_code=401)
         return JSONResponse({"token_type": "Bearer", "expires_in": 3599, "access_token": GRAPH_TOKEN})
 
@@ -243,7 +249,7 @@ class FakeGraph:
             return _error(429, "TooManyRequests", "Too many requests.",
                           headers={"Retry-After": str(1 if fault.retry_after is None else fault.retry_after)})
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-        code = "serviceNotAvailable" if fault.status >= 500 else "BadRequest"
+        code = "serviceNotAvailable" if fault.status >= 500 else FAULT_CODES.get(fault.status, "BadRequest")
         return _error(fault.status, code, "Scripted failure.", headers=headers)
 
     async def _stall_if_scripted(self, path: str) -> None:
