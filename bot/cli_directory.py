@@ -89,7 +89,7 @@ async def _members(directory: Any, setting: str, group_id: str) -> list[Director
         people: list[DirectoryPerson] = await waiting_out_rate_limits(lambda: directory.transitive_members(group_id))
     except DeliveryError as exc:
         raise DirectoryUnavailable(_advice(exc, setting, group_id)) from None
-    typer.echo(f"reading group {setting} ({group_id}): {len(people)} people")
+    typer.echo(f"reading group {setting} ({group_id}): {len(people)} {'person' if len(people) == 1 else 'people'}")
     return people
 
 

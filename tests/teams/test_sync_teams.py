@@ -236,7 +236,7 @@ async def test_the_command_reads_both_groups_and_syncs(services: Services, graph
 
     assert done.returncode == 0, done.stderr
     assert f"reading group TEAMS_DSL_GROUP_ID ({DSL_GROUP}): 3 people" in done.stdout
-    assert f"reading group TEAMS_STAFF_GROUP_ID ({STAFF_GROUP}): 1 people" in done.stdout
+    assert f"reading group TEAMS_STAFF_GROUP_ID ({STAFF_GROUP}): 1 person" in done.stdout
     assert "lee@oak.sch.uk: removed (in neither group)" in done.stdout
     assert "oak: changed 4, unchanged 1" in done.stdout
     rows = await everyone(services)
