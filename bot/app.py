@@ -50,7 +50,7 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
 
         mount(app, settings, services)
     if settings.teams_configured:
-        from handlers import teams  # composition root, as above
+        from handlers.teams import app as teams  # composition root, as above
 
         teams.mount(app, settings, services)
     _add_health_routes(app, services)
@@ -139,7 +139,7 @@ def _lifespan(settings: Settings, services: Services) -> Any:
             scheduler = build_scheduler(services, settings, now=services.clock())
             scheduler.start()
         if settings.teams_configured:
-            from handlers import teams
+            from handlers.teams import app as teams
 
             await teams.initialize(app)
         stop_senders = asyncio.Event()
@@ -182,7 +182,7 @@ def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) 
         tasks.append(asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop),
                                          name="outbox-slack"))
     if settings.teams_configured:
-        from handlers import teams
+        from handlers.teams import app as teams
 
         tasks.append(asyncio.create_task(sender.run(services, teams.sender_platform(settings, services), stop=stop),
                                          name="outbox-teams"))

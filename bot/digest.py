@@ -165,6 +165,7 @@ async def _build(svc: Services, s: Any, now: datetime, default_time: time, repor
         key = f"{DAILY}:{person.id}:{where.today}"
         report.messages.append((Recipient.of(person), _digest_row(person, lines, key, now)))
     await _weekly(svc, s, people, open_, now, report)
+    await notify.route(s, [row for _, row in report.messages], svc.delivering)
     await _record(s, report, people, open_, now)
 
 

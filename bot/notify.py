@@ -27,18 +27,45 @@ DECISION_REMINDER = "decision"  # a case waits on a DSL decision
 REVIEW_REMINDER = "review"  # the review date a DSL set (G5, G9); fires on a closed case too
 
 
-def platform_of(staff: Staff) -> str:
-    """Where a person is reached: Slack, then Teams, else the terminal."""
-    if staff.slack_user_id:
-        return "slack"
-    if staff.teams_user_id:
-        return "teams"
-    return "console"
+def platforms_of(staff: Staff) -> list[str]:
+    """The chat platforms a person has an id on (Slack first)."""
+    return [name for name, user_id in (("slack", staff.slack_user_id), ("teams", staff.teams_user_id)) if user_id]
+
+
+def platform_of(staff: Staff, *, prefer: str | None = None, delivering: frozenset[str] | None = None) -> str:
+    """Where a person is reached: the school's chosen platform (`prefer`) when they are on it,
+    else the first of theirs the deployment delivers on, else Slack, then Teams, else the terminal.
+    """
+    mine = platforms_of(staff)
+    usable = [p for p in mine if delivering is None or p in delivering]
+    if prefer in usable:
+        return str(prefer)
+    return (usable or mine or ["console"])[0]
 
 
 def reachable(staff: Staff, delivering: frozenset[str]) -> bool:
     """True when the person is active and has an id on a platform this deployment delivers on."""
-    return staff.active and platform_of(staff) in delivering
+    return staff.active and any(p in delivering for p in platforms_of(staff))
+
+
+async def route(s: AsyncSession, rows: Sequence[OutboxMessage | dict[str, Any]], delivering: frozenset[str]) -> None:
+    """Send each queued message where its recipient's school says (`consentbot school set
+    --platform`), for people registered on two platforms.
+    """
+    for row in rows:
+        staff = await s.get(Staff, _column(row, "recipient_id"))
+        school = await s.get(School, _column(row, "school_id"))
+        if staff is None or len(platforms_of(staff)) < 2:
+            continue
+        chosen = platform_of(staff, prefer=school.chat_platform if school else None, delivering=delivering)
+        if isinstance(row, dict):
+            row["platform"] = chosen
+        else:
+            row.platform = chosen
+
+
+def _column(row: OutboxMessage | dict[str, Any], name: str) -> Any:
+    return row[name] if isinstance(row, dict) else getattr(row, name)
 
 
 async def escalation_contacts(s: AsyncSession, school_id: int) -> list[Staff]:
@@ -108,6 +135,7 @@ async def follow_up(s: AsyncSession, policy: Policy, case: Case, answered: Answe
     if reach is not None and reach.deciders == 0:
         rows += await _unreachable(s, case, now)
     await repo.cancel_reminders(s, case.id or 0, _stopped_by(a.step, a.after))
+    await route(s, rows, delivering)
     await repo.enqueue(s, rows)
     return reach
 

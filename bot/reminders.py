@@ -288,7 +288,9 @@ async def _finish(svc: Services, ids: list[int], now: datetime, lease_until: dat
         rows = await reminder_repo.owned(s, ids=ids, lease_until=lease_until)
         planned = await _plans(svc, s, rows, now)
         plans = planned.plans
-        await reminder_repo.enqueue_rows(s, [p.outbox for p in plans if p.outbox is not None])
+        outbox = [p.outbox for p in plans if p.outbox is not None]
+        await notify.route(s, outbox, svc.delivering)
+        await reminder_repo.enqueue_rows(s, outbox)
         await reminder_repo.finish(s, now=now, sent=_ids(plans, "send"), cancelled=_ids(plans, "cancel"),
                                    superseded=_ids(plans, "supersede"),
                                    deferred=[(p.reminder_id, p.due_at) for p in plans if p.due_at is not None])

@@ -353,7 +353,9 @@ async def _escalations(s: AsyncSession, case: Case, recipient: Staff, now: datet
     contacts = [p for p in await notify.escalation_contacts(s, case.school_id) if p.id != recipient.id]
     if not contacts:
         logger.warning("outbox case=%s urgent alert undelivered and the school has no escalation contact", case.id)
-    return [notify.outbox_row(case, p, message, f"{case.id}:unreachable:undelivered:{p.id}", now) for p in contacts]
+    rows = [notify.outbox_row(case, p, message, f"{case.id}:unreachable:undelivered:{p.id}", now) for p in contacts]
+    await notify.route(s, rows, frozenset({"slack", "teams"}))  # the sender knows only its own platform
+    return rows
 
 
 def _log(r: _Result) -> None:

@@ -27,8 +27,9 @@ def outbound_client(*, timeout: float) -> httpx.AsyncClient:
     """An HTTP client honouring the proxy and CA settings, with no retries of its own: every retry
     decision is the outbox sender's (a repeated POST could notify someone twice).
     """
-    return httpx.AsyncClient(timeout=timeout, trust_env=True, verify=tls_context(),
-                             transport=httpx.AsyncHTTPTransport(retries=0, verify=tls_context(), trust_env=True))
+    # No `transport=`: httpx reads the proxy variables only for the transports it makes itself
+    # (and those retry nothing).
+    return httpx.AsyncClient(timeout=timeout, trust_env=True, verify=tls_context())
 
 
 def retry_after(response: httpx.Response, default: float = 1.0) -> float:

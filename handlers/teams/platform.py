@@ -22,15 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from microsoft_teams.api import (
-    Account,
-    ApiClient,
-    Attachment,
-    ChannelData,
-    CreateConversationParams,
-    MessageActivityInput,
-)
+from microsoft_teams.api import Account, ApiClient
+from microsoft_teams.api.activities.message.message import MessageActivityInput
+from microsoft_teams.api.clients.conversation.params import CreateConversationParams
 from microsoft_teams.api.models import NotificationInfo
+from microsoft_teams.api.models.attachment.attachment import Attachment
+from microsoft_teams.api.models.channel_data.channel_data import ChannelData
 from microsoft_teams.common import Client, ClientOptions
 
 from bot import contacts
@@ -78,6 +75,7 @@ class TeamsPlatform:
         self.service_url = service_url.rstrip("/")
         self.client = Client(ClientOptions(token=bot_token), _http=http)
         self.graph, self.catalog_app_id, self.settle = graph, catalog_app_id, settle
+        self._apis: dict[str, ApiClient] = {}
 
     def settle_after(self, code: str) -> float:
         """After a post Teams answered (an error status), nothing more can land; else wait."""
@@ -124,7 +122,10 @@ class TeamsPlatform:
                            message.case_ref, exc.code)
 
     def _api(self, service_url: str) -> ApiClient:
-        return ApiClient(service_url, self.client)
+        """One SDK client per Connector address (Teams has a few regional ones)."""
+        if service_url not in self._apis:
+            self._apis[service_url] = ApiClient(service_url, self.client)
+        return self._apis[service_url]
 
     async def _address(self, recipient: str) -> Address:
         """The stored 1:1 chat; else install the bot for them (Graph) and open one."""

@@ -15,7 +15,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from microsoft_teams.api import MessageActivityInput
+from microsoft_teams.api.activities.message.message import MessageActivityInput
+from microsoft_teams.api.models.attachment.attachment import Attachment
 from microsoft_teams.apps import App
 
 from bot import ack, cases, contacts, screens, views
@@ -27,7 +28,6 @@ from handlers.teams.cards import (
     dialog_response,
     invoke_card_response,
     render_card,
-    render_message_card,
     render_snooze_card,
 )
 from handlers.teams.parse import card_data, parse_reply, quoted_from_message
@@ -139,9 +139,7 @@ async def _reply(ctx: Ctx, card: dict[str, Any]) -> None:
     await ctx.send(MessageActivityInput(text="consentbot").add_attachments(_attachment(card)))
 
 
-def _attachment(card: dict[str, Any]) -> Any:
-    from microsoft_teams.api import Attachment
-
+def _attachment(card: dict[str, Any]) -> Attachment:
     return Attachment(**card_attachment(card))
 
 
@@ -181,8 +179,8 @@ def _value(ctx: Ctx) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _on_dialog_open(svc: Services) -> Callable[[Ctx], Awaitable[dict[str, Any]]]:
-    async def on_open(ctx: Ctx) -> dict[str, Any]:
+def _on_dialog_open(svc: Services) -> Callable[[Ctx], Awaitable[Any]]:
+    async def on_open(ctx: Ctx) -> Any:  # a dict: the SDK sends it as the invoke's body
         data = card_data(_value(ctx).get("data"))
         if data.action == "details":
             return dialog_response(await _guarded(svc, ctx, lambda me: screens.case_screen(
@@ -192,8 +190,8 @@ def _on_dialog_open(svc: Services) -> Callable[[Ctx], Awaitable[dict[str, Any]]]
     return on_open
 
 
-def _on_message_action(svc: Services) -> Callable[[Ctx], Awaitable[dict[str, Any]]]:
-    async def on_action(ctx: Ctx) -> dict[str, Any]:
+def _on_message_action(svc: Services) -> Callable[[Ctx], Awaitable[Any]]:
+    async def on_action(ctx: Ctx) -> Any:  # a dict: the SDK sends it as the invoke's body
         return dialog_response(await _first(svc, ctx, quoted=quoted_from_message(_value(ctx).get("messagePayload"))))
 
     return on_action
@@ -208,8 +206,8 @@ async def _first(svc: Services, ctx: Ctx, *, quoted: str) -> dict[str, Any]:
     return render_card(screens.start_screen(svc.policy, quoted=quoted), submit="dialog", nonce=_nonce())
 
 
-def _on_submit(svc: Services) -> Callable[[Ctx], Awaitable[dict[str, Any]]]:
-    async def on_submit(ctx: Ctx) -> dict[str, Any]:
+def _on_submit(svc: Services) -> Callable[[Ctx], Awaitable[Any]]:
+    async def on_submit(ctx: Ctx) -> Any:  # a dict: the SDK sends it as the invoke's body
         return dialog_response(await _answer(svc, ctx, _value(ctx).get("data"), submit="dialog"))
 
     return on_submit
@@ -248,8 +246,8 @@ async def _guarded(svc: Services, ctx: Ctx, make: Callable[[Person], Awaitable[S
     return render_card(screen, submit=submit, nonce=_nonce())  # type: ignore[arg-type]
 
 
-def _on_card_action(svc: Services) -> Callable[[Ctx], Awaitable[dict[str, Any]]]:
-    async def on_card_action(ctx: Ctx) -> dict[str, Any]:
+def _on_card_action(svc: Services) -> Callable[[Ctx], Awaitable[Any]]:
+    async def on_card_action(ctx: Ctx) -> Any:  # a dict: the SDK sends it as the invoke's body
         action = _value(ctx).get("action") or {}
         data = action.get("data") if isinstance(action, dict) else None
         verb = str(action.get("verb") or "") if isinstance(action, dict) else ""
@@ -309,5 +307,3 @@ async def _done(svc: Services, ctx: Ctx, act: Callable[[Person], Awaitable[Any]]
         return _note_card(str(refusal))
     return _note_card(said)
 
-
-__all__ = ["normalised", "register", "render_message_card"]

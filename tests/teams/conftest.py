@@ -19,14 +19,11 @@ from bot.config import Settings
 from bot.crypto import Keyring, generate_key
 from bot.policy.loader import load_policy
 from bot.sender import DrainReport, SenderConfig, drain
-from handlers import teams
+from handlers.teams import app as teams
 from storage.db import create_database
 from storage.migrate import upgrade
 from tests.fakes import teams_connector as tc
-try:
-    from tests.fakes.graph_api import FakeGraph
-except ImportError:  # TEMP
-    FakeGraph = None  # type: ignore
+from tests.fakes.graph_api import FakeGraph
 from tests.fakes.teams_connector import FakeTeams
 
 CATALOG_APP_ID = "11111111-2222-3333-4444-555555555555"
@@ -66,9 +63,6 @@ def teams_server() -> Iterator[FakeTeams]:
 
 @pytest.fixture(scope="session")
 def graph_server() -> Iterator[FakeGraph]:
-    if FakeGraph is None:
-        yield None  # type: ignore
-        return
     with FakeGraph() as server:
         yield server
 
@@ -83,8 +77,7 @@ def fake_teams(teams_server: FakeTeams) -> FakeTeams:
 
 @pytest.fixture
 def fake_graph(graph_server: FakeGraph) -> FakeGraph:
-    if graph_server is not None:
-        graph_server.reset()
+    graph_server.reset()
     return graph_server
 
 
@@ -93,14 +86,19 @@ def teams_settings(fake: FakeTeams, graph: FakeGraph, **extra: Any) -> Settings:
                     TEAMS_CLIENT_SECRET=tc.DEFAULT_CLIENT_SECRET, TEAMS_TENANT_ID=tc.TENANT_ID,
                     TEAMS_LOGIN_URL=fake.login_url, SERVICE_URL=fake.service_url,
                     TEAMS_OPENID_METADATA_URL=fake.openid_metadata_url, TEAMS_TOKEN_ISSUER=tc.TEST_ISSUER,
-                    GRAPH_API_URL=graph.url if graph else "http://127.0.0.1:9/v1.0",
-                    TEAMS_CATALOG_APP_ID=CATALOG_APP_ID if graph else None,
+                    GRAPH_API_URL=graph.url, TEAMS_CATALOG_APP_ID=CATALOG_APP_ID,
                     DATABASE_URL="sqlite+aiosqlite:///unused.db", **extra)
 
 
 @pytest.fixture
-async def teams_services(db_url: str) -> AsyncIterator[Services]:
-    db = create_database(db_url)
+def teams_db_url(sqlite_url: str) -> str:
+    """SQLite; the story test also runs on PostgreSQL (it overrides this with `db_url`)."""
+    return sqlite_url
+
+
+@pytest.fixture
+async def teams_services(teams_db_url: str) -> AsyncIterator[Services]:
+    db = create_database(teams_db_url)
     await upgrade(db)
     svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy(),
                    delivering=frozenset({"teams"}))

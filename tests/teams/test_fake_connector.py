@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -82,12 +81,11 @@ def card_activity(card: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------- lifecycle
 
 
-def test_a_new_server_starts_well_under_a_second() -> None:
-    started = time.monotonic()
+def test_a_new_server_serves_and_stops() -> None:
     with FakeTeams() as server:
-        elapsed = time.monotonic() - started
         assert httpx.get(server.jwks_url).status_code == 200
-    assert elapsed < 0.5
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.jwks_url)
 
 
 # ------------------------------------------------------------------------- Entra ID
