@@ -45,6 +45,7 @@ class Report:
 
     schools: int = 0
     findings: list[Finding] = field(default_factory=list)
+    reach: list[str] = field(default_factory=list)  # per school: who can be alerted, on which platform
 
     @property
     def unalertable(self) -> int:
@@ -101,6 +102,7 @@ async def check(svc: Services) -> Report:
         sizes = {school.slug: _of(staff, school) for school in schools}
         for school in schools:
             report.schools += 1
+            report.reach.append(reach_line(school, sizes[school.slug], svc.delivering))
             report.findings += await _school(s, school, sizes, svc.delivering)
             report.findings += [_stuck(school, b, now) for b in backlog if b.school_id == school.id]
     return report
@@ -112,6 +114,16 @@ async def _school(s: AsyncSession, school: School, sizes: dict[str, list[Staff]]
         return [Finding(school.slug, "no active staff")]
     return [*_alerting(school, sizes[school.slug], delivering), *_typo(school, sizes), *_fallbacks(school),
             *await _escalation(s, school, delivering)]
+
+
+def reach_line(school: School, staff: list[Staff], delivering: frozenset[str]) -> str:
+    """"oak: 2 of 3 DSLs and deputies can be alerted (slack 1, teams 1)": where each would be messaged."""
+    deciders = [p for p in staff if p.role in DECIDER_ROLES]
+    where = [platform_of(p, prefer=school.chat_platform, delivering=delivering) for p in deciders
+             if reachable(p, delivering)]
+    counts = ", ".join(f"{name} {where.count(name)}" for name in sorted(set(where)))
+    return f"{school.slug}: {len(where)} of {len(deciders)} DSLs and deputies can be alerted" + (
+        f" ({counts})" if counts else "")
 
 
 def _of(staff: Sequence[Staff], school: School) -> list[Staff]:

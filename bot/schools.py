@@ -1,4 +1,5 @@
-"""Schools and their settings: fallback phone numbers, escalation contact, timezone, digest time.
+"""Schools and their settings: fallback phone numbers, escalation contact, timezone, digest time,
+and the chat platform for people registered on both.
 
 Every value is checked before anything is written; a change is recorded in the access log by
 the names of the settings changed, never their values.
@@ -21,7 +22,8 @@ from storage.audit import append_access
 from storage.models import School, Staff
 
 PHONE = re.compile(r"[0-9 +\-()]{1,40}")
-SETTING_NAMES = {"escalation_staff_id": "escalation"}  # column name -> setting name, where they differ
+SETTING_NAMES = {"escalation_staff_id": "escalation", "chat_platform": "platform"}
+PLATFORMS = ("slack", "teams")  # column name -> setting name, where they differ
 HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
@@ -39,6 +41,7 @@ class Changes:
     escalation: str | None = None  # an email
     timezone: str | None = None
     digest_time: str | None = None
+    platform: str | None = None  # slack | teams: where people registered on both are messaged
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class SchoolSettings:
     front_door_phone: str | None
     escalation: str | None  # the contact's email
     digest_time: str | None
+    platform: str | None = None
 
 
 def check_phone(text: str, *, label: str) -> str:
@@ -130,7 +134,17 @@ def _checked(changes: Changes) -> dict[str, str | int | None]:
             values[column] = check_phone(given, label=label) if given.strip() else None
     if changes.digest_time is not None:
         values["digest_time"] = check_digest_time(changes.digest_time) if changes.digest_time.strip() else None
+    if changes.platform is not None:
+        values["chat_platform"] = check_platform(changes.platform) if changes.platform.strip() else None
     return values
+
+
+def check_platform(text: str) -> str:
+    """A chat platform name: "slack" or "teams"."""
+    value = text.strip().lower()
+    if value not in PLATFORMS:
+        raise InvalidSetting(f"platform must be slack or teams, not {text!r}")
+    return value
 
 
 async def _escalation_id(s: AsyncSession, school: School, email: str) -> int | None:
@@ -151,7 +165,8 @@ async def listing(svc: Services) -> list[SchoolSettings]:
             contact = await repo.get_staff(s, school.escalation_staff_id) if school.escalation_staff_id else None
             rows.append(SchoolSettings(slug=school.slug, name=school.name, timezone=school.timezone,
                                        dsl_phone=school.dsl_phone, front_door_phone=school.front_door_phone,
-                                       escalation=_named(contact), digest_time=school.digest_time))
+                                       escalation=_named(contact), digest_time=school.digest_time,
+                                       platform=school.chat_platform))
     return rows
 
 

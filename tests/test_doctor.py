@@ -61,7 +61,8 @@ def test_a_school_whose_dsl_has_no_chat_id_cannot_be_alerted(db_url: str, tmp_pa
     done = bot.run("doctor", check=False)
     assert done.returncode == 1, done.stdout
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("oak: CANNOT BE ALERTED: no active DSL or deputy can be reached")
+    assert lines[0] == "oak: 0 of 1 DSLs and deputies can be alerted"
+    assert lines[1].startswith("oak: CANNOT BE ALERTED: no active DSL or deputy can be reached")
     assert ("oak: DSL dee@oak.sch.uk cannot be reached (no Slack or Teams id on a platform this deployment "
             "sends on)") in lines
     assert "oak: no deputy" in lines
@@ -74,7 +75,8 @@ def test_a_healthy_school_passes_and_fails_once_slack_is_off(sqlite_url: str, tm
     bot.run("school", "set", "oak", "--dsl-phone", "01632 960 123", "--front-door-phone", "01632 960 000",
             "--escalation", "pat@oak.sch.uk")
     healthy = bot.run("doctor", check=False)
-    assert (healthy.returncode, healthy.stdout) == (0, "1 school checked: 0 cannot be alerted, 0 warnings\n")
+    assert (healthy.returncode, healthy.stdout) == (0, "oak: 2 of 2 DSLs and deputies can be alerted (slack 2)\n"
+                                                       "1 school checked: 0 cannot be alerted, 0 warnings\n")
     bot.extra_env = SLACK_OFF  # the same people, but this deployment sends on no chat platform
     off = bot.run("doctor", check=False)
     assert off.returncode == 1
@@ -98,7 +100,8 @@ def test_a_mistyped_school_is_refused_and_flagged_once_created_on_purpose(sqlite
     bot.run("staff", "remove", "tom@oak.sch.uk")  # a school cannot be deleted: emptied, it no longer fails doctor
     emptied = bot.run("doctor", check=False)
     assert emptied.returncode == 0 and "oka: no active staff" in emptied.stdout.splitlines()
-    assert not [line for line in emptied.stdout.splitlines() if line.startswith("oka: ") and "no active staff" not in line]
+    assert not [line for line in emptied.stdout.splitlines() if line.startswith("oka: ")
+                and "no active staff" not in line and "can be alerted" not in line]
 
 
 def test_stuck_messages_are_counted_per_platform(db_url: str, tmp_path: Path) -> None:
@@ -172,14 +175,14 @@ def test_school_set_changes_only_what_it_is_given_and_lists_it(sqlite_url: str, 
     bot = Bot(database_url=sqlite_url, workdir=tmp_path)
     setup_school(bot)
     assert bot.run("school", "list").stdout == ("oak\tname=oak\ttimezone=Europe/London\tdsl_phone=-\t"
-                                                "front_door_phone=-\tescalation=-\tdigest_time=-\n")
+                                                "front_door_phone=-\tescalation=-\tdigest_time=-\tplatform=-\n")
     done = bot.run("school", "set", "oak", "--name", "Oak Primary", "--dsl-phone", "01632 960 123",
                    "--front-door-phone", "+44 (1632) 960-000", "--escalation", "PAT@oak.sch.uk",
                    "--timezone", "Europe/London", "--digest-time", "07:45")
     assert done.stdout == "school oak: changed digest_time, dsl_phone, escalation, front_door_phone, name\n"
     assert bot.run("school", "list").stdout == ("oak\tname=Oak Primary\ttimezone=Europe/London\t"
                                                 "dsl_phone=01632 960 123\tfront_door_phone=+44 (1632) 960-000\t"
-                                                "escalation=pat@oak.sch.uk\tdigest_time=07:45\n")
+                                                "escalation=pat@oak.sch.uk\tdigest_time=07:45\tplatform=-\n")
     bot.run("school", "set", "oak", "--dsl-phone", "", "--timezone", "Europe/Dublin")
     assert "\ttimezone=Europe/Dublin\tdsl_phone=-\tfront_door_phone=+44" in bot.run("school", "list").stdout
     log = [line for line in bot.run("audit", "show").stdout.splitlines() if "school_updated" in line]
