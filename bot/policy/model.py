@@ -8,6 +8,9 @@ from enum import StrEnum
 from typing import Any
 
 ASSIGNABLE = ("staff", "dsl", "deputy")
+# A form's own data beside the answers: Teams merges each input's value into its button's data
+# under the input's id, so a field named like one of these would overwrite it.
+RESERVED_KEYS = frozenset({"consentbot", "step", "case", "version", "nonce", "quoted", "msteams"})
 
 
 class Actor(StrEnum):

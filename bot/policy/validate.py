@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,13 @@ from bot.checklist import (
     validate_answer,
 )
 from bot.policy.loader import covered_ids
-from bot.policy.model import Actor, Field, FieldType, Policy, Step, StepKind, Switch
+from bot.policy.model import RESERVED_KEYS, Actor, Field, FieldType, Policy, Step, StepKind, Switch
 from bot.policy.requirements import CONTEXT_FACTS, REQUIREMENT_IDS, required_records
 
 Problems = list[tuple[int, str]]
 SETTING_VALUES = {"consent_model": ("seek", "inform")}
 KNOWN_ROLES = frozenset({"staff", "dsl", "deputy", "admin"})
+FIELD_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a form input's id on every platform
 MAX_VISITS = 2  # a step may repeat once on a path; longer loops add no new outcomes
 
 
@@ -120,6 +122,9 @@ def _switch_problems(policy: Policy, step: Step, switch: Switch) -> Problems:
 def _field_problems(policy: Policy, step: Step, f: Field) -> Problems:
     where, problems = f"step {step.id!r} field {f.key!r}", []
     all_keys = {g.key for s in policy.steps.values() for g in s.fields}
+    if not FIELD_KEY.fullmatch(f.key) or f.key in RESERVED_KEYS:
+        problems.append((f.line, f"{where}: a field key must be lower-case letters, digits and _ (starting with a "
+                                 f"letter), and not one of {', '.join(sorted(RESERVED_KEYS))}"))
     if f.type is FieldType.DUE and f.due_hours not in (policy.settings.get("due_times") or {}):
         problems.append((f.line, f"{where}: due_hours must name a settings.due_times entry"))
     if f.roles and (f.type is not FieldType.ASSIGNEE or not set(f.roles) <= KNOWN_ROLES):

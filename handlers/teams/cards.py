@@ -18,7 +18,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from bot.messages import Kind, Message, render_text
-from bot.policy.model import FieldType
+from bot.policy.model import RESERVED_KEYS, FieldType
 from bot.screens import CARRIED_LEAD, Detail, FieldError, Question, Screen
 
 Element = dict[str, Any]
@@ -29,7 +29,7 @@ QUOTED_MAX = 4000  # a quoted message carried in dialog data (parse.card_data cl
 EXPANDED_MAX = 10  # more choices than this become a drop-down: a long list of radio buttons buries the Next button
 CHOICES_MAX = 500  # a school's staff list fits; the card stays within Teams' payload size
 DIGEST_LINES_MAX = 50
-RESERVED = ("consentbot", "step", "case", "version", "nonce", "quoted", "msteams")  # data keys an input id must not take
+RESERVED = tuple(sorted(RESERVED_KEYS))  # data keys an input id must not take (the policy validator refuses them)
 ZONE = ZoneInfo("Europe/London")  # UK schools: a date and time picked in Teams is school time
 REQUIRED = "This answer is required."
 DETAILS_HEADING = "Details (shown here only; not kept in chat history)"

@@ -58,7 +58,8 @@ def parse_reply(policy: Policy, data: Mapping[str, Any]) -> Reply:
     """
     sent = card_data(data)
     step = policy.steps.get(sent.step_id)
-    values = _values(step.fields, data) if step is not None and isinstance(data, Mapping) else {}
+    end_of_day = str((policy.settings.get("school_time") or {}).get("working_end") or "17:00")
+    values = _values(step.fields, data, end_of_day) if step is not None and isinstance(data, Mapping) else {}
     return Reply(step_id=sent.step_id, case_ref=sent.case_ref, version=sent.version, values=values,
                  idempotency_key=f"teams:card:{sent.nonce}" if sent.nonce else None, quoted=sent.quoted)
 
@@ -93,12 +94,12 @@ def _message_body(payload: Any) -> Any:
     return payload.get("body") if isinstance(payload, Mapping) else None
 
 
-def _values(fields: tuple[Field, ...], data: Mapping[str, Any]) -> dict[str, Any]:
+def _values(fields: tuple[Field, ...], data: Mapping[str, Any], end_of_day: str = "17:00") -> dict[str, Any]:
     """The answers to the step's fields only, exactly as typed (the bot trims and checks them)."""
     values: dict[str, Any] = {}
     for f in fields:
         if f.type is FieldType.DUE:
-            value: Any = _due(data.get(f"{f.key}.date"), data.get(f"{f.key}.time"))
+            value: Any = _due(data.get(f"{f.key}.date"), data.get(f"{f.key}.time"), end_of_day)
         elif f.type in MULTI:
             value = _multi(data.get(f.key))
         else:
@@ -113,15 +114,17 @@ def _multi(raw: Any) -> list[str]:
     return [item.strip() for item in items if isinstance(item, str) and item.strip()]
 
 
-def _due(day: Any, at: Any) -> str | None:
+def _due(day: Any, at: Any, end_of_day: str) -> str | None:
     """A date picker's "2026-12-08" and a time picker's "14:30" as an ISO date-time in school time
-    (+00:00 in winter, +01:00 in summer). No time: missing, and the bot applies the policy's due
+    (+00:00 in winter, +01:00 in summer). A date alone: by the end of that working day (the
+    policy's working_end), never dropped. Neither: missing, and the bot applies the policy's due
     time when the field allows it. Unreadable: the text as sent, so the bot's check explains it.
     """
     day = day.strip() if isinstance(day, str) else ""
     at = at.strip() if isinstance(at, str) else ""
-    if not at:
+    if not day and not at:
         return None
+    at = at or end_of_day
     try:
         return datetime.combine(date.fromisoformat(day), time.fromisoformat(at), tzinfo=ZONE).isoformat()
     except ValueError:

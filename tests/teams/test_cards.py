@@ -218,13 +218,13 @@ def test_a_due_date_and_time_combine_in_uk_time(day: str, at: str, expected: str
     assert validate_answer(POLICY, POLICY.steps["sh_assign_seek"], reply.values, {})["due_at"] == expected
 
 
-def test_a_due_date_without_a_time_is_missing_and_an_unreadable_one_goes_to_the_bot_as_typed() -> None:
+def test_a_due_date_without_a_time_is_the_end_of_that_working_day_and_an_unreadable_one_goes_as_typed() -> None:
     step = POLICY.steps["sh_assign_seek"]
     no_time = parse_reply(POLICY, {"step": step.id, "assignee": "a@b.example", "due_at.date": "2026-12-08"})
     garbled = parse_reply(POLICY, {"step": step.id, "assignee": "a@b.example", "due_at.date": "8/12/2026",
                                    "due_at.time": "14:30"})
 
-    assert "due_at" not in no_time.values
+    assert no_time.values["due_at"] == "2026-12-08T17:00:00+00:00"  # the date picked is kept, never dropped
     assert garbled.values["due_at"] == "8/12/2026 14:30"
     with pytest.raises(IllegalAnswer, match="date and time"):
         validate_answer(POLICY, step, garbled.values, {})
