@@ -69,17 +69,19 @@ class TeamsPlatform:
 
     def __init__(self, svc: Services, *, http: httpx.AsyncClient, bot_token: Callable[[], Awaitable[str]],
                  bot_id: str, tenant_id: str, service_url: str, graph: Any = None,
-                 catalog_app_id: str | None = None, settle: float = 60.0) -> None:
+                 catalog_app_id: str | None = None) -> None:
         """`graph`: a handlers.teams.graph.Directory, for installs and phone pushes (None: neither)."""
         self.svc, self.bot_id, self.tenant_id = svc, bot_id, tenant_id
         self.service_url = service_url.rstrip("/")
         self.client = Client(ClientOptions(token=bot_token), _http=http)
-        self.graph, self.catalog_app_id, self.settle = graph, catalog_app_id, settle
+        self.graph, self.catalog_app_id = graph, catalog_app_id
         self._apis: dict[str, ApiClient] = {}
 
     def settle_after(self, code: str) -> float:
-        """After a post Teams answered (an error status), nothing more can land; else wait."""
-        return 0.0 if code.startswith("teams:http_4") else self.settle
+        """No wait before posting again after a post that may have landed: Teams lets a bot read
+        nothing back (`find`), so waiting could only delay an urgent alert, never prevent a double.
+        """
+        return 0.0
 
     async def send(self, recipient: str, message: Message, *, key: str) -> str:
         """Post a card into the person's 1:1 chat; returns "service_url|conversation_id|activity_id"."""
