@@ -240,3 +240,19 @@ async def test_school_set_for_an_unknown_school_names_the_known_ones(services: S
                                                                     school: dict[str, Person]) -> None:
     with pytest.raises(NotFound, match=r"^no school 'oka'. Known schools: elm, oak.$"):
         await schools.update(services, slug="oka", changes=Changes(name="Oka"))
+
+
+async def test_doctor_counts_teams_reachability_per_school(services: Services) -> None:
+    from bot import doctor as checks
+
+    await people.add(services, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak",
+                     teams_user_id="aaaaaaaa-0000-4000-8000-000000000002")
+    await people.add(services, email="pat@oak.sch.uk", role="deputy", name="Pat", school="oak",
+                     slack_user_id="U0PAT00001")
+    services.delivering = frozenset({"teams"})
+    report = await checks.check(services)
+    assert report.reach == ["oak: 1 of 2 DSLs and deputies can be alerted (teams 1)"]
+    assert "oak: deputy pat@oak.sch.uk cannot be reached (their Slack id is on a platform this deployment " \
+           "does not send on)" in [f.line() for f in report.findings]
+    services.delivering = frozenset({"teams", "slack"})
+    assert (await checks.check(services)).reach == ["oak: 2 of 2 DSLs and deputies can be alerted (slack 1, teams 1)"]
