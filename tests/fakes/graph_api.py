@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import threading
 import time
 from collections import deque
@@ -28,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 Body = dict[str, Any]
 _STOP_POLL_SECONDS = 0.05
@@ -82,7 +82,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-class FakeGraph:
+class FakeGraph(LoopbackFake):
     """Graph v1.0 at ``url`` (``http://127.0.0.1:PORT/v1.0``) and a token endpoint at ``login_url``,
     run in a background thread. ``accepted_tokens`` None: any non-empty bearer token is accepted;
     ``client_secret`` None: the token endpoint accepts any non-empty client secret.
@@ -90,10 +90,8 @@ class FakeGraph:
 
     def __init__(self, *, page_size: int = 2, accepted_tokens: Iterable[str] | None = None) -> None:
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._loop = LoopbackServer("fake-graph")
+        self._stopping = self._loop.stopping
         self.url = self.login_url = ""
         self.page_size = page_size
         self.accepted_tokens = set(accepted_tokens) if accepted_tokens is not None else None
@@ -104,44 +102,12 @@ class FakeGraph:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> FakeGraph:
-        """Bind 127.0.0.1 on a free port and block until the server accepts requests."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(self._build_app(), log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
-        self._socket, self._server = sock, uvicorn.Server(config)
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="fake-graph",
-                                        daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake Graph server failed to start")
-            time.sleep(0.01)
+    def _app(self) -> Any:
+        return self._build_app()
+
+    def _serving(self, port: int) -> None:
         self.login_url = f"http://127.0.0.1:{port}"
         self.url = f"{self.login_url}/v1.0"
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down and join its thread; safe to call twice."""
-        if self._server is None or self._thread is None:
-            return
-        self._stopping.set()
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeGraph:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget calls, scripted faults and directory state; page size 2, any token and secret accepted."""

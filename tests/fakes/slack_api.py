@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -35,11 +34,12 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 TEAM_ID = "T0FAKE0001"
 TEAM_NAME = "Consentbot Test School"
@@ -109,7 +109,7 @@ def _invalid_arguments(message: str) -> Body:
     return _error("invalid_arguments", response_metadata={"messages": [message]})
 
 
-class FakeSlack:
+class FakeSlack(LoopbackFake):
     """A Slack Web API on 127.0.0.1, run in a background thread (uvicorn + Starlette app).
 
     Usable from sync and async tests: the server has its own thread and event loop.
@@ -117,10 +117,8 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._loop = LoopbackServer("fake-slack")
+        self._stopping = self._loop.stopping
         self.url = ""
         self.calls: list[Call] = []
         self._reset_script_and_state()
@@ -139,47 +137,11 @@ class FakeSlack:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> FakeSlack:
-        """Bind 127.0.0.1 on a free port and block until the server accepts requests."""
-        # Binding the socket ourselves gives a free port with no race against other tests.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._build_app(),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            # Backstop only: stop() also cuts scripted delays short.
-            timeout_graceful_shutdown=2,
-        )
-        self._socket, self._server = sock, uvicorn.Server(config)
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-slack", daemon=True
-        )
-        self._thread.start()
-        self._wait_until_started()
+    def _app(self) -> Any:
+        return self._build_app()
+
+    def _serving(self, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}/api/"
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down and join its thread; safe to call twice."""
-        if self._server is None or self._thread is None:
-            return
-        self._stopping.set()
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget calls, scripted behaviour and workspace state (for shared fixtures)."""
@@ -192,14 +154,6 @@ class FakeSlack:
         self._delays: dict[str, deque[float]] = {}
         self._windows: dict[str, _Window] = {}
         self._state = _State()
-
-    def _wait_until_started(self) -> None:
-        assert self._server is not None and self._thread is not None
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake Slack server failed to start")
-            time.sleep(0.01)
 
     # ------------------------------------------------------------- inspection
 

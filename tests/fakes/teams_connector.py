@@ -39,7 +39,6 @@ import html
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -52,7 +51,6 @@ from urllib.parse import parse_qsl, unquote
 from zoneinfo import ZoneInfo
 
 import jwt
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -61,6 +59,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 TEST_ISSUER = "https://api.botframework.test"
 """Issuer of the fake's activity tokens (the real one is https://api.botframework.com)."""
@@ -299,7 +299,7 @@ def _string_leaves(value: Any) -> Iterator[str]:
 # ----------------------------------------------------------------------------- the server
 
 
-class FakeTeams:
+class FakeTeams(LoopbackFake):
     """Entra ID token endpoint + Bot Framework JWKS + Bot Connector on 127.0.0.1, in a background thread.
 
     Usable from sync and async tests: the server has its own thread and event loop. All inspection
@@ -320,10 +320,8 @@ class FakeTeams:
         self.kid = DEFAULT_KID
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._stopping = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._loop = LoopbackServer("fake-teams")
+        self._stopping = self._loop.stopping
         self._in_flight = 0
         self._tokens: dict[str, str] = {}
         self._last_activity_ms = 0
@@ -334,44 +332,11 @@ class FakeTeams:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> FakeTeams:
-        """Bind 127.0.0.1 on a free port and block until the server accepts requests."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        app = Starlette(routes=[Route("/{path:path}", self._endpoint, methods=["GET", "POST", "PUT", "DELETE"])])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
-        self._socket, self._server = sock, uvicorn.Server(config)
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="fake-teams",
-                                        daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake Teams server failed to start")
-            time.sleep(0.005)
+    def _app(self) -> Any:
+        return Starlette(routes=[Route("/{path:path}", self._endpoint, methods=["GET", "POST", "PUT", "DELETE"])])
+
+    def _serving(self, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down (cutting scripted stalls short) and join its thread; safe to call twice."""
-        if self._server is None or self._thread is None:
-            return
-        self._stopping.set()
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeTeams:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget calls, faults, conversations, members and forbidden members; keep keys and issued tokens."""

@@ -36,12 +36,6 @@ USER_AAD_ID = "11111111-2222-3333-4444-555555555555"
 CARD = {"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "Consent requested"}]}
 
 
-@pytest.fixture(scope="module")
-def teams_server() -> Iterator[FakeTeams]:
-    with FakeTeams() as server:
-        yield server
-
-
 @pytest.fixture
 def fake(teams_server: FakeTeams) -> FakeTeams:
     teams_server.reset()

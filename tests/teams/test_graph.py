@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -29,16 +29,10 @@ TOKEN = "t0ken"
 WEB_URL = "https://teams.microsoft.com/l/entity/app/cases?context=C-7K3M9Q"
 
 
-@pytest.fixture(scope="module")
-def graph_server() -> Iterator[FakeGraph]:
-    with FakeGraph() as server:
-        yield server
-
-
 @pytest.fixture
-def graph(graph_server: FakeGraph) -> FakeGraph:
-    graph_server.reset()
-    return graph_server
+def graph(fake_graph: FakeGraph) -> FakeGraph:
+    """The session's FakeGraph (tests/teams/conftest.py), reset."""
+    return fake_graph
 
 
 def directory_at(url: str, *, token: str = TOKEN, timeout: float = 5) -> Directory:

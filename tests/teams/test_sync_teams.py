@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,16 +38,10 @@ TINA = DirectoryPerson(aad(3), "Tina Teacher", "tina@oak.sch.uk")
 NEW = DirectoryPerson(aad(4), "Nia New", "nia@oak.sch.uk")
 
 
-@pytest.fixture(scope="module")
-def graph_server() -> Iterator[FakeGraph]:
-    with FakeGraph() as server:
-        yield server
-
-
 @pytest.fixture
-def graph(graph_server: FakeGraph) -> FakeGraph:
-    graph_server.reset()
-    return graph_server
+def graph(fake_graph: FakeGraph) -> FakeGraph:
+    """The session's FakeGraph (tests/teams/conftest.py), reset."""
+    return fake_graph
 
 
 async def everyone(svc: Services) -> dict[str, Staff]:
