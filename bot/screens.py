@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot import cases, people, views
@@ -256,6 +256,16 @@ async def record(svc: Services, *, actor: Person, reply: Reply, platform: str) -
                                          idempotency_key=reply.idempotency_key)
     return await cases.answer(svc, actor=actor, case_ref=reply.case_ref, version=reply.version, step=reply.step_id,
                               values=reply.values, platform=platform, idempotency_key=reply.idempotency_key)
+
+
+async def again(svc: Services, *, actor: Person, reply: Reply) -> Screen:
+    """The screen a reply answered, to show again under the bot's objection (for platforms whose
+    forms do not stay open by themselves): the same choices and colleagues, at the version shown.
+    """
+    step = svc.policy.steps[reply.step_id]
+    case = await views.status_of(svc, actor=actor, case_ref=reply.case_ref) if reply.case_ref else None
+    shown = step_screen(svc.policy, step, case, colleagues=await colleagues_for(svc, actor, step), quoted=reply.quoted)
+    return replace(shown, version=reply.version if reply.case_ref else None)
 
 
 async def submit(svc: Services, *, actor: Person, reply: Reply, platform: str) -> Screen:

@@ -96,7 +96,7 @@ def build_teams_app(fastapi_app: FastAPI, settings: Settings, svc: Services) -> 
     app = App(client_id=settings.teams_client_id, tenant_id=settings.teams_tenant_id, token=token, cloud=cloud,
               http_server_adapter=GuardedAdapter(app=fastapi_app), service_url=settings.teams_service_url,
               dangerously_allow_unauthenticated_requests=False, state=False)
-    turns.register(app, svc)
+    turns.register(app, svc, tenant_id=str(settings.teams_tenant_id))
     return app
 
 

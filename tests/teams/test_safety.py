@@ -123,3 +123,12 @@ def test_teams_is_reported_on_with_its_settings(teams_driver: Driver) -> None:
 
     assert platform_status(teams_driver.settings)["teams"].startswith("on")
     assert teams.BOT_SCOPE.endswith("/.default")
+
+
+async def test_an_activity_from_another_organisation_is_ignored(teams_driver: Driver) -> None:
+    teams = teams_driver
+    activity = tc.message("concern", tenant_id="99999999-0000-4000-8000-000000000000", **teams.who("teacher"))
+    before = await rows(teams.svc)
+    assert (await teams.post(activity)).status_code == 200
+    assert await rows(teams.svc) == before  # not linked by the email its administrator chose, nothing said
+    assert not teams.fake.calls_to("/activities", "POST") and not teams.fake.calls_to("/members/")

@@ -135,3 +135,21 @@ async def test_the_whole_story(teams_driver: Driver, entry: str, caplog: pytest.
     assert ref in sent and CHILD not in sent and "stepfather" not in sent
     lines = [r.getMessage() for r in caplog.records] + capfd.readouterr().err.splitlines()
     assert lines and not [line for line in lines if CHILD in line or "stepfather" in line]
+
+
+async def test_a_refused_answer_shows_the_same_form_with_what_was_typed(teams_driver: Driver) -> None:
+    teams = teams_driver
+    card = await raise_in_dialog(teams)
+    ref = re.search(r"C-[0-9A-Z]{6}", text(card)).group(0)  # type: ignore[union-attr]
+    await teams.drain()
+    step = await press(teams, "dsl", latest_card(teams, "dsl", ref), "Open and decide")
+    step = await press(teams, "dsl", step, "Next", {"threshold": "significant_harm", "consulted": "nobody"})
+    step = await press(teams, "dsl", step, "Next", {})
+    again = await press(teams, "dsl", step, "Next", {"assignee": "sam@oak.sch.uk", "due_at": ("2026-12-08", "25:99")})
+    assert input_ids(again) == input_ids(step)  # the same form, at the same version
+    assert "date and time" in text(again)  # the bot's objection, in words, under the due date
+    [assignee] = [i for i in again["body"] if i.get("id") == "assignee"] or [
+        i for c in again["body"] for i in c.get("items", []) if i.get("id") == "assignee"]
+    assert assignee.get("value") == "sam@oak.sch.uk"  # what they chose is kept
+    assert any(c["value"] == "sam@oak.sch.uk" for c in assignee["choices"])  # and the colleagues still listed
+    assert action(again, "Next")["data"]["version"] == action(step, "Next")["data"]["version"]
