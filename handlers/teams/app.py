@@ -26,18 +26,20 @@ from microsoft_teams.api.auth.cloud_environment import PUBLIC, with_overrides
 from microsoft_teams.apps import App
 from microsoft_teams.apps.http import FastAPIAdapter
 from microsoft_teams.apps.http.adapter import HttpMethod, HttpRequest, HttpRouteHandler
+from microsoft_teams.common import ClientOptions
 from starlette.requests import ClientDisconnect
 
 from bot.cases import Services
 from bot.config import Settings
 from handlers.teams import turns
-from handlers.teams.http import EntraTokens, outbound_client
+from handlers.teams.http import EntraTokens, outbound_client, share_ca_bundle
 from handlers.teams.platform import TeamsPlatform
 
 logger = logging.getLogger(__name__)
 BOT_SCOPE = "https://api.botframework.com/.default"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 SENDER_TIMEOUT = 10.0  # seconds; a post that takes longer is treated as possibly delivered
+REPLY_TIMEOUT = 5.0  # a reply within a request: Teams redelivers an activity unanswered after ~15 s
 UNAUTHENTICATED = "DANGEROUSLY_ALLOW_UNAUTHENTICATED_REQUESTS"
 
 
@@ -86,6 +88,7 @@ def build_teams_app(fastapi_app: FastAPI, settings: Settings, svc: Services) -> 
     """The SDK's App, validating tokens, with every handler registered (routes come with `initialize`)."""
     refuse_unauthenticated()
     redact_sdk_logs()
+    share_ca_bundle()
     entra = tokens(settings, timeout=5.0)
 
     async def token(scope: str | list[str], tenant_id: str | None = None) -> str:
@@ -95,7 +98,8 @@ def build_teams_app(fastapi_app: FastAPI, settings: Settings, svc: Services) -> 
                            token_issuer=settings.teams_token_issuer, login_endpoint=settings.teams_login_url)
     app = App(client_id=settings.teams_client_id, tenant_id=settings.teams_tenant_id, token=token, cloud=cloud,
               http_server_adapter=GuardedAdapter(app=fastapi_app), service_url=settings.teams_service_url,
-              dangerously_allow_unauthenticated_requests=False, state=False)
+              dangerously_allow_unauthenticated_requests=False, state=False,
+              client=ClientOptions(timeout=REPLY_TIMEOUT))
     turns.register(app, svc, tenant_id=str(settings.teams_tenant_id))
     return app
 

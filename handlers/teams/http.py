@@ -23,6 +23,15 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle) if bundle else ssl.create_default_context()
 
 
+def share_ca_bundle() -> None:
+    """The Teams SDK makes its own httpx clients, which read SSL_CERT_FILE only: give them the
+    bundle a school set as REQUESTS_CA_BUNDLE too.
+    """
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE")
+    if bundle and not os.environ.get("SSL_CERT_FILE"):
+        os.environ["SSL_CERT_FILE"] = bundle
+
+
 def outbound_client(*, timeout: float) -> httpx.AsyncClient:
     """An HTTP client honouring the proxy and CA settings, with no retries of its own: every retry
     decision is the outbox sender's (a repeated POST could notify someone twice).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -38,3 +39,15 @@ def test_a_ca_bundle_is_read_from_either_variable(monkeypatch: pytest.MonkeyPatc
     if CA.exists():
         monkeypatch.setenv(variable, str(CA))
         assert tls_context().cert_store_stats()["x509_ca"] > 0
+
+
+def test_a_requests_ca_bundle_reaches_the_teams_sdk_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handlers.teams.http import share_ca_bundle
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/school/root.pem")
+    share_ca_bundle()
+    assert os.environ["SSL_CERT_FILE"] == "/etc/school/root.pem"
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/other.pem")
+    share_ca_bundle()
+    assert os.environ["SSL_CERT_FILE"] == "/etc/other.pem"  # an explicit setting wins
