@@ -25,10 +25,10 @@ from storage.models import OutboxMessage
 from tests.conftest import Clock
 
 
-async def test_readyz_answers_503_until_migrated_then_200(db_url: str) -> None:
-    db = create_database(db_url)
+async def test_readyz_answers_503_until_migrated_then_200(empty_db_url: str) -> None:
+    db = create_database(empty_db_url)
     svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy())
-    app = build_app(Settings(DATABASE_URL=db_url), svc)
+    app = build_app(Settings(DATABASE_URL=empty_db_url), svc)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
         assert (await client.get("/healthz")).status_code == 200
         before = await client.get("/readyz")

@@ -12,10 +12,13 @@ import pytest
 
 from bot import people, schools
 from bot.cases import Person, Services
+from bot.crypto import Keyring
 from bot.errors import NotFound
+from bot.policy.loader import load_policy
 from bot.schools import Changes, InvalidSetting
 from storage import repo
 from storage.db import create_database
+from storage.migrate import upgrade
 from storage.models import OutboxMessage
 from tests.cli.harness import Bot, setup_school
 
@@ -25,11 +28,21 @@ HEALTHY = (("dee@oak.sch.uk", "dsl", "U0DEE"), ("pat@oak.sch.uk", "deputy", "U0P
 
 
 def cli_school(bot: Bot, *people_: tuple[str, str, str | None], school: str = "oak") -> None:
-    """Migrate, then add (email, role, Slack id or None) people to a new school through the CLI."""
-    bot.run("db", "upgrade")
-    for i, (email, role, slack_id) in enumerate(people_):
-        bot.run("staff", "add", email, "--role", role, "--name", email.split("@")[0].title(), "--school", school,
-                *(["--create-school"] if i == 0 else []), *(["--slack-id", slack_id] if slack_id else []))
+    """Migrate, then add (email, role, Slack id or None) people to a new school, in-process: a
+    `consentbot` process costs about a second, and `staff add` through the CLI has tests of its own.
+    """
+
+    async def go() -> None:
+        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+        try:
+            await upgrade(svc.db)
+            for email, role, slack_id in people_:
+                await people.add(svc, email=email, role=role, name=email.split("@")[0].title(), school=school,
+                                 slack_user_id=slack_id)
+        finally:
+            await svc.db.dispose()
+
+    asyncio.run(go())
 
 
 def seed_outbox(bot: Bot, *rows: tuple[str, str, timedelta]) -> None:
@@ -56,7 +69,7 @@ def seed_outbox(bot: Bot, *rows: tuple[str, str, timedelta]) -> None:
 
 
 def test_a_school_whose_dsl_has_no_chat_id_cannot_be_alerted(db_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=db_url, workdir=tmp_path, extra_env=SLACK_ON)
+    bot = Bot(database_url=db_url, workdir=tmp_path, extra_env=SLACK_ON, in_process=True)
     cli_school(bot, ("dee@oak.sch.uk", "dsl", None), ("tina@oak.sch.uk", "staff", "U0TINA"))
     done = bot.run("doctor", check=False)
     assert done.returncode == 1, done.stdout
@@ -70,7 +83,7 @@ def test_a_school_whose_dsl_has_no_chat_id_cannot_be_alerted(db_url: str, tmp_pa
 
 
 def test_a_healthy_school_passes_and_fails_once_slack_is_off(sqlite_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path, extra_env=SLACK_ON)
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, extra_env=SLACK_ON, in_process=True)
     cli_school(bot, *HEALTHY)
     bot.run("school", "set", "oak", "--dsl-phone", "01632 960 123", "--front-door-phone", "01632 960 000",
             "--escalation", "pat@oak.sch.uk")
@@ -85,7 +98,7 @@ def test_a_healthy_school_passes_and_fails_once_slack_is_off(sqlite_url: str, tm
 
 
 def test_a_mistyped_school_is_refused_and_flagged_once_created_on_purpose(sqlite_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path, extra_env=SLACK_ON)
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, extra_env=SLACK_ON, in_process=True)
     cli_school(bot, *HEALTHY)
     add_tom = ("staff", "add", "tom@oak.sch.uk", "--role", "staff", "--name", "Tom", "--school", "oka")
     refused = bot.run(*add_tom, check=False)
@@ -105,7 +118,7 @@ def test_a_mistyped_school_is_refused_and_flagged_once_created_on_purpose(sqlite
 
 
 def test_stuck_messages_are_counted_per_platform(db_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=db_url, workdir=tmp_path, extra_env=SLACK_ON)
+    bot = Bot(database_url=db_url, workdir=tmp_path, extra_env=SLACK_ON, in_process=True)
     cli_school(bot, *HEALTHY)
     minutes = timedelta(minutes=1)
     seed_outbox(bot, ("console", "pending", 125 * minutes + timedelta(seconds=20)), ("console", "pending", minutes),
@@ -123,7 +136,7 @@ def test_stuck_messages_are_counted_per_platform(db_url: str, tmp_path: Path) ->
 
 
 def test_staff_add_refuses_malformed_chat_ids_through_the_cli(sqlite_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path)
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
     setup_school(bot)
     add = ("staff", "add", "tom@oak.sch.uk", "--role", "staff", "--name", "Tom", "--school", "oak")
     slack = bot.run(*add, "--slack-id", "u0tom", check=False)
@@ -172,7 +185,7 @@ async def test_an_unknown_school_is_created_only_on_request(services: Services, 
 
 
 def test_school_set_changes_only_what_it_is_given_and_lists_it(sqlite_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path)
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
     setup_school(bot)
     assert bot.run("school", "list").stdout == ("oak\tname=oak\ttimezone=Europe/London\tdsl_phone=-\t"
                                                 "front_door_phone=-\tescalation=-\tdigest_time=-\tplatform=-\n")
@@ -191,7 +204,7 @@ def test_school_set_changes_only_what_it_is_given_and_lists_it(sqlite_url: str, 
 
 
 def test_school_set_refuses_a_bad_value_with_a_clear_error(sqlite_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path)
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
     setup_school(bot)
     done = bot.run("school", "set", "oak", "--digest-time", "01:30", check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr

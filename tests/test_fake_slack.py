@@ -207,7 +207,7 @@ async def test_rate_limit_window_refuses_after_burst_then_recovers(fake: FakeSla
     assert raised.value.response.status_code == 429
     assert raised.value.response.headers["Retry-After"] == "1"
 
-    await asyncio.sleep(1.05)  # the one-second window passes
+    await asyncio.sleep(1.05)  # Retry-After has passed since the burst was used up
     assert (await client.chat_postMessage(channel="C1", text="3"))["ok"] is True
 
 

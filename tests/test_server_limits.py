@@ -46,8 +46,8 @@ class Upload:
 
 
 @pytest.fixture
-async def svc(tmp_path: Path) -> AsyncIterator[Services]:
-    services = await make_services(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+async def svc(migrated_sqlite_url: str) -> AsyncIterator[Services]:
+    services = await make_services(migrated_sqlite_url)
     yield services
     await services.db.dispose()
 

@@ -36,8 +36,8 @@ from storage.models import SQLModel
 CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
 
 
-async def test_the_migrations_create_exactly_the_models_schema(db_url: str) -> None:
-    db = create_database(db_url)
+async def test_the_migrations_create_exactly_the_models_schema(empty_db_url: str) -> None:
+    db = create_database(empty_db_url)
     assert not await is_current(db)
     await upgrade(db)
     assert await is_current(db) and head_revision() is not None

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class Bot:
     stderr: list[str] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)  # applied last, e.g. {"SLACK_BOT_TOKEN": ""} turns Slack off
+    # In this process through typer's runner (the same command, arguments and output, but no
+    # process start, ~1 s each): for tests of what commands print, not of logs or processes.
+    in_process: bool = False
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
@@ -47,13 +51,35 @@ class Bot:
         return env
 
     def run(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([CONSENTBOT, *args], input=stdin, capture_output=True, text=True, env=self.env(),
-                              cwd=self.workdir, timeout=120, check=False)
+        if self.in_process:
+            done = self._run_here(args, stdin)
+        else:
+            done = subprocess.run([CONSENTBOT, *args], input=stdin, capture_output=True, text=True, env=self.env(),
+                                  cwd=self.workdir, timeout=120, check=False)
         self.stdout.append(done.stdout)
         self.stderr.append(done.stderr)
         if check and done.returncode != 0:
             raise AssertionError(f"consentbot {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return done
+
+    def _run_here(self, args: tuple[str, ...], stdin: str) -> subprocess.CompletedProcess[str]:
+        from typer.testing import CliRunner
+
+        from bot import cli as command
+
+        for module in ("cli_admin", "cli_commands", "cli_directory", "cli_outbox", "cli_reminders", "cli_teams"):
+            __import__(f"bot.{module}")
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
+        env.update(self.env())
+        before = os.getcwd()
+        os.chdir(self.workdir)  # the settings read .env from the current folder
+        try:
+            result = CliRunner().invoke(command.app, list(args), input=stdin, env=env)
+        finally:
+            os.chdir(before)
+        escaped = result.exception if not isinstance(result.exception, SystemExit) else None
+        stderr = result.stderr + ("".join(traceback.format_exception(escaped)) if escaped else "")
+        return subprocess.CompletedProcess([CONSENTBOT, *args], result.exit_code, result.stdout, stderr)
 
     def chat(self, email: str, *lines: str, case: str | None = None) -> str:
         args = ["chat", "--as", email] + (["--case", case] if case else [])

@@ -83,7 +83,8 @@ def base_record(ref: str, **over: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def bot(sqlite_url: str, tmp_path: Path) -> Bot:
-    b = Bot(database_url=sqlite_url, workdir=tmp_path)
+    """The terminal in this process (typer's runner); `bot_on_each_database` runs real processes."""
+    b = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
     setup_school(b)
     return b
 

@@ -75,11 +75,11 @@ class _Failure:
 
 @dataclass
 class _Window:
-    """Fixed one-second window of admitted calls, per method."""
+    """A burst of admitted calls per method; once it is used up, 429 for `retry_after` seconds."""
 
     burst: int
     retry_after: int
-    started: float = 0.0
+    filled_at: float | None = None
     admitted: int = 0
 
 
@@ -193,7 +193,10 @@ class FakeSlack(LoopbackFake):
             self._delays.setdefault(method, deque()).extend([seconds] * times)
 
     def rate_limit(self, method: str, *, burst: int, retry_after: int = 1) -> None:
-        """Admit ``burst`` calls per one-second window to ``method``; answer 429 after that."""
+        """Admit ``burst`` calls to ``method``, then answer 429 until ``retry_after`` seconds have
+        passed since the last of them was admitted; then another burst. However slowly the calls come
+        (a loaded test machine), the calls after a burst meet the limit.
+        """
         with self._lock:
             self._windows[method] = _Window(burst=burst, retry_after=retry_after)
 
@@ -255,10 +258,12 @@ class FakeSlack(LoopbackFake):
             if window is None:
                 return None
             now = time.monotonic()
-            if now - window.started >= 1.0:
-                window.started, window.admitted = now, 0
+            if window.filled_at is not None and now - window.filled_at >= window.retry_after:
+                window.filled_at, window.admitted = None, 0  # the limit has passed: a new burst
             if window.admitted < window.burst:
                 window.admitted += 1
+                if window.admitted == window.burst:
+                    window.filled_at = now
                 return None
             return _ratelimited(window.retry_after)
 

@@ -37,8 +37,8 @@ def tick() -> Clock:
 
 
 @pytest.fixture
-async def svc(tmp_path: object, tick: Clock) -> AsyncIterator[Services]:
-    db = create_database(f"sqlite+aiosqlite:///{tmp_path}/reminders.db")
+async def svc(migrated_sqlite_url: str, tick: Clock) -> AsyncIterator[Services]:
+    db = create_database(migrated_sqlite_url)
     await upgrade(db)
     yield Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(), clock=tick)
     await db.dispose()

@@ -49,8 +49,8 @@ async def sender_services(db_url: str) -> AsyncIterator[Services]:
 
 
 @pytest.fixture
-async def slack_services(tmp_path: object) -> AsyncIterator[Services]:
-    svc = await make_services(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+async def slack_services(migrated_sqlite_url: str) -> AsyncIterator[Services]:
+    svc = await make_services(migrated_sqlite_url)
     yield svc
     await svc.db.dispose()
 

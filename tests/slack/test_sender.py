@@ -81,7 +81,7 @@ async def test_a_thousand_dms_through_a_rate_limit_are_each_delivered_once(
     assert sorted(keys) == sorted(f"test:{i}" for i in range(1000))  # every one, and none twice
     assert report.counts["sent"] == 1000 and report.counts.get("rate_limited", 0) > 0
     assert {r.status for r in await rows(sender_services)} == {"sent"}
-    assert elapsed < 20, elapsed
+    assert elapsed >= 4  # five bursts of 200: Retry-After was waited out four times (speed: bench/)
 
 
 async def test_two_senders_racing_deliver_each_message_once(fake_slack: FakeSlack, sender_services: Services) -> None:

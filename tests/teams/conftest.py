@@ -91,9 +91,9 @@ def teams_settings(fake: FakeTeams, graph: FakeGraph, **extra: Any) -> Settings:
 
 
 @pytest.fixture
-def teams_db_url(sqlite_url: str) -> str:
+def teams_db_url(migrated_sqlite_url: str) -> str:
     """SQLite; the story test also runs on PostgreSQL (it overrides this with `db_url`)."""
-    return sqlite_url
+    return migrated_sqlite_url
 
 
 @pytest.fixture

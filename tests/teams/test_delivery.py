@@ -132,3 +132,25 @@ async def test_a_person_on_both_platforms_is_messaged_where_the_school_says(team
         rows = (await s.execute(OutboxMessage.__table__.select())).mappings().all()  # type: ignore[attr-defined]
     latest = [r for r in rows if r["recipient_id"] == team["dsl"].id and r["kind"] == Kind.DECISION_NEEDED.value]
     assert latest[-1]["platform"] == "teams"
+
+
+async def test_an_urgent_decision_pushes_to_the_phone_and_a_routine_one_does_not(teams_driver: Driver,
+                                                                                team: dict[str, Person]) -> None:
+    teams, svc = teams_driver, teams_driver.svc
+    answers = {"emergency_contact": {"emergency_contact": "police_999"},
+               "concern": {"child": CHILD, "concern": "x", "seen_at": "today"},
+               "staff_threshold": {"staff_threshold": "significant_harm"}}
+    for danger in ("no", "yes"):
+        answers["staff_threshold"] = {"staff_threshold": "early_help" if danger == "no" else "significant_harm"}
+        view = await cases.raise_concern(svc, actor=team["teacher"], platform="teams",
+                                         values={"immediate_danger": danger})
+        while view.step is not None and view.step.id in answers:
+            view = await cases.answer(svc, actor=team["teacher"], case_ref=view.ref, version=view.version,
+                                      step=view.step.id, values=answers[view.step.id], platform="teams")
+        assert view.step is not None and view.step.id == "dsl_threshold"
+        await teams.drain()
+        pushed = [n for who in ("dsl", "deputy") for n in teams.graph.notifications_to(USERS[who].aad)]
+        if danger == "no":
+            assert pushed == []  # a routine decision waits in the chat; no phone push
+        else:
+            assert len(pushed) == 2 and {p["templateParameters"][0]["value"] for p in pushed} == {view.ref}
