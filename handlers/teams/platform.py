@@ -38,7 +38,9 @@ from handlers.teams.cards import card_attachment, render_message_card
 from handlers.teams.http import retry_after
 
 logger = logging.getLogger(__name__)
-PUSHED = (Kind.URGENT_ALERT, Kind.UNREACHABLE)  # the alerts a DSL must see on their phone at once
+# The alerts a DSL must see on their phone at once: an urgent alert, an urgent case's decision
+# (which replaces the alert when the teacher reaches the DSL step first), and no-DSL-reachable.
+PUSHED = frozenset({Kind.URGENT_ALERT, Kind.DECISION_NEEDED, Kind.UNREACHABLE})
 REFRESHED = (Kind.DECISION_NEEDED, Kind.URGENT_ALERT, Kind.ACTION_ASSIGNED)  # cards whose state changes later
 
 
@@ -93,7 +95,7 @@ class TeamsPlatform:
             activity.channel_data = ChannelData(notification=NotificationInfo(alert=True))  # a toast, not just a badge
         api = self._api(address.service_url)
         sent = await _call(api.conversations.create_activity(address.conversation_id, activity))
-        if message.kind in PUSHED and self.graph is not None:
+        if message.urgent and message.kind in PUSHED and self.graph is not None:
             await self._push(recipient, message)
         return f"{address.service_url}|{address.conversation_id}|{sent.id}"
 
