@@ -91,8 +91,10 @@ def bot(sqlite_url: str, tmp_path: Path) -> Bot:
 
 @pytest.fixture
 def bot_on_each_database(db_url: str, tmp_path: Path) -> Bot:
-    """Also on PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set."""
-    b = Bot(database_url=db_url, workdir=tmp_path)
+    """Real processes, on PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set; on SQLite in-process
+    (the `bot` fixture's tests run the same commands the same way).
+    """
+    b = Bot(database_url=db_url, workdir=tmp_path, in_process=db_url.startswith("sqlite"))
     setup_school(b)
     return b
 

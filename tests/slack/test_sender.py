@@ -67,10 +67,10 @@ def delivered_keys(fake: FakeSlack, people_: list[Person]) -> list[str]:
     return [m["metadata"]["event_payload"]["key"] for p in people_ for m in fake.messages_to(f"U0R{p.id - 1:07d}")]
 
 
-async def test_a_thousand_dms_through_a_rate_limit_are_each_delivered_once(
+async def test_six_hundred_dms_through_a_rate_limit_are_each_delivered_once(
         fake_slack: FakeSlack, sender_services: Services) -> None:
     to = await recipients(sender_services, 10)
-    await queue(sender_services, to, 1000)
+    await queue(sender_services, to, 600)
     fake_slack.rate_limit("chat.postMessage", burst=200, retry_after=1)
     started = time.monotonic()
 
@@ -78,10 +78,10 @@ async def test_a_thousand_dms_through_a_rate_limit_are_each_delivered_once(
 
     elapsed = time.monotonic() - started
     keys = delivered_keys(fake_slack, to)
-    assert sorted(keys) == sorted(f"test:{i}" for i in range(1000))  # every one, and none twice
-    assert report.counts["sent"] == 1000 and report.counts.get("rate_limited", 0) > 0
+    assert sorted(keys) == sorted(f"test:{i}" for i in range(600))  # every one, and none twice
+    assert report.counts["sent"] == 600 and report.counts.get("rate_limited", 0) > 0
     assert {r.status for r in await rows(sender_services)} == {"sent"}
-    assert elapsed >= 4  # five bursts of 200: Retry-After was waited out four times (speed: bench/)
+    assert elapsed >= 2  # three bursts of 200: Retry-After was waited out twice (speed: bench/)
 
 
 async def test_two_senders_racing_deliver_each_message_once(fake_slack: FakeSlack, sender_services: Services) -> None:

@@ -257,7 +257,7 @@ async def test_the_command_reads_both_groups_and_syncs(services: Services, graph
     await seed(services)
     oak_groups(graph)
 
-    dry = await run_cli(graph, db_url, tmp_path, "--school", "oak", "--dry-run")
+    dry = await run_here(graph, db_url, tmp_path, "--school", "oak", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "nia@oak.sch.uk: added as dsl" in dry.stdout
     assert "oak: would change 4, unchanged 1 (dry run: nothing was written)" in dry.stdout
