@@ -129,19 +129,27 @@ app.add_typer(outbox_app, name="outbox")
 
 
 @outbox_app.command("drain")
-def outbox_drain(platform: str = typer.Option("slack", help="Which platform's queue (slack)"),
+def outbox_drain(platform: str = typer.Option("slack", help="Which platform's queue: slack or teams"),
                  wait: float = typer.Option(30.0, help="Seconds to wait for rate-limited or retried messages")) -> None:
     """Send every due notification once (what `serve` does in the background), then exit."""
     from bot.config import Settings
     from bot.sender import drain
 
     settings = Settings()
-    if platform != "slack":
-        fail("only the slack queue can be drained so far")
-    if not settings.slack_bot_token:
-        fail("Slack is not configured: set SLACK_BOT_TOKEN (see docs/slack-setup.md)")
-    from handlers.slack import sender_platform  # composition root: wires the platform in
+    if platform == "slack":
+        if not settings.slack_bot_token:
+            fail("Slack is not configured: set SLACK_BOT_TOKEN (see docs/slack-setup.md)")
+        from handlers.slack import sender_platform  # composition root: wires the platform in
 
-    report = run(lambda svc: drain(svc, sender_platform(settings), max_wait=wait))
+        report = run(lambda svc: drain(svc, sender_platform(settings), max_wait=wait))
+    elif platform == "teams":
+        if not settings.teams_configured:
+            fail("Teams is not configured: set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID "
+                 "(see docs/teams-setup.md)")
+        from handlers.teams import app as teams  # composition root, as above
+
+        report = run(lambda svc: drain(svc, teams.sender_platform(settings, svc), max_wait=wait))
+    else:
+        fail(f"no {platform!r} queue: use slack or teams")
     counts = ", ".join(f"{name} {n}" for name, n in sorted(report.counts.items())) or "nothing due"
     typer.echo(f"outbox {platform}: {counts}")

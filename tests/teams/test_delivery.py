@@ -5,6 +5,7 @@ waited out through the outbox; a phone push never repeated blindly; each school'
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bot import cases, reminders, schools
@@ -14,6 +15,7 @@ from bot.messages import Kind
 from bot.schools import Changes
 from storage import repo
 from storage.models import OutboxMessage
+from tests.cli.harness import Bot
 from tests.conftest import Clock
 from tests.teams.cardplay import CHILD, text
 from tests.teams.conftest import USERS, Driver
@@ -154,3 +156,14 @@ async def test_an_urgent_decision_pushes_to_the_phone_and_a_routine_one_does_not
             assert pushed == []  # a routine decision waits in the chat; no phone push
         else:
             assert len(pushed) == 2 and {p["templateParameters"][0]["value"] for p in pushed} == {view.ref}
+
+
+def test_outbox_drain_names_what_teams_needs(sqlite_url: str, tmp_path: Path) -> None:
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, slack=False, in_process=True)
+    bot.run("db", "upgrade")
+    off = bot.run("outbox", "drain", "--platform", "teams", check=False)
+    assert off.returncode == 1 and off.stderr.strip().splitlines()[-1] == (
+        "error: Teams is not configured: set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID "
+        "(see docs/teams-setup.md)")
+    other = bot.run("outbox", "drain", "--platform", "email", check=False)
+    assert other.returncode == 1 and "no 'email' queue: use slack or teams" in other.stderr
