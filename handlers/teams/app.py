@@ -114,8 +114,9 @@ def mount(fastapi_app: FastAPI, settings: Settings, svc: Services) -> App:
 async def initialize(fastapi_app: FastAPI) -> None:
     """Register POST /api/messages with token validation on (the SDK does this asynchronously)."""
     app = getattr(fastapi_app.state, "teams", None)
-    if app is not None and not app.server._initialized:
+    if app is not None and not getattr(fastapi_app.state, "teams_ready", False):
         await app.initialize()
+        fastapi_app.state.teams_ready = True
 
 
 class GuardedAdapter(FastAPIAdapter):
