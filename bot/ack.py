@@ -7,13 +7,11 @@ both write an access-log entry (ids and codes only) so the trail shows who silen
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from bot import notify
-from bot.cases import Person, Services
+from bot.cases import Person, Services, refusals_logged
 from bot.errors import Conflict, InvalidAnswer, NotAuthorised, NotFound
 from storage import reminder_repo, repo
 from storage.audit import append_access
@@ -29,7 +27,7 @@ async def acknowledge(svc: Services, *, actor: Person, case_ref: str) -> int:
 
     Returns how many pending escalations were cancelled.
     """
-    async with _refusals_logged(svc), svc.db.transaction() as s:
+    async with refusals_logged(svc), svc.db.transaction() as s:
         case = await _case_for(s, actor, case_ref)
         if not actor.is_decider:
             raise _refusal(actor, case, "acknowledge")
@@ -47,7 +45,7 @@ async def snooze(svc: Services, *, actor: Person, case_ref: str, reason: str, mi
     """
     rules = _snooze_rules(svc)
     _check_snooze(rules, reason, minutes)
-    async with _refusals_logged(svc), svc.db.transaction() as s:
+    async with refusals_logged(svc), svc.db.transaction() as s:
         case = await _case_for(s, actor, case_ref)
         if not (actor.is_decider or actor.id == case.assignee_id):
             raise _refusal(actor, case, "snooze")
@@ -101,17 +99,3 @@ def _refusal(actor: Person, case: Case, action: str) -> NotAuthorised:
                          "This attempt has been recorded.",
                          audit={"actor_id": actor.id, "school_id": case.school_id, "case_id": case.id,
                                 "detail": {"action": action, "role": actor.role}})
-
-
-@asynccontextmanager
-async def _refusals_logged(svc: Services) -> AsyncIterator[None]:
-    """Record a refusal after its transaction has rolled back (SQLite allows one writer at a time)."""
-    try:
-        yield
-    except NotAuthorised as refusal:
-        audit = refusal.audit or {}
-        async with svc.db.transaction() as s:
-            await append_access(s, action="refused", at=svc.clock(), **audit)
-        logger.warning("refused actor=%s case=%s action=%s", audit.get("actor_id"), audit.get("case_id"),
-                       audit.get("detail", {}).get("action"))
-        raise

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import notify
 from bot.checklist import Answer, IllegalAnswer, Progress, advance, allowed_options, validate_answer
 from bot.crypto import Keyring
-from bot.errors import Conflict, InvalidAnswer, NotAuthorised, NotFound
+from bot.errors import BotError, Conflict, InvalidAnswer, NotAuthorised, NotFound
 from bot.policy.model import Actor, FieldType, Option, Policy, Step
 from storage import repo
 from storage.audit import GENESIS, append_access, new_case_event
@@ -109,13 +111,31 @@ class CaseView:
         return actor.id == owner if owner is not None else actor.is_decider
 
 
+NOT_REGISTERED = "You are not registered with consentbot. Ask your DSL or administrator to add you."
+
+
 async def identify(svc: Services, **criteria: Any) -> Person:
-    """The active member of staff matching `email=` or `slack_user_id=` (etc.)."""
-    async with svc.db.transaction() as s:
+    """The active member of staff matching `email=` or `slack_user_id=` (etc.). Anyone else is
+    refused, and the attempt logged with the id they came with (a removed person by their record).
+    """
+    async with refusals_logged(svc), svc.db.transaction() as s:
         staff = await repo.staff_by(s, **criteria)
-    if staff is None:
-        raise NotFound("You are not registered with consentbot. Ask your DSL or administrator to add you.")
+        if staff is None:
+            raise await _unknown(s, criteria)
     return Person.of(staff)
+
+
+async def _unknown(s: AsyncSession, criteria: dict[str, Any]) -> NotFound:
+    gone = await repo.staff_by(s, include_inactive=True, **criteria)
+    if gone is not None:
+        refusal = NotFound("Your access to consentbot has been removed. Ask your DSL or administrator if this is "
+                           "a mistake.", audit={"actor_id": gone.id, "school_id": gone.school_id,
+                                                "detail": {"by": sorted(criteria)}})
+        refusal.action = "refused_removed"
+        return refusal
+    refusal = NotFound(NOT_REGISTERED, audit={"detail": {"by": {k: str(v)[:64] for k, v in criteria.items()}}})
+    refusal.action = "refused_unregistered"
+    return refusal
 
 
 async def claim_delivery(svc: Services, *, key: str) -> bool:
@@ -146,25 +166,29 @@ async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any],
 
 async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, step: str,
                  values: dict[str, Any], platform: str, idempotency_key: str | None = None) -> CaseView:
-    """Answer the step the case is waiting on. `version` is the one the person saw."""
-    try:
-        async with svc.db.transaction() as s:
-            case = await case_for(s, actor, case_ref)
-            if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
-                return view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True)
-            answers = await answers_of(s, case)
-            progress = advance(policy_for(svc, case), answers)
-            current = _waiting_step(case, progress, version, step)
-            _authorise(actor, case, current)
-            values = await _default_due(svc, s, case, current, values)
-            clean = _validate(svc.policy, current, values, progress.facts)
-            clean = await _resolve_assignee(s, case, current, clean)
-            return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform, kind="answered")
-    except NotAuthorised as refusal:
-        await log_refusal(svc, refusal)
-        raise
-    except (IntegrityError, repo.StaleVersion):
-        raise Conflict(f"Case {case_ref} was changed by someone else at the same moment. Reload it.") from None
+    """Answer the step the case is waiting on. `version` is the one the person saw. A refusal, a
+    lost race and a stale form are logged, naming the person.
+    """
+    async with refusals_logged(svc):
+        try:
+            async with svc.db.transaction() as s:
+                case = await case_for(s, actor, case_ref)
+                if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
+                    return view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True)
+                answers = await answers_of(s, case)
+                progress = advance(policy_for(svc, case), answers)
+                current = await _waiting_step(s, svc.policy, case, answers, progress, actor=actor, version=version,
+                                              step=step)
+                _authorise(actor, case, current)
+                values = await _default_due(svc, s, case, current, values)
+                clean = _validate(svc.policy, current, values, progress.facts)
+                clean = await _resolve_assignee(s, case, current, clean)
+                return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform,
+                                    kind="answered")
+        except (IntegrityError, repo.StaleVersion):
+            raise Conflict(f"Case {case_ref} was changed by someone else at the same moment. Reload it.",
+                           audit={"actor_id": actor.id, "school_id": actor.school_id,
+                                  "detail": {"ref": case_ref, "step": step, "seen_version": version}}) from None
 
 
 def policy_for(svc: Services, case: Case) -> Policy:
@@ -175,13 +199,37 @@ def policy_for(svc: Services, case: Case) -> Policy:
     return svc.policy
 
 
-def _waiting_step(case: Case, progress: Progress, version: int, step: str) -> Step:
-    if progress.step is None:
-        raise Conflict(f"Case {case.ref} is closed.")
-    if version != case.version or step != progress.step.id:
-        raise Conflict(f"Case {case.ref} has moved on since you opened it (someone else answered first). "
-                       "Reload it to see the current step.")
-    return progress.step
+async def _waiting_step(s: AsyncSession, policy: Policy, case: Case, answers: list[Answer], progress: Progress, *,
+                        actor: Person, version: int, step: str) -> Step:
+    """The step the person answered, if the case still waits on it at the version they saw;
+    else Conflict saying who answered last, what and when (the attempt is logged).
+    """
+    if progress.step is not None and version == case.version and step == progress.step.id:
+        return progress.step
+    where = "is closed" if progress.step is None else "has moved on since you opened it (someone else answered first)"
+    said = await answer_said(s, policy, case, answers, step)
+    raise Conflict(f"Case {case.ref} {where}. {said} Reload it to see where it is now.",
+                   audit={"actor_id": actor.id, "school_id": case.school_id, "case_id": case.id,
+                          "detail": {"step": step, "seen_version": version, "version": case.version}})
+
+
+async def answer_said(s: AsyncSession, policy: Policy, case: Case, answers: list[Answer], step: str) -> str:
+    """"Dee DSL answered 'Confirm the threshold' (Significant harm) on Mon 30 Nov, 14:05.": who
+    answered `step` (else the latest step), the choices made (labels of non-sensitive choices
+    only) and when, in the school's time.
+    """
+    if not answers:
+        return ""
+    last = next((a for a in reversed(answers) if a.step == step), answers[-1])
+    who = await repo.get_staff(s, int(last.by)) if last.by.isdigit() else None
+    answered = policy.steps.get(last.step)
+    chosen = [o.label for f in (answered.fields if answered else ()) if f.type is FieldType.CHOICE and not f.sensitive
+              for o in f.options if o.value == last.values.get(f.key)]
+    school = await s.get(School, case.school_id)
+    when = datetime.fromisoformat(last.at).astimezone(ZoneInfo(school.timezone if school else "Europe/London"))
+    what = f"'{answered.title}'" if answered else "a step"
+    return (f"{who.display_name if who else 'Someone'} answered {what}"
+            f"{' (' + '; '.join(chosen) + ')' if chosen else ''} on {when:%a} {when.day} {when:%b, %H:%M}.")
 
 
 def may_answer(actor: Person, step: Step, *, school_id: int, raised_by: int, assignee_id: int | None) -> bool:
@@ -202,13 +250,26 @@ def _authorise(actor: Person, case: Case, step: Step) -> None:
                                    "detail": {"step": step.id, "role": actor.role}})
 
 
-async def log_refusal(svc: Services, refusal: NotAuthorised) -> None:
-    """Write a refusal to the access log, in its own transaction (the refused one rolled back)."""
+async def log_refusal(svc: Services, refusal: BotError) -> None:
+    """Write a refused attempt to the access log, in its own transaction (the refused one rolled
+    back): who (actor_id), what (case, step or action, in `detail`) and when.
+    """
     audit = refusal.audit
     if audit:
         async with svc.db.transaction() as s:
-            await append_access(s, action="refused", at=svc.clock(), **audit)
-        logger.warning("refused actor=%s case=%s step=%s", audit["actor_id"], audit["case_id"], audit["detail"]["step"])
+            await append_access(s, action=refusal.action, at=svc.clock(), **audit)
+        logger.warning("%s actor=%s case=%s detail=%s", refusal.action, audit.get("actor_id"), audit.get("case_id"),
+                       sorted((audit.get("detail") or {}).keys()))
+
+
+@asynccontextmanager
+async def refusals_logged(svc: Services) -> AsyncIterator[None]:
+    """Log any refusal that carries an audit record, once its transaction has rolled back."""
+    try:
+        yield
+    except BotError as refusal:
+        await log_refusal(svc, refusal)
+        raise
 
 
 def _validate(policy: Policy, step: Step, values: dict[str, Any], facts: Any) -> dict[str, Any]:
@@ -248,10 +309,15 @@ async def _resolve_assignee(s: AsyncSession, case: Case, step: Step, clean: dict
 
 
 async def case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
-    """The case, if the person may know of it; another school's case is 'not found'."""
+    """The case, if the person may know of it; another school's case is 'not found' (and the
+    attempt is logged with the case it was, for that school's audit).
+    """
     case = await repo.case_by_ref(s, ref)
     if case is None or case.school_id != actor.school_id:
-        raise NotFound(f"No case {ref.strip().upper()} that you can see.")
+        why = "no such case" if case is None else "another school's case"
+        raise NotFound(f"No case {ref.strip().upper()} that you can see.",
+                       audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id if case else None,
+                              "detail": {"ref": ref.strip().upper()[:20], "why": why}})
     return case
 
 

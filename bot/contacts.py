@@ -9,14 +9,14 @@ registration, so nobody copies ids by hand.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from bot.cases import Person, Services
+from bot.cases import NOT_REGISTERED, Person, Services
 from bot.errors import NotFound
 from storage import repo
 from storage.audit import append_access
 
 PLATFORM_IDS = {"slack": "slack_user_id", "teams": "teams_user_id"}
-NOT_REGISTERED = "You are not registered with consentbot. Ask your DSL or administrator to add you."
 
 
 async def remember_address(svc: Services, *, platform: str, user_id: str, address: str) -> None:
@@ -34,8 +34,12 @@ async def address_of(svc: Services, *, platform: str, user_id: str) -> str | Non
 async def known(svc: Services, *, platform: str, user_id: str) -> Person | None:
     """The active member of staff with this platform id, if linked already."""
     async with svc.db.read() as s:
-        staff = await repo.staff_by(s, **{PLATFORM_IDS[platform]: user_id})
+        staff = await repo.staff_by(s, **_by(platform, user_id))
     return Person.of(staff) if staff else None
+
+
+def _by(platform: str, user_id: str) -> dict[str, Any]:
+    return {PLATFORM_IDS[platform]: user_id}
 
 
 async def recognise(svc: Services, *, platform: str, user_id: str, emails: Sequence[str]) -> Person:
@@ -45,7 +49,7 @@ async def recognise(svc: Services, *, platform: str, user_id: str, emails: Seque
     """
     column = PLATFORM_IDS[platform]
     async with svc.db.transaction() as s:
-        staff = await repo.staff_by(s, **{column: user_id})
+        staff = await repo.staff_by(s, **_by(platform, user_id))
         for email in dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()):
             if staff is not None:
                 break

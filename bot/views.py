@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import CaseView, Person, Services, answers_of, case_for, log_refusal, policy_for, view_of
+from bot.cases import CaseView, Person, Services, answers_of, case_for, policy_for, refusals_logged, view_of
 from bot.checklist import advance
 from bot.crypto import is_encrypted
 from bot.errors import NotAuthorised, NotFound
@@ -47,33 +47,25 @@ async def status_of(svc: Services, *, actor: Person, case_ref: str) -> CaseView:
     """Where a case stands (reference and step only, nothing decrypted), for someone who may see
     it: a card refreshing itself shows this. Others are refused, and the attempt logged.
     """
-    try:
-        async with svc.db.read() as s:
-            case = await case_for(s, actor, case_ref)
-            if not may_see(actor, case):
-                raise NotAuthorised(f"You are not authorised to see case {case.ref}. This attempt has been recorded.",
-                                    audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
-                                           "detail": {"step": "status", "role": actor.role}})
-            return view_of(case, advance(policy_for(svc, case), await answers_of(s, case)))
-    except NotAuthorised as refusal:
-        await log_refusal(svc, refusal)
-        raise
+    async with refusals_logged(svc), svc.db.read() as s:
+        case = await case_for(s, actor, case_ref)
+        if not may_see(actor, case):
+            raise NotAuthorised(f"You are not authorised to see case {case.ref}. This attempt has been recorded.",
+                                audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                                       "detail": {"step": "status", "role": actor.role}})
+        return view_of(case, advance(policy_for(svc, case), await answers_of(s, case)))
 
 
 async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: str = "viewed") -> CaseDetails:
     """Decrypt a case for an authorised person, and log that they did (before they are given it)."""
-    try:
-        async with svc.db.read() as s:  # reading never holds up someone answering
-            case = await case_for(s, actor, case_ref)
-            if not may_see(actor, case):
-                raise NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
-                                    "This attempt has been recorded.",
-                                    audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
-                                           "detail": {"step": "details", "role": actor.role}})
-            details = await _details(s, svc, case)
-    except NotAuthorised as refusal:
-        await log_refusal(svc, refusal)
-        raise
+    async with refusals_logged(svc), svc.db.read() as s:  # reading never holds up someone answering
+        case = await case_for(s, actor, case_ref)
+        if not may_see(actor, case):
+            raise NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
+                                "This attempt has been recorded.",
+                                audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                                       "detail": {"step": "details", "role": actor.role}})
+        details = await _details(s, svc, case)
     async with svc.db.transaction() as s:  # the write is its own short transaction
         await append_access(s, action=purpose, at=svc.clock(), actor_id=actor.id, school_id=case.school_id,
                             case_id=case.id, detail={"role": actor.role})

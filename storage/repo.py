@@ -48,9 +48,9 @@ async def ensure_school(session: AsyncSession, slug: str, name: str | None = Non
     return school
 
 
-async def staff_by(session: AsyncSession, **criteria: Any) -> Staff | None:
-    """One active member of staff matching every criterion (email=..., slack_user_id=...)."""
-    query = select(Staff).where(col(Staff.active).is_(True))
+async def staff_by(session: AsyncSession, *, include_inactive: bool = False, **criteria: Any) -> Staff | None:
+    """One active member of staff (or anyone who ever was) matching every criterion (email=..., slack_user_id=...)."""
+    query = select(Staff) if include_inactive else select(Staff).where(col(Staff.active).is_(True))
     for name, value in criteria.items():
         query = query.where(getattr(Staff, name) == value)
     return (await session.execute(query)).scalars().first()

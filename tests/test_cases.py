@@ -136,3 +136,42 @@ async def test_a_dsl_opening_an_urgent_case_acknowledges_it(services: Services, 
     await views.open_details(services, actor=school["deputy"], case_ref=view.ref)
     assert {r.status for r in await rows(services, Reminder) if r.kind == "urgent_ack"} == {"cancelled"}
     assert "urgent_acknowledged" in [a.action for a in await rows(services, AccessLog)]
+
+
+async def test_a_lost_race_is_told_who_answered_what_and_logged_naming_the_loser(services: Services,
+                                                                               school: People) -> None:
+    view = await raised(services, school)
+    await answer(services, school["dsl"], view, {"threshold": "significant_harm", "consulted": "nobody"})
+    with pytest.raises(Conflict) as lost:
+        await answer(services, school["deputy"], view, {"threshold": "early_help"})
+    said = str(lost.value)
+    assert said.startswith(f"Case {view.ref} has moved on since you opened it")
+    assert "Dee DSL answered 'Confirm the threshold' (Significant harm" in said and " on Tue 24 Nov, 10:00." in said
+    [entry] = [a for a in await rows(services, AccessLog) if a.action == "stale_answer"]
+    assert entry.actor_id == school["deputy"].id and entry.case_id is not None
+    assert json.loads(entry.detail) == {"seen_version": view.version, "step": "dsl_threshold",
+                                        "version": view.version + 1}
+
+
+async def test_another_schools_attempt_is_logged_with_the_case_it_was(services: Services, school: People) -> None:
+    view = await raised(services, school)
+    for attempt in (answer(services, school["other_dsl"], view, {"threshold": "significant_harm"}),
+                    views.open_details(services, actor=school["other_dsl"], case_ref=view.ref)):
+        with pytest.raises(NotFound, match="that you can see"):
+            await attempt
+    entries = [a for a in await rows(services, AccessLog) if a.action == "refused_not_found"]
+    assert [e.actor_id for e in entries] == [school["other_dsl"].id] * 2
+    assert {json.loads(e.detail)["why"] for e in entries} == {"another school's case"}
+
+
+async def test_an_unregistered_or_removed_person_is_refused_and_logged(services: Services, school: People) -> None:
+    from bot import people
+
+    with pytest.raises(NotFound, match="not registered"):
+        await cases.identify(services, slack_user_id="U0STRANGER")
+    await people.remove(services, email="tom@oak.sch.uk")
+    with pytest.raises(NotFound, match="access to consentbot has been removed"):
+        await cases.identify(services, email="tom@oak.sch.uk")
+    log = {a.action: a for a in await rows(services, AccessLog)}
+    assert json.loads(log["refused_unregistered"].detail) == {"by": {"slack_user_id": "U0STRANGER"}}
+    assert log["refused_removed"].actor_id == school["teacher2"].id

@@ -7,8 +7,11 @@ import logging
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from bot.cases import Person
 from bot.views import export_as_operator
+from storage.models import AccessLog
 from tests.slack.conftest import USERS, Driver, decision_dm
 from tests.slack.test_raise import CHILD, input_ids, texts
 
@@ -46,7 +49,8 @@ async def open_from_dm(slack: Driver, who: str, ref: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("entry", ["command", "message_shortcut"])
-async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCaptureFixture,
+                               staff: dict[str, Person]) -> None:
     caplog.set_level(logging.DEBUG)
     view = (await start(slack, entry))["view"]
     ref = view["private_metadata"].split(":")[0]
@@ -67,6 +71,8 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
 
     late = await answer(slack, "deputy", deputy_view, {"threshold": "early_help"})
     assert "moved on" in texts(late) and "submit" not in late
+    assert "Dee DSL answered 'Confirm the threshold' (Significant harm" in texts(late)  # who decided, and what
+    assert await logged(slack, "stale_answer") == [staff["deputy"].id]  # the lost race, naming the deputy
 
     report = await slack.drain()
     assert report.counts["updated"] == 2 and report.counts["sent"] >= 1 and "failed" not in report.counts
@@ -113,6 +119,13 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
     assert record["follow_up"]["review_date"] == "2026-12-08"
     assert record["outcome"] == "shared" and record["missing"] == []
     assert_no_canary_in_chat_or_logs(slack, caplog)
+
+
+async def logged(slack: Driver, action: str) -> list[int | None]:
+    """Who the access log names for `action`, oldest first."""
+    async with slack.svc.db.read() as s:
+        return list((await s.execute(select(AccessLog.actor_id).where(AccessLog.action == action)
+                                     .order_by(AccessLog.seq))).scalars())
 
 
 def assert_no_canary_in_chat_or_logs(slack: Driver, caplog: pytest.LogCaptureFixture) -> None:

@@ -9,8 +9,11 @@ import re
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from bot.cases import Person
 from bot.views import export_as_operator
+from storage.models import AccessLog
 from tests.fakes import teams_connector as tc
 from tests.teams.cardplay import CHILD, WORDS, action, dialog_card, filled, input_ids, invoke_card, text
 from tests.teams.conftest import USERS, Driver
@@ -68,7 +71,7 @@ def latest_card(teams: Driver, who: str, words: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("entry", ["command", "message_action"])
 async def test_the_whole_story(teams_driver: Driver, entry: str, caplog: pytest.LogCaptureFixture,
-                               capfd: pytest.CaptureFixture[str]) -> None:
+                               capfd: pytest.CaptureFixture[str], team: dict[str, Person]) -> None:
     teams = teams_driver
     caplog.set_level(logging.DEBUG)
     card = await raise_in_dialog(teams, quoted=WORDS if entry == "message_action" else "")
@@ -93,6 +96,10 @@ async def test_the_whole_story(teams_driver: Driver, entry: str, caplog: pytest.
     assert "member of staff assigned" in text(step)
     late = await press(teams, "deputy", deputy_step, "Next", {"threshold": "early_help"})
     assert "moved on" in text(late) and not any(a.get("title") == "Next" for a in late.get("actions", []))
+    assert "Dee DSL answered 'Confirm the threshold' (Significant harm" in text(late)  # who decided, and what
+    async with teams.svc.db.read() as s:
+        lost = (await s.execute(select(AccessLog.actor_id).where(AccessLog.action == "stale_answer"))).scalars().all()
+    assert lost == [team["deputy"].id]  # the lost race is logged, naming the deputy
 
     report = await teams.drain()
     assert report.counts.get("updated") == 2 and "failed" not in report.counts, report.counts
