@@ -52,7 +52,7 @@ async def test_removed_staff_can_no_longer_sign_in_but_stay_in_history(services:
     try:
         await cases.identify(services, email="tom@oak.sch.uk")
     except NotFound as exc:
-        assert "not registered" in str(exc)
+        assert "access to consentbot has been removed" in str(exc)
     else:
         raise AssertionError("a removed member of staff signed in")
     listed = await people.listing(services, school="oak")
