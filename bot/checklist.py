@@ -107,7 +107,7 @@ def _record(facts: dict[str, Any], step: Step, values: Mapping[str, Any], answer
     visits = f"_visits.{step.id}"  # how often each step was answered: keys repeat visits apart
     facts[visits] = facts.get(visits, 0) + 1
     if step.signs:
-        facts[step.signs] = {"by": answer.by, "at": answer.at, "platform": answer.platform}
+        facts[step.signs] = {"by": answer.by, "at": answer.at, "platform": answer.platform, "step": step.id}
 
 
 def _outcome(end: Step, facts: dict[str, Any]) -> Outcome:

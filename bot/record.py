@@ -38,24 +38,40 @@ def decision_record(policy: Policy, case: Mapping[str, Any], facts: Mapping[str,
         "threshold": {"staff_view": f.get("staff_threshold"), "confirmed": f.get("threshold"),
                       "decided": _signed(f, "decided_by", names), "consulted": f.get("consulted")},
         "consent_model": f.get("consent_model"),
-        "assigned": {"to": names.get(str(f.get("assignee")), f.get("assignee")), "due_at": f.get("due_at")},
+        "assigned": {"to": names.get(str(f.get("assignee")), f.get("assignee")), "due_at": f.get("due_at"),
+                     "by": _signed(f, "assigned_by", names)},
         "consent": {"asked_who": f.get("asked_who"), "asked_how": f.get("asked_how"), "asked_at": f.get("asked_at"),
                     "asked": _signed(f, "asked_by", names), "outcome": f.get("consent_outcome"),
                     "parent_views": f.get("parent_views"), "child_views": f.get("child_views")},
         "reasons_not_to_ask": _labels(f.get("reasons_not_to_ask"), policy.reason_codes),
-        "reasons_text": f.get("reasons_text"),
+        "reasons_text": f.get("reasons_text"), "reasons_decided": _signed(f, "reasons_decided_by", names),
         "decision": {"decision": f.get("decision"), "reasons": f.get("decision_reasons"), "necessity": f.get("necessity"),
                      "approval": _signed(f, "approval", names)},
         "legal_references": _labels(f.get("legal_refs"), policy.legal_references),
         "legal_disclaimer": policy.disclaimer,
         "shared": {"with": f.get("shared_with"), "agency_ref": f.get("agency_ref"), "at": f.get("shared_at"),
                    "how": f.get("shared_how"), "what": f.get("what_shared"), "recorded": _signed(f, "shared_by", names)},
+        "not_shared": _signed(f, "not_shared_by", names),
         "follow_up": {"ack_received": f.get("ack_received"), "referral_outcome": f.get("referral_outcome"),
-                      "review_date": f.get("review_date")},
+                      "review_date": f.get("review_date"), "recorded": _signed(f, "followed_up_by", names)},
+        "signatures": signatures(policy, f, names),
         "missing": list(missing_records(str(f.get("outcome") or "shared"), f)) if f.get("outcome") else None,
     }
     record["referral_form"] = referral_form(policy, record)
     return record
+
+
+def signatures(policy: Policy, facts: Mapping[str, Any], names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Every signed step the case went through, in the policy's order: the step as people read it,
+    who answered it, when and on which platform (every DSL decision is signed: the validator says so).
+    """
+    signed: list[dict[str, Any]] = []
+    for fact in dict.fromkeys(step.signs for step in policy.steps.values() if step.signs):
+        sig = _signed(facts, str(fact), names)
+        step = policy.steps.get(str((facts.get(str(fact)) or {}).get("step", "")))
+        if sig:
+            signed.append({"step": step.title if step else fact, "fact": fact, **sig})
+    return signed
 
 
 def referral_form(policy: Policy, r: Mapping[str, Any]) -> dict[str, Any]:

@@ -60,6 +60,8 @@ CASES = [
      "start: immediate_danger"),
     ("danger question without its 999 notice (G1)", "        notice: >-\n          Call 999,",
      "        help: >-\n          Call 999,", "needs an urgent option with a notice", "  immediate_danger:"),
+    ("unsigned DSL decision", "  eh_assign:\n    actor: dsl\n    signs: assigned_by\n",
+     "  eh_assign:\n    actor: dsl\n", "step 'eh_assign': a DSL decision must be signed", "  eh_assign:"),
     ("field key a form's own data uses", "      - key: seen_at\n", "      - key: case\n",
      "a field key must be lower-case letters, digits and _", "      - key: case"),
     ("field key with a dot", "      - key: seen_at\n", "      - key: seen.at\n",

@@ -91,6 +91,10 @@ def _step_problems(policy: Policy, step: Step) -> Problems:
             problems.append((step.line_of("next"), f"{where}: next {target!r} is not a step"))
     if step.kind is StepKind.ASK and step.next is None:
         problems.append((step.line, f"{where}: has no next step"))
+    if step.kind is StepKind.ASK and step.actor is Actor.DSL and not step.signs:
+        # Every DSL decision records who made it, when and where: a path through an unsigned one
+        # would reach its outcome with a decision nobody can be held to.
+        problems.append((step.line, f"{where}: a DSL decision must be signed (signs: FACT, e.g. decided_by)"))
     if isinstance(step.next, Switch):
         problems += _switch_problems(policy, step, step.next)
     for f in step.fields:

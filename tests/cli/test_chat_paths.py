@@ -60,10 +60,10 @@ def base_record(ref: str, **over: Any) -> dict[str, Any]:
         "raised": signed("Tina Teacher"), "immediate_danger": False, "emergency_contact": None,
         "threshold": {"staff_view": "significant_harm", "confirmed": "significant_harm",
                       "decided": signed("Dee DSL"), "consulted": None},
-        "consent_model": "seek", "assigned": {"to": None, "due_at": None},
+        "consent_model": "seek", "assigned": {"to": None, "due_at": None, "by": None},
         "consent": {"asked_who": None, "asked_how": None, "asked_at": None, "asked": None, "outcome": None,
                     "parent_views": None, "child_views": None},
-        "reasons_not_to_ask": [], "reasons_text": None,
+        "reasons_not_to_ask": [], "reasons_text": None, "reasons_decided": signed("Dee DSL"), "not_shared": None,
         "decision": {"decision": "share", "reasons": None, "necessity": "Risk of significant harm", "approval": None},
         "legal_references": [
             {"code": "gdpr_6_1_e", "label": "UK GDPR Art 6(1)(e) public task"},
@@ -73,8 +73,8 @@ def base_record(ref: str, **over: Any) -> dict[str, Any]:
         "shared": {"with": "childrens_social_care", "agency_ref": "CSC-4471", "at": "2026-11-24 15:00",
                    "how": "referral_form", "what": "Concern summary and attendance", "recorded": signed("Dee DSL")},
         "follow_up": {"ack_received": "2026-11-25", "referral_outcome": "Strategy discussion held; s47 enquiry",
-                      "review_date": "2026-12-08"},
-        "missing": [], "referral_form": ANY,
+                      "review_date": "2026-12-08", "recorded": signed("Dee DSL")},
+        "missing": [], "referral_form": ANY, "signatures": ANY,
     }
     for key, value in over.items():
         record[key] = {**record[key], **value} if isinstance(value, dict) and isinstance(record[key], dict) else value
@@ -149,7 +149,7 @@ def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_eac
     bot.chat(DSL, "2", "Duty to refer overrides refusal", "1", *SHARE, *FOLLOW_UP)
     record = bot.export(ref)
     check(record, base_record(
-        ref, assigned={"to": "Tina Teacher", "due_at": ANY},
+        ref, assigned={"to": "Tina Teacher", "due_at": ANY, "by": signed("Dee DSL")},
         consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
                  "asked": signed("Tina Teacher"), "outcome": "refused", "parent_views": "Angry; refuses",
                  "child_views": "Wants Gran told"},
@@ -168,7 +168,8 @@ def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> No
     bot.chat(TEACHER, "2", *CONSENT, "1", "", "Understands; agrees")
     bot.chat(DSL, "2", *SHARE, *FOLLOW_UP)
     check(bot.export(ref), base_record(
-        ref, consent_model="inform", assigned={"to": "Tina Teacher", "due_at": "2026-11-24T16:00:00+00:00"},
+        ref, consent_model="inform", assigned={"to": "Tina Teacher", "due_at": "2026-11-24T16:00:00+00:00",
+                                               "by": signed("Dee DSL")},
         policy={"id": "england", "version": "2026.1", "sha256": ANY},
         consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
                  "asked": signed("Tina Teacher"), "outcome": "informed_no_objection", "parent_views": None,
@@ -185,14 +186,20 @@ def test_early_help_refused_is_not_shared_and_the_decision_recorded(bot_on_each_
     check(bot.export(ref), base_record(
         ref, outcome="not_shared", threshold={"staff_view": "early_help", "confirmed": "early_help",
                                               "consulted": "Pastoral lead"},
-        assigned={"to": "Tina Teacher", "due_at": ANY}, legal_references=[],
+        assigned={"to": "Tina Teacher", "due_at": ANY, "by": signed("Dee DSL")}, legal_references=[],
+        reasons_decided=None, not_shared=signed("Dee DSL"),
         consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
                  "asked": signed("Tina Teacher"), "outcome": "refused", "parent_views": "Prefers to manage at home",
                  "child_views": "Child agrees with mum"},
         decision={"decision": "not_share", "reasons": "Refusal respected; below threshold; weekly check-ins",
                   "necessity": None},
         shared={"with": None, "agency_ref": None, "at": None, "how": None, "what": None, "recorded": None},
-        follow_up={"ack_received": None, "referral_outcome": None, "review_date": "2026-12-15"}))
+        follow_up={"ack_received": None, "referral_outcome": None, "review_date": "2026-12-15", "recorded": None}))
+    signatures = [(s["step"], s["by"]) for s in bot.export(ref)["signatures"]]
+    assert signatures == [("Raise a concern", "Tina Teacher"), ("Confirm the threshold", "Dee DSL"),
+                          ("Assign who asks the parents for agreement", "Dee DSL"),
+                          ("Record the request for agreement and its outcome", "Tina Teacher"),
+                          ("Record the decision not to share", "Dee DSL")]  # every decision signed
 
 
 def test_export_as_csv_holds_the_same_fields(bot: Bot) -> None:
