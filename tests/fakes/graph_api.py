@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.loopback import LoopbackFake, LoopbackServer
+from tests.fakes.loopback import LoopbackFake, LoopbackServer, matching
 
 Body = dict[str, Any]
 _STOP_POLL_SECONDS = 0.05
@@ -131,9 +131,8 @@ class FakeGraph(LoopbackFake):
 
     def calls_to(self, path_regex: str, method: str | None = None) -> list[GraphCall]:
         """Recorded calls whose path matches (re.search), optionally of one method."""
-        pattern = re.compile(path_regex)
         with self._lock:
-            return [c for c in self.calls if pattern.search(c.path) and (method is None or c.method == method)]
+            return matching(self.calls, path_regex, method)
 
     def notifications_to(self, user_id: str) -> list[Body]:
         """Activity notifications Graph accepted (and so delivered) for a user, oldest first."""

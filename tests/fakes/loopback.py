@@ -4,12 +4,30 @@ fakes (Slack, the Teams Bot Connector and Entra, Graph), so tests talk to them o
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
-from typing import Any, Self
+from collections.abc import Iterable
+from typing import Any, Protocol, Self, TypeVar
 
 import uvicorn
+
+
+class Recorded(Protocol):
+    """An HTTP call a fake recorded."""
+
+    path: str
+    method: str
+
+
+C = TypeVar("C", bound=Recorded)
+
+
+def matching(calls: Iterable[C], path_regex: str, method: str | None = None) -> list[C]:
+    """The recorded calls whose path matches (re.search), optionally of one method."""
+    pattern = re.compile(path_regex)
+    return [c for c in calls if pattern.search(c.path) and method in (None, c.method)]
 
 
 class LoopbackServer:

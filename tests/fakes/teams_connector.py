@@ -60,7 +60,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.loopback import LoopbackFake, LoopbackServer
+from tests.fakes.loopback import LoopbackFake, LoopbackServer, matching
 
 TEST_ISSUER = "https://api.botframework.test"
 """Issuer of the fake's activity tokens (the real one is https://api.botframework.com)."""
@@ -463,9 +463,9 @@ class FakeTeams(LoopbackFake):
     # ----------------------------------------------------------------- inspection
 
     def calls_to(self, path_regex: str, method: str | None = None) -> list[Call]:
-        pattern = re.compile(path_regex)
+        """Recorded calls whose path matches (re.search), optionally of one method."""
         with self._lock:
-            return [c for c in self.calls if pattern.search(c.path) and (method is None or c.method == method)]
+            return matching(self.calls, path_regex, method)
 
     def activities_in(self, conversation_id: str) -> list[Body]:
         """The activities now in a conversation, oldest first, as last updated."""
