@@ -15,10 +15,13 @@ import uvicorn
 
 
 class Recorded(Protocol):
-    """An HTTP call a fake recorded."""
+    """An HTTP call a fake recorded (read-only: the fakes record frozen dataclasses)."""
 
-    path: str
-    method: str
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
 
 
 C = TypeVar("C", bound=Recorded)
