@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 logger = logging.getLogger(__name__)
 PREFIX = "enc:v1:"
@@ -77,6 +79,18 @@ class Keyring:
         except (InvalidTag, ValueError):
             raise DecryptError("token failed authentication (tampered, or decrypted in the wrong place)") from None
         return plain.decode()
+
+    def derived(self, purpose: str, *, kid: str | None = None) -> bytes:
+        """A 32-byte key for `purpose` (e.g. "audit-chain"), derived from the key `kid` (default the
+        active one) with HKDF: held outside the database like the key ring, and never the
+        encryption key itself. Derived again under each key id, so a rotated ring still checks
+        what an older key made.
+        """
+        kid = kid or self.active
+        if kid not in self.keys:
+            raise KeyringError(f"no key with id {kid!r} in the key ring")
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=f"consentbot {purpose} v1".encode()).derive(self.keys[kid])
 
 
 def is_encrypted(value: object) -> bool:
