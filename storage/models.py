@@ -117,6 +117,7 @@ class CaseEvent(SQLModel, table=True):
 
 class AccessLog(SQLModel, table=True):
     """One appended, hash-chained view, export, refusal or staff change."""
+    key_id: str | None = Field(default=None, max_length=64)  # whose audit key sealed it; None: legacy SHA-256
 
     __tablename__ = "access_log"
     id: int | None = Field(default=None, primary_key=True)
@@ -133,6 +134,7 @@ class AccessLog(SQLModel, table=True):
 
 class Reminder(SQLModel, table=True):
     """A reminder due to one person; the truth the sweep works from."""
+    key_id: str | None = Field(default=None, max_length=64)  # whose audit key sealed it; None: legacy SHA-256
 
     __tablename__ = "reminders"
     __table_args__ = (sa.Index("ix_reminders_due", "status", "due_at"),)
