@@ -113,11 +113,11 @@ class CaseEvent(SQLModel, table=True):
     payload: str  # canonical JSON; sensitive values are encrypted tokens
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    key_id: str | None = Field(default=None, max_length=64)  # whose audit key sealed it; None: legacy SHA-256
 
 
 class AccessLog(SQLModel, table=True):
     """One appended, hash-chained view, export, refusal or staff change."""
-    key_id: str | None = Field(default=None, max_length=64)  # whose audit key sealed it; None: legacy SHA-256
 
     __tablename__ = "access_log"
     id: int | None = Field(default=None, primary_key=True)
@@ -130,11 +130,11 @@ class AccessLog(SQLModel, table=True):
     detail: str = "{}"  # canonical JSON of ids and codes only, never content
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    key_id: str | None = Field(default=None, max_length=64)  # whose audit key sealed it; None: legacy SHA-256
 
 
 class Reminder(SQLModel, table=True):
     """A reminder due to one person; the truth the sweep works from."""
-    key_id: str | None = Field(default=None, max_length=64)  # whose audit key sealed it; None: legacy SHA-256
 
     __tablename__ = "reminders"
     __table_args__ = (sa.Index("ix_reminders_due", "status", "due_at"),)
