@@ -97,6 +97,10 @@ class Case(SQLModel, table=True):
     version: int = 0
     head_hash: str = Field(default="", max_length=64)
     updated_at: datetime = _when(default_factory=utcnow)
+    # Identity, fixed when the case is raised (never moved on by events): the child it is about,
+    # and the earlier case it was raised from (a re-escalation), if any.
+    child_id: int | None = Field(default=None, foreign_key="children.id", index=True)
+    linked_case_id: int | None = Field(default=None, foreign_key="cases.id", index=True)
 
 
 class CaseEvent(SQLModel, table=True):
@@ -229,4 +233,22 @@ class KeyCheck(SQLModel, table=True):
     __tablename__ = "key_checks"
     key_id: str = Field(primary_key=True, max_length=64)
     token: str = Field(max_length=200)
+    created_at: datetime = _when(default_factory=utcnow)
+
+
+class Child(SQLModel, table=True):
+    """A child the school has raised concerns about: every case about them forms one chronology.
+    The name and date of birth are encrypted; `name_index` is a keyed hash of the school and the
+    normalised name (a blind index), so a later concern finds the child without decrypting every row.
+    """
+
+    __tablename__ = "children"
+    __table_args__ = (sa.Index("ix_children_school_name", "school_id", "name_index"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(unique=True, max_length=16)
+    school_id: int = Field(foreign_key="schools.id")
+    name: str = Field(max_length=1000)  # an encrypted token
+    date_of_birth: str | None = Field(default=None, max_length=200)  # an encrypted token
+    name_index: str = Field(max_length=64)
+    index_key_id: str = Field(max_length=64)  # the key the blind index was made under
     created_at: datetime = _when(default_factory=utcnow)

@@ -1,0 +1,55 @@
+"""Children and the cases about them: the SQL behind a child's chronology."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from storage.models import Case, Child
+from storage.repo import REF_ALPHABET
+
+
+async def find_child(session: AsyncSession, *, school_id: int, name_indexes: Collection[str]) -> list[Child]:
+    """The school's children whose blind index is one of `name_indexes` (one per key id), oldest first."""
+    query = (select(Child).where(Child.school_id == school_id, col(Child.name_index).in_(list(name_indexes)))
+             .order_by(col(Child.id)))
+    return list((await session.execute(query)).scalars())
+
+
+async def insert_child(session: AsyncSession, child: Child) -> Child:
+    """Insert a child under a fresh random reference (it reveals nothing and no counts)."""
+    for _ in range(20):
+        ref = "CH-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(6))
+        if (await child_by_ref(session, ref)) is None:
+            child.ref = ref
+            session.add(child)
+            await session.flush()
+            return child
+    raise RuntimeError("could not allocate a child reference")
+
+
+async def child_by_ref(session: AsyncSession, ref: str) -> Child | None:
+    """The child with this reference."""
+    return (await session.execute(select(Child).where(Child.ref == ref.strip().upper()))).scalars().first()
+
+
+async def cases_of_child(session: AsyncSession, child_id: int) -> list[Case]:
+    """Every case about the child, in the order they were raised."""
+    query = select(Case).where(Case.child_id == child_id).order_by(col(Case.created_at), col(Case.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def raised_from(session: AsyncSession, case_id: int) -> list[Case]:
+    """The later cases raised from this one (its re-escalations and linked concerns)."""
+    query = select(Case).where(Case.linked_case_id == case_id).order_by(col(Case.created_at), col(Case.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def set_child(session: AsyncSession, *, case_id: int, child_id: int) -> None:
+    """Join a case to its child, once: a case's child is never changed after."""
+    await session.execute(update(Case).where(col(Case.id) == case_id, col(Case.child_id).is_(None))
+                          .values(child_id=child_id))

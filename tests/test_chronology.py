@@ -1,0 +1,157 @@
+"""A child's chronology (G5): cases about one child are joined by a keyed blind index of the
+name, a concern raised from an earlier case is linked to it, and a DSL reads every case and
+decision in time order. Reading it is logged; nobody else may."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from bot import cases
+from bot.cases import CaseView, Person, Services
+from bot.chronology import chronology
+from bot.errors import NotAuthorised, NotFound
+from bot.policy.model import Field, FieldType
+from storage.models import AccessLog
+from tests.conftest import Clock
+from tests.test_cases import rows
+
+People = dict[str, Person]
+CHILD = "Zebedee Canary-Quill"
+
+
+def plain_answer(view: CaseView, f: Field, people: People) -> Any:
+    """A plain answer to a required field the test does not care about."""
+    if f.type is FieldType.CHOICE:
+        return view.choices[f.key][-1].value
+    return {FieldType.REASONS: [], FieldType.LEGAL_REFS: ["gdpr_6_1_e"], FieldType.ASSIGNEE: people["teacher"].email,
+            FieldType.DUE: None, FieldType.DATE: "2026-12-08"}.get(
+        f.type, "2026-11-24T09:00:00+00:00" if f.type.value == "datetime" else f"{f.key} words")
+
+
+def filled(view: CaseView, people: People, given: dict[str, Any]) -> dict[str, Any]:
+    """Answers to the step `view` waits on: `given`, and a plain answer to every other required field."""
+    assert view.step is not None
+    return {f.key: given[f.key] if f.key in given else plain_answer(view, f, people)
+            for f in view.step.fields if f.key in given or not f.optional}
+
+
+async def walk(svc: Services, people: People, view: CaseView, **given: Any) -> CaseView:
+    """Answer step after step, each by whoever it waits on, until the case closes."""
+    while view.step is not None:
+        who = {"staff": people["teacher"], "dsl": people["dsl"], "assignee": people["teacher"]}[str(view.step.actor)]
+        view = await cases.answer(svc, actor=who, case_ref=view.ref, version=view.version, step=view.step.id,
+                                  values=filled(view, people, given), platform="test")
+    return view
+
+
+async def concern(svc: Services, people: People, *, child: str = CHILD, linked_to: str | None = None,
+                  **given: Any) -> CaseView:
+    """A concern about `child`, walked to its end: early help, agreement refused, not shared."""
+    view = await cases.raise_concern(svc, actor=people["teacher"], values={"immediate_danger": "no"}, platform="test",
+                                     linked_to=linked_to)
+    return await walk(svc, people, view, child=child, staff_threshold="early_help", threshold="early_help",
+                      consent_outcome="refused", **given)
+
+
+async def test_three_cases_one_reescalated_read_in_order_with_the_link(services: Services, school: People,
+                                                                      clock: Clock) -> None:
+    first = await concern(services, school)
+    clock.now += timedelta(days=3)
+    again = await concern(services, school, child="  zebedee   CANARY-quill ", linked_to=first.ref)  # G5: re-escalated
+    clock.now += timedelta(days=2)
+    third = await concern(services, school, child="zebedee canary-quill")  # typed again, no link: the same child
+    other = await concern(services, school, child="Somebody Else")
+
+    found = await chronology(services, ref=third.ref, actor=school["dsl"])
+
+    assert found.cases == (first.ref, again.ref, third.ref)  # oldest first; another child's case is not there
+    assert found.name == CHILD and other.ref not in "\n".join(found.lines())
+    lines = found.lines()
+    raised = [line for line in lines if "Concern raised by Tina Teacher" in line]
+    assert [r.split()[5] for r in raised] == [first.ref, again.ref, third.ref]
+    assert f"(re-escalation of {first.ref})" in raised[1] and "re-escalation" not in raised[0] + raised[2]
+    assert any(f"{first.ref}  Dee DSL: Confirm the threshold (Early help" in line for line in lines)
+    ats = [e.at for e in found.entries]
+    assert ats == sorted(ats)
+    assert lines[2].startswith("Tue 24 Nov 2026, 10:00")  # the school's time, as people read it
+
+
+async def test_the_link_is_chained_and_both_cases_show_it(services: Services, school: People) -> None:
+    first = await concern(services, school)
+    again = await concern(services, school, linked_to=first.ref)
+    log = [(a.action, a.case_id, json.loads(a.detail)) for a in await rows(services, AccessLog)]
+    linked = [entry for entry in log if entry[0] == "case_linked"]
+    assert len(linked) == 1 and linked[0][2] == {"from": first.ref, "kind": "re_escalation"}
+    async with services.db.read() as s:
+        ids = dict((await s.execute(text("SELECT ref, id FROM cases"))).all())
+        pairs = (await s.execute(text("SELECT ref, linked_case_id, child_id FROM cases"))).all()
+    by_ref = {ref: (linked_id, child) for ref, linked_id, child in pairs}
+    assert by_ref[again.ref][0] == ids[first.ref] and by_ref[first.ref][0] is None
+    assert by_ref[again.ref][1] == by_ref[first.ref][1] is not None
+
+
+async def test_the_childs_name_is_encrypted_and_found_by_a_keyed_index(services: Services, school: People) -> None:
+    await concern(services, school)
+    async with services.db.read() as s:
+        stored = " ".join(str(v) for row in (await s.execute(text("SELECT * FROM children"))).all() for v in row)
+    assert "Zebedee" not in stored and "zebedee" not in stored and "enc:v1:t1:" in stored
+
+
+async def test_only_a_dsl_of_the_school_reads_it_and_every_reading_is_logged(services: Services,
+                                                                            school: People) -> None:
+    case = await concern(services, school)
+    await chronology(services, ref=case.ref, actor=school["deputy"])
+    await chronology(services, ref=case.ref, operator="os:it-person")
+    with pytest.raises(NotAuthorised, match="Only a DSL or deputy"):
+        await chronology(services, ref=case.ref, actor=school["teacher"])
+    with pytest.raises(NotFound):
+        await chronology(services, ref=case.ref, actor=school["other_dsl"])
+    log = [(a.action, a.actor_id, json.loads(a.detail)) for a in await rows(services, AccessLog)]
+    viewed = [(who, d) for action, who, d in log if action == "chronology_viewed"]
+    assert [who for who, _ in viewed] == [school["deputy"].id, None]
+    assert viewed[1][1]["operator"] == "os:it-person" and viewed[0][1]["cases"] == 1
+    assert ("refused", school["teacher"].id) in [(a, w) for a, w, _ in log]
+    assert ("refused_not_found", school["other_dsl"].id) in [(a, w) for a, w, _ in log]
+
+
+async def test_a_concern_from_a_case_the_person_may_not_see_is_refused_and_logged(services: Services,
+                                                                                 school: People) -> None:
+    case = await concern(services, school)
+    with pytest.raises(NotAuthorised, match="did not raise it"):
+        await cases.raise_concern(services, actor=school["teacher2"], values={"immediate_danger": "no"},
+                                  platform="test", linked_to=case.ref)
+    with pytest.raises(NotFound):
+        await cases.raise_concern(services, actor=school["other_dsl"], values={"immediate_danger": "no"},
+                                  platform="test", linked_to=case.ref)
+    async with services.db.read() as s:
+        assert (await s.execute(text("SELECT count(*) FROM cases"))).scalar() == 1  # nothing raised
+    refused = [a.actor_id for a in await rows(services, AccessLog) if a.action.startswith("refused")]
+    assert refused == [school["teacher2"].id, school["other_dsl"].id]
+
+
+async def test_a_teacher_opening_a_case_on_a_dsl_step_is_told_whose_it_is_and_logged(services: Services,
+                                                                                    school: People) -> None:
+    view = await cases.raise_concern(services, actor=school["teacher"], values={"immediate_danger": "no"},
+                                     platform="test")
+    view = await walk_until_dsl(services, school, view)
+    said = await cases.not_theirs(services, actor=school["teacher"], view=view)
+    assert said == (f"Case {view.ref} is waiting for 'Confirm the threshold', which only a Designated Safeguarding "
+                    "Lead or Deputy DSL can answer, so it is not offered to you here. This attempt has been recorded.")
+    assert await cases.not_theirs(services, actor=school["dsl"], view=view) is None
+    refused = [(a.actor_id, json.loads(a.detail)) for a in await rows(services, AccessLog) if a.action == "refused"]
+    assert refused == [(school["teacher"].id, {"role": "staff", "step": "dsl_threshold",
+                                               "why": "opened a step that is not theirs"})]
+
+
+async def walk_until_dsl(svc: Services, people: People, view: CaseView) -> CaseView:
+    while view.step is not None and str(view.step.actor) == "staff":
+        view = await cases.answer(svc, actor=people["teacher"], case_ref=view.ref, version=view.version,
+                                  step=view.step.id, values=filled(view, people, {"child": CHILD,
+                                                                                  "staff_threshold": "early_help"}),
+                                  platform="test")
+    return view
