@@ -136,3 +136,24 @@ def _decision(policy: Policy, a: Answer, names: dict[str, str]) -> str | None:
     assigned = [names.get(str(a.values.get(f.key)), "someone") for f in step.fields if f.type is FieldType.ASSIGNEE]
     said = "; ".join(chosen + [f"assigned {n}" for n in assigned])
     return f"{names.get(a.by, 'someone')}: {step.title}" + (f" ({said})" if said else "")
+
+
+async def history(svc: Services, *, actor: Person, case_ref: str) -> list[tuple[str, str]]:
+    """What a case's details show of its links and its child's other cases, as (label, text):
+    the case it was raised from and those raised from it, for anyone who may see the case; the
+    child's whole chronology for a DSL or deputy (that reading is logged).
+    """
+    async with svc.db.read() as s:
+        case = await case_for(s, actor, case_ref)
+        earlier = await s.get(Case, case.linked_case_id) if case.linked_case_id else None
+        later = await store.raised_from(s, case.id or 0)
+    shown: list[tuple[str, str]] = []
+    if earlier is not None:
+        kind = "a re-escalation" if link_kind(svc.policy, earlier) == "re_escalation" else "linked"
+        shown.append(("Raised from", f"{earlier.ref} ({kind})"))
+    if later:
+        shown.append(("Concerns raised from this case", ", ".join(c.ref for c in later)))
+    if actor.is_decider and case.child_id is not None:
+        found = await chronology(svc, ref=case.ref, actor=actor)
+        shown.append((f"Every concern about this child ({found.child_ref}), oldest first", "\n".join(found.lines()[2:])))
+    return shown

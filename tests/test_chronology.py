@@ -4,8 +4,10 @@ decision in time order. Reading it is logged; nobody else may."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +16,14 @@ from sqlalchemy import text
 from bot import cases
 from bot.cases import CaseView, Person, Services
 from bot.chronology import chronology
+from bot.crypto import Keyring
 from bot.errors import NotAuthorised, NotFound
+from bot.policy.loader import load_policy
 from bot.policy.model import Field, FieldType
+from storage import repo
+from storage.db import create_database
 from storage.models import AccessLog
+from tests.cli.harness import Bot, setup_school
 from tests.conftest import Clock
 from tests.test_cases import rows
 
@@ -155,3 +162,40 @@ async def walk_until_dsl(svc: Services, people: People, view: CaseView) -> CaseV
                                                                                   "staff_threshold": "early_help"}),
                                   platform="test")
     return view
+
+
+def test_the_terminal_shows_the_link_and_the_chronology_and_logs_the_readers(sqlite_url: str, tmp_path: Path) -> None:
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
+    setup_school(bot)
+    first, again = asyncio.run(_two_linked_cases(bot))
+
+    opened = bot.run("chat", "--as", "dee@oak.sch.uk", "--case", again, check=False).stdout
+    assert f"Raised from: {first} (a re-escalation)" in opened
+    assert f"{first}  Dee DSL: Confirm the threshold (Early help" in opened
+    shown = bot.run("chronology", first, "--as", "dee@oak.sch.uk").stdout.splitlines()
+    assert shown[0].startswith("Child CH-") and shown[0].endswith(f": {CHILD}")
+    assert shown[1].endswith(f"2 case(s): {first}, {again}") and f"(re-escalation of {first})" in "\n".join(shown)
+    refused = bot.run("chronology", first, "--as", "tina@oak.sch.uk", check=False)
+    assert refused.returncode == 1 and "Only a DSL or deputy can see a child's chronology" in refused.stderr
+    bot.run("chronology", first)  # the operator at the server: their login name is recorded
+
+    log = bot.run("audit", "show").stdout
+    readings = [line for line in log.splitlines() if "chronology_viewed" in line]
+    assert len(readings) == 3 and '"operator":"os:' in readings[-1]  # the details view, --as dee, the operator
+    assert CHILD not in log and CHILD.split()[0] not in "".join(bot.stderr)  # in the views only, never in a log
+
+
+async def _two_linked_cases(bot: Bot) -> tuple[str, str]:
+    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+    try:
+        async with svc.db.read() as s:
+            people = {role: Person.of(p) for p in await repo.list_staff(s) for role in [_ROLE[p.email]]}
+        people["teacher2"] = people["teacher"]
+        first = await concern(svc, people)
+        again = await concern(svc, people, linked_to=first.ref)
+        return first.ref, again.ref
+    finally:
+        await svc.db.dispose()
+
+
+_ROLE = {"tina@oak.sch.uk": "teacher", "dee@oak.sch.uk": "dsl", "pat@oak.sch.uk": "deputy"}
