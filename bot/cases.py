@@ -364,7 +364,7 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
                                head_hash=event.hash, updated_at=now, **projection(after))
     prior = svc.policy.steps[answers[-1].step] if answers else None
     answered = notify.Answered(step=step, prior=prior, before=before, after=after, actor_id=actor.id,
-                               visit=sum(a.step == step.id for a in answers))
+                               visit=sum(a.step == step.id for a in answers), values=clean)
     reach = await notify.follow_up(s, svc.policy, case, answered, now=now, delivering=svc.delivering)
     logger.info("case=%s step=%s answered by=%s version=%s", case.ref, step.id, actor.id, case.version)
     urgent_now = after.urgent and not before.urgent

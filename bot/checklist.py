@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bot.policy.model import Field, FieldType, Option, Policy, Step, StepKind
-from bot.policy.requirements import missing_records
+from bot.policy.requirements import is_recorded, missing_records
 
 # The limits every form shows and the bot enforces, on what the person typed (Slack's
 # plain_text_input allows 3000 characters at most, so a long answer is 3000 everywhere).
 TEXT_LIMITS = {FieldType.TEXT: 500, FieldType.LONGTEXT: 3000}
+# How far ahead of the bot's clock a "has happened" time may be: a phone's clock runs a little
+# fast, and a date is a calendar day somewhere (UTC+14 at most).
+CLOCK_SKEW, DAY_AHEAD = timedelta(minutes=5), timedelta(hours=14)
+NOT_FUTURE = "must not be in the future"
 
 
 class IllegalAnswer(ValueError):
@@ -85,7 +89,7 @@ def advance(policy: Policy, answers: Sequence[Answer]) -> Progress:
         current = resolve(policy, next_step_id(current, values))
     facts["urgent"] = urgent
     return Progress(step=None if current.kind is StepKind.END else current,
-                    outcome=_outcome(current, facts) if current.kind is StepKind.END else None,
+                    outcome=_outcome(policy, current, facts) if current.kind is StepKind.END else None,
                     facts=facts, urgent=urgent, notices=notices)
 
 
@@ -110,12 +114,14 @@ def _record(facts: dict[str, Any], step: Step, values: Mapping[str, Any], answer
         facts[step.signs] = {"by": answer.by, "at": answer.at, "platform": answer.platform, "step": step.id}
 
 
-def _outcome(end: Step, facts: dict[str, Any]) -> Outcome:
+def _outcome(policy: Policy, end: Step, facts: dict[str, Any]) -> Outcome:
     facts["outcome"] = end.end
     if not end.shared:
         facts["decision"] = "not_share"
     code = str(end.end)
-    return Outcome(step=end, code=code, shared=end.shared, facts=facts, missing=missing_records(code, facts))
+    missing = missing_records(code, facts)
+    missing += tuple(k for k in policy.every_path_records if k not in missing and not is_recorded(facts.get(k)))
+    return Outcome(step=end, code=code, shared=end.shared, facts=facts, missing=missing)
 
 
 def resolve(policy: Policy, step_id: str) -> Step:
@@ -157,11 +163,12 @@ def allowed_options(f: Field, facts: Mapping[str, Any]) -> tuple[Option, ...]:
 
 
 def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts: Mapping[str, Any], *,
-                    replay: bool = False) -> dict[str, Any]:
+                    replay: bool = False, now: datetime | None = None) -> dict[str, Any]:
     """Check and normalise the values for `step`. Returns only recorded (non-empty) values.
 
-    `replay`: the values were stored after being checked, so text lengths are not checked again
-    (a sensitive value is stored encrypted, and its token is longer than what was typed).
+    `replay`: the values were stored after being checked, so they are not checked again beyond
+    their presence (a sensitive value is stored encrypted: its token is longer than what was
+    typed, and is no date). `now` (default: the system clock) is what "not in the future" means.
     """
     if not isinstance(values, Mapping):
         raise IllegalAnswer(step.id, "an answer must be a mapping of field to value")
@@ -171,6 +178,8 @@ def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts
     clean: dict[str, Any] = {}
     for f in step.fields:
         value = _normalise(policy, step, f, values.get(f.key), facts, replay)
+        if value not in (None, "") and f.no_future and not replay:
+            _not_future(step, f, value, now or datetime.now(UTC))
         if value not in (None, ""):
             clean[f.key] = value
     for f in step.fields:
@@ -190,6 +199,8 @@ def _is_required(f: Field, clean: Mapping[str, Any]) -> bool:
 def _normalise(policy: Policy, step: Step, f: Field, raw: Any, facts: Mapping[str, Any], replay: bool) -> Any:
     if raw is None:
         return [] if f.type is FieldType.REASONS else None
+    if replay and f.sensitive:  # an encrypted token, checked before it was stored
+        return _text(step, f, raw, limit=None)
     if f.type in TEXT_LIMITS or f.type is FieldType.ASSIGNEE:
         return _text(step, f, raw, limit=None if replay else text_limit(f))
     if f.type is FieldType.CHOICE:
@@ -200,6 +211,8 @@ def _normalise(policy: Policy, step: Step, f: Field, raw: Any, facts: Mapping[st
         return _due(step, f, raw)
     if f.type is FieldType.DATE:
         return _date(step, f, raw)
+    if f.type is FieldType.DATETIME:
+        return _datetime(step, f, raw)
     codes = policy.reason_codes if f.type is FieldType.REASONS else [c for c in policy.legal_references if not c.historical]
     return _codes(step, f, raw, {c.code for c in codes})
 
@@ -226,6 +239,27 @@ def _due(step: Step, f: Field, raw: Any) -> str:
     if when.tzinfo is None:
         raise IllegalAnswer(step.id, "must include a UTC offset", f.key)
     return when.isoformat()
+
+
+def _datetime(step: Step, f: Field, raw: Any) -> str:
+    problem = "must be a date and time, such as 2026-11-24 08:45"
+    try:
+        when = datetime.fromisoformat(str(raw).strip())
+    except ValueError:
+        raise IllegalAnswer(step.id, problem, f.key) from None
+    if when.tzinfo is None:  # each front end says whose time it is (the school's, or the picker's UTC)
+        raise IllegalAnswer(step.id, problem + " with its time zone", f.key)
+    return when.isoformat()
+
+
+def _not_future(step: Step, f: Field, value: str, now: datetime) -> None:
+    """A birth or an event has happened: a date after today (anywhere), or a time ahead of the clock, is refused."""
+    if f.type is FieldType.DATE:
+        late = date.fromisoformat(value) > (now + DAY_AHEAD).date()
+    else:
+        late = datetime.fromisoformat(value) > now + CLOCK_SKEW
+    if late:
+        raise IllegalAnswer(step.id, NOT_FUTURE, f.key)
 
 
 def _date(step: Step, f: Field, raw: Any) -> str:

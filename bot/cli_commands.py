@@ -58,17 +58,23 @@ def chat(as_: str = typer.Option(..., "--as", help="Your email, as registered wi
 
 
 @app.command()
-def export(case_ref: str, format: str = typer.Option("json", "--format", help="json or csv"),
+def export(case_ref: str, format: str = typer.Option("json", "--format", help="json, csv or pdf"),
            out: Path | None = typer.Option(None, help="Write to this file (created private, 0600) instead of "
-                                                      "standard output")) -> None:
+                                                      "standard output; a PDF goes to REF.pdf unless given "
+                                                      "(- for standard output, never a terminal)")) -> None:
     """Write a case's consent decision record, with the referral form section (S10)."""
     from bot.crypto import write_private
     from bot.record import flatten
     from bot.views import export_as_operator
 
-    if format not in ("json", "csv"):
-        fail("format must be json or csv (pdf is not available yet)")
-    details = run(lambda svc: export_as_operator(svc, case_ref=case_ref))
+    if format not in ("json", "csv", "pdf"):
+        fail("format must be json, csv or pdf")
+    if format == "pdf" and str(out) == "-" and sys.stdout.isatty():
+        fail("a PDF is not written to a terminal: give --out FILE, or pipe standard output")
+    details = run(lambda svc: export_as_operator(svc, case_ref=case_ref, format=format))
+    if format == "pdf":
+        _write_pdf(details.record, out)
+        return
     text = json.dumps(details.record, indent=2) + "\n" if format == "json" else _csv(flatten(details.record))
     if not out:
         typer.echo(text, nl=False)
@@ -77,6 +83,22 @@ def export(case_ref: str, format: str = typer.Option("json", "--format", help="j
         write_private(out, text, replace=True)
     except OSError as exc:
         fail(f"cannot write {out}: {exc.strerror or type(exc).__name__}")
+
+
+def _write_pdf(record: dict[str, Any], out: Path | None) -> None:
+    from bot.pdf import render_pdf, write_private_bytes
+
+    data = render_pdf(record)
+    if str(out) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    path = out or Path(f"{record['case_ref']}.pdf")
+    try:
+        write_private_bytes(path, data)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or type(exc).__name__}")
+    typer.echo(f"wrote {path}", err=True)
 
 
 # A spreadsheet runs a cell that begins with one of these as a formula (=HYPERLINK(...), +cmd|...):

@@ -4,8 +4,8 @@ transaction. Messages hold references and verbs only (see bot.messages).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.checklist import Progress
 from bot.messages import Kind, Message
-from bot.policy.model import Actor, FieldType, Policy, Step
+from bot.policy.model import Actor, Policy, Step
 from storage import repo
 from storage.audit import append_access
 from storage.models import Case, OutboxMessage, Reminder, School, Staff
@@ -105,6 +105,7 @@ class Answered:
     after: Progress
     actor_id: int
     visit: int
+    values: Mapping[str, Any] = field(default_factory=dict)  # the answer as given (plaintext, in memory only)
 
 
 async def follow_up(s: AsyncSession, policy: Policy, case: Case, answered: Answered, *, now: datetime,
@@ -144,9 +145,9 @@ async def _planned(s: AsyncSession, policy: Policy, case: Case, a: Answered, now
     """Rows that follow from where the case now is: an unfinished concern, a review date, a closed case."""
     if a.prior is None and a.after.step is not None and a.after.step.actor is Actor.STAFF:
         await _write_ladder(s, policy, case, DRAFT_REMINDER, now, None, "raised")  # nothing left unseen
-    for f in a.step.fields:
-        if f.type is FieldType.DATE and a.after.facts.get(f.key):
-            await _review_ladder(s, policy, case, f"{a.step.id}:{a.visit}", str(a.after.facts[f.key]))
+    for f in a.step.fields:  # the stored fact may be encrypted (a date is): the answer as given says the day
+        if f.reminds and a.values.get(f.key):
+            await _review_ladder(s, policy, case, f"{a.step.id}:{a.visit}", str(a.values[f.key]))
     return await _closed(s, case, a.actor_id, now) if a.after.done else []
 
 

@@ -10,12 +10,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot import cases, people, views
 from bot.cases import CaseView, Person, Services
 from bot.checklist import text_limit
 from bot.errors import BotError, InvalidAnswer, NotFound
 from bot.policy.model import Actor, Code, Field, FieldType, Option, Policy, Step
+from storage.models import School
 
 TYPED = (FieldType.TEXT, FieldType.LONGTEXT, FieldType.ASSIGNEE)  # free text the bot limits (an assignee may be an email)
 CARRIED_LEAD = "Your concern will start from the message you chose: "  # before a quoted message carried along
@@ -140,6 +142,13 @@ def _choices(policy: Policy, f: Field, options: tuple[Option, ...], colleagues: 
     if f.type is FieldType.LEGAL_REFS:
         return tuple((c.code, c.label) for c in current_legal_refs(policy))
     return ()
+
+
+async def school_zone(svc: Services, me: Person) -> ZoneInfo:
+    """The person's school's timezone: a date and time typed without an offset is school time."""
+    async with svc.db.read() as s:
+        school = await s.get(School, me.school_id)
+    return ZoneInfo(school.timezone if school and school.timezone else "Europe/London")
 
 
 def current_legal_refs(policy: Policy) -> list[Code]:

@@ -29,6 +29,15 @@ class CaseDetails:
     record: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Export:
+    """A case's record as a file, for the one person it was made for."""
+
+    case_ref: str
+    filename: str
+    data: bytes
+
+
 def may_see(actor: Person, case: Case) -> bool:
     """DSLs and deputies see their school's cases; staff see cases they raised or were assigned."""
     if actor.school_id != case.school_id:
@@ -82,8 +91,8 @@ async def _acknowledge(s: AsyncSession, svc: Services, actor: Person, case: Case
                             school_id=case.school_id, case_id=case.id, detail={"cancelled": stopped, "by": "opened"})
 
 
-async def export_as_operator(svc: Services, *, case_ref: str) -> CaseDetails:
-    """The record for `consentbot export`, run by whoever runs the server (logged as the CLI)."""
+async def export_as_operator(svc: Services, *, case_ref: str, format: str = "json") -> CaseDetails:  # noqa: A002
+    """The record for `consentbot export`, run by whoever runs the server (logged as the CLI, with the format)."""
     async with svc.db.read() as s:
         case = await repo.case_by_ref(s, case_ref)
         if case is None:
@@ -91,8 +100,29 @@ async def export_as_operator(svc: Services, *, case_ref: str) -> CaseDetails:
         details = await _details(s, svc, case)
     async with svc.db.transaction() as s:
         await append_access(s, action="exported", at=svc.clock(), school_id=case.school_id, case_id=case.id,
-                            detail={"by": "cli"})
+                            detail={"by": "cli", "format": format})
     return details
+
+
+async def export_for(svc: Services, *, actor: Person, case_ref: str, platform: str) -> Export:
+    """The record as a PDF for a DSL or deputy of the case's school, asking from a chat platform: the
+    file goes to them alone. Anyone else is refused, and the attempt logged; the request is logged
+    (action "exported", with the platform and format) before the file is made.
+    """
+    async with refusals_logged(svc), svc.db.read() as s:
+        case = await case_for(s, actor, case_ref)
+        if not actor.is_decider:
+            raise NotAuthorised(f"Only the {svc.policy.role_label('dsl')} or a deputy can download the record of "
+                                f"case {case.ref}. This attempt has been recorded.",
+                                audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
+                                       "detail": {"step": "export", "role": actor.role, "platform": platform}})
+        details = await _details(s, svc, case)
+    async with svc.db.transaction() as s:
+        await append_access(s, action="exported", at=svc.clock(), actor_id=actor.id, school_id=case.school_id,
+                            case_id=case.id, detail={"role": actor.role, "platform": platform, "format": "pdf"})
+    from bot.pdf import render_pdf  # fpdf2 loads only when a PDF is asked for
+
+    return Export(case_ref=case.ref, filename=f"{case.ref}.pdf", data=render_pdf(details.record))
 
 
 async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:
@@ -103,7 +133,8 @@ async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:
     # Everyone who ever acted on the school's cases: a record keeps the names of people who have left.
     staff = await repo.list_staff(s, school_id=case.school_id, include_inactive=True)
     names = {str(p.id): p.display_name for p in staff}
-    meta = {"ref": case.ref, "school": school.name if school else "", "status": case.status}
+    meta = {"ref": case.ref, "school": school.name if school else "", "status": case.status,
+            "timezone": school.timezone if school else None}
     return CaseDetails(view=view_of(case, progress), facts=facts, record=decision_record(svc.policy, meta, facts, names))
 
 

@@ -4,7 +4,10 @@ scripted through a pipe, and prints every notification an action queues.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from bot import cases, outbox, screens, views
 from bot.cases import CaseView, Person, Services
@@ -13,6 +16,7 @@ from bot.policy.model import FieldType
 from bot.screens import Question, Screen
 
 NEW = "new"
+LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d")  # "2026-11-24 08:45": school time
 
 
 class EndOfInput(Exception):
@@ -25,6 +29,7 @@ class Console:
     def __init__(self, svc: Services, stdin: TextIO, stdout: TextIO) -> None:
         self.svc, self.stdin, self.stdout = svc, stdin, stdout
         self.view: CaseView | None = None
+        self.zone = ZoneInfo("Europe/London")  # the school's, once signed in
 
     def say(self, text: str = "") -> None:
         """Print a line."""
@@ -42,6 +47,7 @@ class Console:
         """Sign in, then raise a concern or work on a case. Returns the exit code."""
         me = await cases.identify(self.svc, email=email.strip().lower())
         self.say(f"Signed in as {me.name} ({self.svc.policy.role_label(me.role)}).")
+        self.zone = await screens.school_zone(self.svc, me)
         try:
             ref = case_ref or await self.menu(me)
             if ref is None:
@@ -129,10 +135,16 @@ class Console:
         if q.kind is FieldType.ASSIGNEE:
             return self.ask_assignee(q)
         if q.kind is FieldType.DUE:
-            return self.ask(f"{q.label} (ISO date and time with offset; blank for the policy's default)") or None
+            return self.ask_time(f"{q.label} (date and time, e.g. 2026-11-24 16:00; blank for the policy's default)")
+        if q.kind is FieldType.DATETIME:
+            return self.ask_time(f"{q.label} (date and time, e.g. 2026-11-24 08:45){hint}")
         if q.kind is FieldType.DATE:
             return self.ask(f"{q.label} (a date: YYYY-MM-DD){hint}") or None
         return self.ask(f"{q.label} (up to {q.max_length} characters){hint}") or None
+
+    def ask_time(self, prompt: str) -> str | None:
+        """A date and time: "2026-11-24 08:45" is school time; an ISO time with an offset is kept as typed."""
+        return to_school_time(self.ask(prompt).strip(), self.zone) or None
 
     def ask_codes(self, q: Question) -> list[str]:
         """Ask for reason codes or legal references by number."""
@@ -183,6 +195,16 @@ def render_case_line(c: CaseView) -> str:
     """One line of the menu: reference, urgency, what is waited for."""
     due = f", due {c.due_at.isoformat(timespec='minutes')}" if c.due_at and c.status == "awaiting_outcome" else ""
     return f"{c.ref}{' URGENT' if c.urgent else ''}: {c.step.title if c.step else c.status}{due}"
+
+
+def to_school_time(answer: str, zone: ZoneInfo) -> str:
+    """"2026-11-24 08:45" as an ISO date-time in `zone`; anything else unchanged, for the bot to check."""
+    if not LOCAL_TIME.fullmatch(answer):
+        return answer
+    try:
+        return datetime.fromisoformat(answer.replace(" ", "T")).replace(tzinfo=zone).isoformat()
+    except ValueError:
+        return answer
 
 
 def pick_one(answer: str, values: list[str]) -> str | None:

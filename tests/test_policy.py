@@ -47,13 +47,43 @@ CASES = [
      "          - {value: decline, label: Do not share}\n    next: {by: approve, approve: share, decline: nfa_record}\n",
      "outcome 'end_no_further_action' is reached on the significant-harm branch but is not shared (S2)",
      "  end_no_further_action:"),
-    ("outcome without a required record", "      - key: decision_reasons\n        type: longtext\n        sensitive: true\n"
+    ("outcome without a required record", "      - key: decision_reasons\n        type: longtext\n"
      "        label: Reasons for sharing without consent",
-     "      - key: decision_reasons\n        type: longtext\n        sensitive: true\n        optional: true\n"
+     "      - key: decision_reasons\n        type: longtext\n        optional: true\n"
      "        label: Reasons for sharing without consent",
      "outcome 'end_shared' is reached without recording: decision_reasons", "  end_shared:"),
     ("consent model not a setting value", "  consent_model: seek\n", "  consent_model: maybe\n",
-     "settings.consent_model must be seek or inform", "  consent_model: maybe"),
+     "settings.consent_model must be seek, inform or dsl_choice", "  consent_model: maybe"),
+    ("free text left unencrypted", "  encrypted_field_types: [text, longtext, date, datetime]\n",
+     "  encrypted_field_types: [text, date, datetime]\n",
+     "settings.encrypted_field_types leaves free text unencrypted: add longtext", "  encrypted_field_types:"),
+    ("a type the bot routes on encrypted", "  encrypted_field_types: [text, longtext, date, datetime]\n",
+     "  encrypted_field_types: [text, longtext, choice]\n",
+     "settings.encrypted_field_types: choice cannot be encrypted", "  encrypted_field_types:"),
+    ("an unknown encrypted type", "  encrypted_field_types: [text, longtext, date, datetime]\n",
+     "  encrypted_field_types: [text, longtext, photo]\n",
+     "settings.encrypted_field_types: unknown field type 'photo'", "  encrypted_field_types:"),
+    ("a due time marked sensitive", "        due_hours: urgent_outcome_hours\n",
+     "        due_hours: urgent_outcome_hours\n        sensitive: true\n",
+     "field 'due_at': a due field cannot be sensitive (encrypted)", "      - key: due_at"),
+    ("no_future on a text field", "        label: Child (name or school id)\n",
+     "        label: Child (name or school id)\n        no_future: true\n",
+     "field 'child': no_future belongs on a date or datetime field", "      - key: child"),
+    ("every_path_records names no field", "  every_path_records: [understanding, child_views]\n",
+     "  every_path_records: [understanding, child_voice]\n",
+     "settings.every_path_records: no step asks 'child_voice'", "  every_path_records:"),
+    ("a path without the child's views (G4)",
+     "      - *understanding\n      - *child_views\n      - *review_date\n", "      - *review_date\n",
+     "outcome 'end_no_further_action' is reached without recording: understanding, child_views; every path must "
+     "record understanding, child_views (settings.every_path_records) (e.g. immediate_danger[immediate_danger=no] > "
+     "concern > staff_threshold[staff_threshold=significant_harm] > dsl_threshold[threshold=no_further_action] > "
+     "nfa_record > end_no_further_action)", "  end_no_further_action:"),
+    ("the reasons-given branch without the child's views (G4)",
+     "      - &child_views {key: child_views, type: longtext, label:",
+     "      - &child_views {key: child_views, type: longtext, optional: true, label:",
+     "outcome 'end_shared' is reached without recording: child_views; every path must record child_views "
+     "(settings.every_path_records)",
+     "  end_shared:"),
     ("danger question not first (G1)", "start: immediate_danger\n", "start: concern\n",
      "start 'concern' must be the immediate-danger question", "start: concern"),
     ("danger question unmarked (G1)", "    danger_question: true\n", "", "must be the immediate-danger question",
@@ -81,6 +111,57 @@ def test_a_bad_policy_is_rejected_with_file_line_and_problem(tmp_path: Path, nam
     assert message in text, text
     if line_text:
         assert f"{path}:{line_of(path, line_text)}: " in text, text
+
+
+def test_dsl_choice_needs_its_case_on_the_route(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(SOURCE.replace("  consent_model: seek\n", "  consent_model: dsl_choice\n", 1)
+                    .replace("      dsl_choice: sh_choose_model\n", "", 1))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert (f"{path}:{line_of(path, '  sh_model:')}: step 'sh_model': no next step for ['dsl_choice'] "
+            "(settings.consent_model)") in str(caught.value)
+
+
+def test_without_a_dsl_choice_route_the_choice_step_is_unreachable(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(SOURCE.replace("      dsl_choice: sh_choose_model\n", "", 1))
+    with pytest.raises(PolicyError, match="step 'sh_choose_model' is unreachable from start"):
+        load_policy(path)  # the DSL's choice step is then unused, and the validator says so
+
+
+def test_fields_are_encrypted_by_their_type_and_routing_never_reads_an_encrypted_value() -> None:
+    from bot.policy.model import READ_BY_THE_BOT
+
+    policy = load_policy()
+    fields = {f.key: f for s in policy.steps.values() for f in s.fields}
+    assert policy.settings["encrypted_field_types"] == ["text", "longtext", "date", "datetime"]
+    for key in ("agency_ref", "consulted", "seen_at", "asked_at", "shared_at", "ack_received", "review_date",
+                "child", "child_dob", "child_views"):
+        assert fields[key].sensitive, key
+    assert all(not f.sensitive for f in fields.values() if f.type in READ_BY_THE_BOT)
+    assert not fields["due_at"].sensitive  # the case row's due time and the reminders read it
+
+
+def test_every_path_records_the_childs_views_and_understanding() -> None:
+    import dataclasses
+
+    from bot.policy.validate import SETTING_VALUES, enumerate_paths
+
+    policy = load_policy()
+    assert policy.every_path_records == ("understanding", "child_views")
+    ends = set()
+    for model in SETTING_VALUES["consent_model"]:
+        variant = dataclasses.replace(policy, settings={**policy.settings, "consent_model": model})
+        for answers, progress in enumerate_paths(variant):
+            assert progress.outcome is not None
+            facts = progress.outcome.facts
+            assert facts.get("understanding") and facts.get("child_views"), [a.step for a in answers]
+            ends.add((model, progress.outcome.code, bool(facts.get("reasons_not_to_ask")),
+                      facts.get("immediate_danger")))
+    assert ("seek", "no_further_action", False, "no") in ends  # no referral: the child's views still recorded
+    assert ("seek", "shared", True, "yes") in ends  # immediate danger, parents not asked
+    assert ("dsl_choice", "shared", False, "no") in ends
 
 
 def test_a_requirement_id_left_uncovered_is_named(tmp_path: Path) -> None:

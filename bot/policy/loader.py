@@ -103,11 +103,18 @@ class _Builder:
             self.fail(_line(raw), f"{where}: a choice needs options")
         return Field(
             key=str(raw["key"]), type=ftype, label=str(raw.get("label", raw["key"])),
-            sensitive=bool(raw.get("sensitive", False)), optional=bool(raw.get("optional", False)),
+            sensitive=bool(raw.get("sensitive", False)) or ftype.value in self.encrypted_types(),
+            optional=bool(raw.get("optional", False)),
             options=options, due_hours=raw.get("due_hours"), required_if_any=raw.get("required_if_any"),
             sets_urgency=bool(raw.get("sets_urgency", False)), roles=tuple(str(r) for r in raw.get("roles") or ()),
+            no_future=bool(raw.get("no_future", False)), reminds=bool(raw.get("reminds", False)),
             ids=self.ids(raw, where), line=_line(raw),
         )
+
+    def encrypted_types(self) -> frozenset[str]:
+        """The field types the policy stores encrypted (settings.encrypted_field_types)."""
+        listed = self.settings.get("encrypted_field_types") or ()
+        return frozenset(str(t) for t in listed) if isinstance(listed, list) else frozenset()
 
     def next_of(self, raw: Any, where: str) -> str | Switch | None:
         if raw is None or isinstance(raw, str):

@@ -30,8 +30,16 @@ class FieldType(StrEnum):
     REASONS = "reasons"  # several of the policy's reason codes (may be none)
     LEGAL_REFS = "legal_refs"  # one or more of the policy's current legal references
     ASSIGNEE = "assignee"  # a member of staff of the same school (their id)
-    DUE = "due"  # an ISO 8601 date-time with an offset
-    DATE = "date"  # a calendar date, YYYY-MM-DD (a review date reminds the DSL on that day)
+    DUE = "due"  # an ISO 8601 date-time with an offset (a deadline: read by reminders, so never encrypted)
+    DATE = "date"  # a calendar date, YYYY-MM-DD
+    DATETIME = "datetime"  # when something happened: an ISO 8601 date-time with an offset
+
+
+# Types the bot itself reads to route a case, project it or schedule its reminders: a value of
+# one of these is never encrypted (the validator refuses a policy that asks for it).
+READ_BY_THE_BOT = frozenset({FieldType.CHOICE, FieldType.REASONS, FieldType.LEGAL_REFS, FieldType.ASSIGNEE,
+                             FieldType.DUE})
+FREE_TEXT = frozenset({FieldType.TEXT, FieldType.LONGTEXT})  # always encrypted (the validator insists)
 
 
 class StepKind(StrEnum):
@@ -63,13 +71,15 @@ class Field:
     key: str
     type: FieldType
     label: str
-    sensitive: bool = False
+    sensitive: bool = False  # stored encrypted: its type is in settings.encrypted_field_types, or it says so
     optional: bool = False
     options: tuple[Option, ...] = ()
     due_hours: str | None = None
     required_if_any: str | None = None
     sets_urgency: bool = False  # the chosen option's `urgent` replaces the case's urgency (the DSL's view)
     roles: tuple[str, ...] = ()  # an assignee field: the roles that may be assigned (default ASSIGNABLE)
+    no_future: bool = False  # a date or date-time of something that has happened (a birth, an event)
+    reminds: bool = False  # a date the DSL is reminded of on that day (the review date)
     ids: tuple[str, ...] = ()
     line: int = 0
 
@@ -159,8 +169,13 @@ class Policy:
 
     @property
     def consent_model(self) -> str:
-        """`seek` or `inform` on the significant-harm branch (G2)."""
+        """`seek`, `inform` or `dsl_choice` (the DSL picks per case) on the significant-harm branch (G2)."""
         return str(self.settings["consent_model"])
+
+    @property
+    def every_path_records(self) -> tuple[str, ...]:
+        """Facts every path to an outcome must record (e.g. the child's views, G4)."""
+        return tuple(str(k) for k in self.settings.get("every_path_records") or ())
 
     def role_label(self, role: str) -> str:
         """The school's name for a role (Wales: Designated Safeguarding Person...)."""

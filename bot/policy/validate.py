@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +23,22 @@ from bot.checklist import (
     validate_answer,
 )
 from bot.policy.loader import covered_ids
-from bot.policy.model import RESERVED_KEYS, Actor, Field, FieldType, Policy, Step, StepKind, Switch
+from bot.policy.model import (
+    FREE_TEXT,
+    READ_BY_THE_BOT,
+    RESERVED_KEYS,
+    Actor,
+    Field,
+    FieldType,
+    Policy,
+    Step,
+    StepKind,
+    Switch,
+)
 from bot.policy.requirements import CONTEXT_FACTS, REQUIREMENT_IDS, required_records
 
 Problems = list[tuple[int, str]]
-SETTING_VALUES = {"consent_model": ("seek", "inform")}
+SETTING_VALUES = {"consent_model": ("seek", "inform", "dsl_choice")}
 KNOWN_ROLES = frozenset({"staff", "dsl", "deputy", "admin"})
 FIELD_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a form input's id on every platform
 MAX_VISITS = 2  # a step may repeat once on a path; longer loops add no new outcomes
@@ -72,7 +83,10 @@ def _danger_first_problems(policy: Policy, line: int) -> Problems:
 def _settings_problems(policy: Policy, lines: dict[str, int]) -> Problems:
     s, problems = policy.settings, []
     if s.get("consent_model") not in SETTING_VALUES["consent_model"]:
-        problems.append((lines.get("consent_model", lines["settings"]), "settings.consent_model must be seek or inform"))
+        problems.append((lines.get("consent_model", lines["settings"]),
+                         "settings.consent_model must be seek, inform or dsl_choice"))
+    problems += _encryption_problems(policy, lines.get("encrypted_field_types", lines["settings"]))
+    problems += _every_path_problems(policy, lines.get("every_path_records", lines["settings"]))
     labels = s.get("role_labels") or {}
     for role in ("dsl", "deputy", "staff"):
         if role not in labels:
@@ -82,6 +96,33 @@ def _settings_problems(policy: Policy, lines: dict[str, int]) -> Problems:
             line = lines.get("due_times", lines["settings"])
             problems.append((line, f"settings.due_times.{name} must be a positive number"))
     return problems
+
+
+def _encryption_problems(policy: Policy, line: int) -> Problems:
+    """Free text may identify a child, a family or an agency's case: it is always encrypted. What
+    the bot reads to route, project or schedule a case (choices, codes, the assignee, a due time)
+    never is, so an encrypted value can never decide where a case goes.
+    """
+    listed = policy.settings.get("encrypted_field_types")
+    if not isinstance(listed, list):
+        return [(line, "settings.encrypted_field_types must list the field types stored encrypted "
+                       "(at least text and longtext)")]
+    known = {t.value for t in FieldType}
+    problems = [(line, f"settings.encrypted_field_types: unknown field type {t!r}") for t in listed if t not in known]
+    if missing := sorted(t.value for t in FREE_TEXT if t.value not in listed):
+        problems.append((line, f"settings.encrypted_field_types leaves free text unencrypted: add {', '.join(missing)}"))
+    if read := sorted(t.value for t in READ_BY_THE_BOT if t.value in listed):
+        problems.append((line, f"settings.encrypted_field_types: {', '.join(read)} cannot be encrypted "
+                               "(the bot reads them to route the case and schedule its reminders)"))
+    return problems
+
+
+def _every_path_problems(policy: Policy, line: int) -> Problems:
+    listed = policy.settings.get("every_path_records", [])
+    if not isinstance(listed, list):
+        return [(line, "settings.every_path_records must be a list of field keys")]
+    keys = {f.key for s in policy.steps.values() for f in s.fields}
+    return [(line, f"settings.every_path_records: no step asks {k!r}") for k in listed if k not in keys]
 
 
 def _step_problems(policy: Policy, step: Step) -> Problems:
@@ -105,9 +146,11 @@ def _step_problems(policy: Policy, step: Step) -> Problems:
 def _switch_problems(policy: Policy, step: Step, switch: Switch) -> Problems:
     where = f"step {step.id!r}"
     if step.kind is StepKind.ROUTE:
-        expected = set(SETTING_VALUES.get(switch.by, ()))
-        if not expected:
+        known = set(SETTING_VALUES.get(switch.by, ()))
+        if not known:
             return [(step.line, f"{where}: cannot route on setting {switch.by!r}")]
+        # A route needs a case for the policy's own setting; cases for the other values may stay.
+        expected = {str(policy.settings.get(switch.by))} | (set(switch.cases) & known)
     else:
         f = step.field(switch.by)
         if f is None or f.type not in (FieldType.CHOICE, FieldType.REASONS):
@@ -117,7 +160,8 @@ def _switch_problems(policy: Policy, step: Step, switch: Switch) -> Problems:
         expected = {o.value for o in f.options} if f.type is FieldType.CHOICE else {"any", "none"}
     problems = []
     if missing := expected - set(switch.cases):
-        problems.append((step.line, f"{where}: no next step for {sorted(missing)}"))
+        setting = f" (settings.{switch.by})" if step.kind is StepKind.ROUTE else ""
+        problems.append((step.line, f"{where}: no next step for {sorted(missing)}{setting}"))
     if extra := set(switch.cases) - expected:
         problems.append((step.line, f"{where}: next names values that cannot occur: {sorted(extra)}"))
     return problems
@@ -134,6 +178,7 @@ def _field_problems(policy: Policy, step: Step, f: Field) -> Problems:
     if f.roles and (f.type is not FieldType.ASSIGNEE or not set(f.roles) <= KNOWN_ROLES):
         problems.append((f.line, f"{where}: roles belong on an assignee field and must be among "
                                  f"{', '.join(sorted(KNOWN_ROLES))}"))
+    problems += _type_problems(f, where)
     if f.required_if_any and step.field(f.required_if_any) is None:
         problems.append((f.line, f"{where}: required_if_any names no field of this step"))
     for o in f.options:
@@ -143,6 +188,19 @@ def _field_problems(policy: Policy, step: Step, f: Field) -> Problems:
     twins = {g.sensitive for s in policy.steps.values() for g in s.fields if g.key == f.key}
     if len(twins) > 1:
         problems.append((f.line, f"{where}: sensitive in one step and not in another"))
+    return problems
+
+
+def _type_problems(f: Field, where: str) -> Problems:
+    """What a field of this type may say: never encrypted if the bot reads it; dates may be past-only or remind."""
+    problems = []
+    if f.sensitive and f.type in READ_BY_THE_BOT:
+        problems.append((f.line, f"{where}: a {f.type} field cannot be sensitive (encrypted): the bot reads it "
+                                 "to route the case or schedule its reminders"))
+    if f.no_future and f.type not in (FieldType.DATE, FieldType.DATETIME):
+        problems.append((f.line, f"{where}: no_future belongs on a date or datetime field"))
+    if f.reminds and f.type is not FieldType.DATE:
+        problems.append((f.line, f"{where}: reminds belongs on a date field"))
     return problems
 
 
@@ -173,13 +231,20 @@ def _path_problems(policy: Policy) -> Problems:
     and the shortest example path found (see PathState: polynomial in the policy's size).
     """
     found: dict[tuple[int, str], str] = {}
-    for model in SETTING_VALUES["consent_model"]:
+    for model in _models(policy):
         variant = dataclasses.replace(policy, settings={**policy.settings, "consent_model": model})
         for state, recorded in _outcome_states(variant).items():
             for (line, problem), missing in _state_problems(variant, state, recorded):
                 if (line, problem) not in found:
                     found[(line, problem)] = _example(variant, state, missing)
     return [(line, f"{problem} (e.g. {example})") for (line, problem), example in found.items()]
+
+
+def _models(policy: Policy) -> list[str]:
+    """The consent models every route on the setting has a case for: a school may switch between them."""
+    routes = [s.next.cases for s in policy.steps.values()
+              if s.kind is StepKind.ROUTE and isinstance(s.next, Switch) and s.next.by == "consent_model"]
+    return [m for m in SETTING_VALUES["consent_model"] if all(m in cases for cases in routes)]
 
 
 @dataclass(frozen=True)
@@ -250,14 +315,23 @@ def _state_problems(policy: Policy, state: PathState, recorded: frozenset[str]) 
     end = policy.steps[state.step]
     facts: dict[str, Any] = {k: "recorded" for k in recorded}
     facts.update({k: ([v] if v == "any" else []) if v in ("any", "none") else v for k, v in state.context})
-    missing = [k for k in required_records(str(end.end), facts) if k not in recorded]
+    required = dict.fromkeys((*required_records(str(end.end), facts), *policy.every_path_records))
+    missing = [k for k in required if k not in recorded]
     where = f"outcome {end.id!r}"
     problems: list[tuple[tuple[int, str], str | None]] = []
     if missing:
-        problems.append(((end.line, f"{where} is reached without recording: {', '.join(missing)}"), missing[0]))
+        problems.append(((end.line, _unrecorded(policy, where, missing)), missing[0]))
     if not end.shared and state.significant_harm:
         problems.append(((end.line, f"{where} is reached on the significant-harm branch but is not shared (S2)"), None))
     return problems
+
+
+def _unrecorded(policy: Policy, where: str, missing: Sequence[str]) -> str:
+    """"outcome X is reached without recording: a, b", naming the setting that asks for any of them on every path."""
+    text = f"{where} is reached without recording: {', '.join(missing)}"
+    if every := [k for k in missing if k in policy.every_path_records]:
+        text += f"; every path must record {', '.join(every)} (settings.every_path_records)"
+    return text
 
 
 def _example(policy: Policy, target: PathState, missing: str | None) -> str:
@@ -289,7 +363,7 @@ def _outcome_problems(policy: Policy, progress: Progress, significant_harm: bool
     where = f"outcome {outcome.step.id!r}"
     problems = []
     if outcome.missing:
-        problems.append((outcome.step.line, f"{where} is reached without recording: {', '.join(outcome.missing)}"))
+        problems.append((outcome.step.line, _unrecorded(policy, where, outcome.missing)))
     if not outcome.shared and significant_harm:
         problems.append((outcome.step.line, f"{where} is reached on the significant-harm branch but is not shared (S2)"))
     return problems
@@ -371,5 +445,7 @@ def _sample_values(policy: Policy, f: Field, facts: Any) -> list[Any]:
     if f.type is FieldType.DUE:
         return ["2030-01-01T09:00:00+00:00"]
     if f.type is FieldType.DATE:
-        return ["2030-01-01"]
+        return ["2020-01-01" if f.no_future else "2030-01-01"]
+    if f.type is FieldType.DATETIME:
+        return ["2020-01-01T09:00:00+00:00"]
     return ["recorded"]

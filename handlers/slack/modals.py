@@ -114,7 +114,7 @@ def _element(q: Question) -> dict[str, Any]:
         return _single(q.choices)
     if q.kind is FieldType.ASSIGNEE:
         return _single(q.choices, placeholder="Choose a member of staff")
-    if q.kind is FieldType.DUE:
+    if q.kind in (FieldType.DUE, FieldType.DATETIME):
         return {"type": "datetimepicker"}
     if q.kind is FieldType.DATE:
         return {"type": "datepicker"}

@@ -5,8 +5,8 @@ notification card. Only elements Teams mobile renders are used (TextBlock, Conta
 Input.Text, Input.ChoiceSet, Input.Date, Input.Time, action buttons), schema version 1.5
 (https://learn.microsoft.com/microsoftteams/platform/task-modules-and-cards/cards/cards-reference).
 Every input's id is its question's key, so Teams merges the answers into the action's data
-under those keys (parse.parse_reply); a due date and time is two inputs, `key.date` and
-`key.time`. The action data carries the step, the case reference, the version, a nonce and
+under those keys (parse.parse_reply); a date and time (a due time, when something happened)
+is two inputs, `key.date` and `key.time`. The action data carries the step, the case reference, the version, a nonce and
 (in a dialog) the quoted message only: never answers.
 """
 
@@ -37,6 +37,7 @@ BUTTONS = {Kind.DECISION_NEEDED: "Open and decide", Kind.URGENT_ALERT: "Open cas
            Kind.ACTION_ASSIGNED: "Record outcome", Kind.REMINDER: "Open case", Kind.ESCALATION: "Open case",
            Kind.DRAFT_WAITING: "Open case"}
 MULTI = (FieldType.REASONS, FieldType.LEGAL_REFS)
+TIMES = (FieldType.DUE, FieldType.DATETIME)  # a date picker and a time picker, `key.date` and `key.time`
 
 
 def render_card(screen: Screen, *, submit: Literal["execute", "dialog"], nonce: str, error: FieldError | None = None,
@@ -169,8 +170,8 @@ def _error(error: FieldError) -> Element:
 
 
 def _inputs(q: Question, prefill: Mapping[str, str]) -> list[Element]:
-    """The input(s) asking `q`: a due date and time is a date picker and a time picker."""
-    if q.kind is FieldType.DUE:
+    """The input(s) asking `q`: a date and time is a date picker and a time picker."""
+    if q.kind in TIMES:
         date_id, time_id = f"{q.key}.date", f"{q.key}.time"
         return [_input("Input.Date", date_id, f"{q.label} (date)", q, prefill.get(date_id)),
                 _input("Input.Time", time_id, f"{q.label} (time)", q, prefill.get(time_id))]
@@ -215,7 +216,7 @@ def _choice_set(input_id: str, label: str, pairs: Sequence[tuple[str, str]], *, 
 
 def _prefill(q: Question, values: Mapping[str, Any]) -> dict[str, str]:
     """What each input of `q` shows: what the person sent (raw or parsed), else the question's initial value."""
-    if q.kind is FieldType.DUE:
+    if q.kind in TIMES:
         sent = {k: values[k] for k in (f"{q.key}.date", f"{q.key}.time") if isinstance(values.get(k), str)}
         return sent or _due_parts(q.key, values.get(q.key, q.initial))
     raw = values[q.key] if q.key in values else q.initial

@@ -100,6 +100,8 @@ def _values(fields: tuple[Field, ...], data: Mapping[str, Any], end_of_day: str 
     for f in fields:
         if f.type is FieldType.DUE:
             value: Any = _due(data.get(f"{f.key}.date"), data.get(f"{f.key}.time"), end_of_day)
+        elif f.type is FieldType.DATETIME:  # when something happened: a date alone is not enough
+            value = _due(data.get(f"{f.key}.date"), data.get(f"{f.key}.time"), None)
         elif f.type in MULTI:
             value = _multi(data.get(f.key))
         else:
@@ -114,17 +116,18 @@ def _multi(raw: Any) -> list[str]:
     return [item.strip() for item in items if isinstance(item, str) and item.strip()]
 
 
-def _due(day: Any, at: Any, end_of_day: str) -> str | None:
+def _due(day: Any, at: Any, end_of_day: str | None) -> str | None:
     """A date picker's "2026-12-08" and a time picker's "14:30" as an ISO date-time in school time
     (+00:00 in winter, +01:00 in summer). A date alone: by the end of that working day (the
-    policy's working_end), never dropped. Neither: missing, and the bot applies the policy's due
-    time when the field allows it. Unreadable: the text as sent, so the bot's check explains it.
+    policy's working_end), never dropped; with no `end_of_day` (a time something happened), the
+    date as sent, which the bot refuses as incomplete. Neither: missing, and the bot applies the
+    policy's due time when the field allows it. Unreadable: the text as sent, so the bot's check explains it.
     """
     day = day.strip() if isinstance(day, str) else ""
     at = at.strip() if isinstance(at, str) else ""
     if not day and not at:
         return None
-    at = at or end_of_day
+    at = at or end_of_day or ""
     try:
         return datetime.combine(date.fromisoformat(day), time.fromisoformat(at), tzinfo=ZONE).isoformat()
     except ValueError:
