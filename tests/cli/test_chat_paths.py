@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 
+from bot.policy.loader import load_policy
+from bot.readable import code_values
 from tests.cli.harness import Bot, case_ref, setup_school
 
 TEACHER, DSL = "tina@oak.sch.uk", "dee@oak.sch.uk"
 CHILD = "Zebedee Canary-Quill"
 ANY = object()  # a timestamp or other value the test does not fix
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
+POLICY_CODES = code_values(load_policy())  # every code the policy labels, with its label
 
 
 def raise_concern(bot: Bot, *, danger: bool, threshold: str) -> str:
@@ -34,46 +37,109 @@ FOLLOW_UP = ["2026-11-25", "Strategy discussion held; s47 enquiry", "2026-12-08"
 CONSENT = ["Mother (Jane)", "2", "2026-11-24 12:00"]
 
 
+class Like:
+    """A value matching a pattern (times the test does not fix, but whose form it does)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = re.compile(pattern)
+
+    def __repr__(self) -> str:
+        return f"Like({self.pattern.pattern!r})"
+
+
+HUMAN_TIME = Like(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d$")
+WHEN = {"iso": Like(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$"), "label": HUMAN_TIME}
+
+
 def check(record: dict[str, Any], expected: dict[str, Any], path: str = "") -> None:
-    """Every field of `record` equals `expected` (ANY for times); no field unexpected or missing."""
+    """Every field of `record` equals `expected` (ANY for times); no field unexpected or missing;
+    and (at the top) nothing a person reads is a code the policy labels, a raw time, or an id.
+    """
+    if not path:
+        assert_readable(record)
     assert set(record) == set(expected), f"{path}: fields differ: {set(record) ^ set(expected)}"
     for key, want in expected.items():
         got, where = record[key], f"{path}.{key}"
         if want is ANY:
             assert got not in (None, ""), f"{where} should be recorded"
+        elif isinstance(want, Like):
+            assert isinstance(got, str) and want.pattern.match(got), f"{where}: {got!r} is not {want!r}"
         elif isinstance(want, dict) and isinstance(got, dict):
             check(got, want, where)
         else:
             assert got == want, f"{where}: {got!r} != {want!r}"
 
 
+def assert_readable(value: Any, where: str = "", key: str = "") -> None:
+    """No code where the policy has a label (a code rides beside its label, under "code"), no ISO
+    time outside "iso", no bare id: every field a person reads is words.
+    """
+    if isinstance(value, dict):
+        if "code" in value:
+            assert set(value) == {"code", "label"} and value["label"] != value["code"], f"{where}: {value}"
+        for k, v in value.items():
+            assert_readable(v, f"{where}.{k}", k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            assert_readable(v, f"{where}[{i}]", key)
+    elif isinstance(value, str) and key not in ("code", "iso", "sha256", "fact"):
+        assert value not in POLICY_CODES, f"{where}: {value!r} is a code; the policy labels it {POLICY_CODES[value]!r}"
+        assert not ISO.match(value), f"{where}: {value!r} is a raw time"
+    else:
+        assert not isinstance(value, int | float) or isinstance(value, bool), f"{where}: {value!r} is a bare number"
+
+
+def code(value: str, label: str) -> dict[str, str]:
+    return {"code": value, "label": label}
+
+
+def at(label: str) -> dict[str, Any]:
+    """A time the test fixes, as the school's clock shows it."""
+    return {"iso": ANY, "label": label}
+
+
+def on(iso: str, label: str) -> dict[str, str]:
+    return {"iso": iso, "label": label}
+
+
 def signed(name: str) -> dict[str, Any]:
-    return {"by": name, "at": ANY, "platform": "console"}
+    return {"by": name, "at": WHEN, "platform": "Terminal"}
+
+
+SH = code("significant_harm", "The child is suffering, or at risk of suffering, significant harm")
+SH_CONFIRMED = code("significant_harm", "Significant harm, or risk of it (must be shared)")
+SEEK = code("seek", "Seek the parents' consent")
+INFORM_LABEL = "Inform the parents"
+PHONE = code("phone", "Phone")
 
 
 def base_record(ref: str, **over: Any) -> dict[str, Any]:
     """The record fields every path shares, with `over` replacing some."""
     record: dict[str, Any] = {
-        "case_ref": ref, "school": "oak", "status": "closed", "outcome": "shared",
-        "policy": {"id": "england", "version": "2026.1", "sha256": ANY},
-        "child": CHILD, "concern": "Bruise on arm; said 'dad did it'", "seen_at": "2026-11-24 08:45",
-        "raised": signed("Tina Teacher"), "immediate_danger": False, "emergency_contact": None,
-        "threshold": {"staff_view": "significant_harm", "confirmed": "significant_harm",
-                      "decided": signed("Dee DSL"), "consulted": None},
-        "consent_model": "seek", "assigned": {"to": None, "due_at": None, "by": None},
+        "case_ref": ref, "school": "oak", "timezone": "Europe/London", "status": code("closed", "Closed"),
+        "outcome": code("shared", "Shared, recorded and followed up"),
+        "policy": {"id": "england", "version": ANY, "sha256": ANY},
+        "child": CHILD, "child_dob": None, "year_group": None, "understanding": None, "child_views": None,
+        "concern": "Bruise on arm; said 'dad did it'", "seen_at": at("Tue 24 Nov 2026, 08:45"),
+        "raised": signed("Tina Teacher"), "immediate_danger": code("no", "No"), "emergency_contact": None,
+        "threshold": {"staff_view": SH, "confirmed": SH_CONFIRMED, "decided": signed("Dee DSL"), "consulted": None},
+        "consent_model": SEEK, "model_chosen": None, "assigned": {"to": None, "due_at": None, "by": None},
         "consent": {"asked_who": None, "asked_how": None, "asked_at": None, "asked": None, "outcome": None,
-                    "parent_views": None, "child_views": None},
+                    "parent_views": None},
         "reasons_not_to_ask": [], "reasons_text": None, "reasons_decided": signed("Dee DSL"), "not_shared": None,
-        "decision": {"decision": "share", "reasons": None, "necessity": "Risk of significant harm", "approval": None},
+        "decision": {"decision": code("share", "Shared in full"), "reasons": None,
+                     "necessity": "Risk of significant harm", "approval": None},
         "legal_references": [
-            {"code": "gdpr_6_1_e", "label": "UK GDPR Art 6(1)(e) public task"},
-            {"code": "gdpr_9_2_g_dpa_sch1_18", "label": "UK GDPR Art 9(2)(g), DPA 2018 s10 and Sch 1 Pt 2 para 18 "
-                                                       "(safeguarding of children and of individuals at risk)"}],
+            code("gdpr_6_1_e", "UK GDPR Art 6(1)(e) public task"),
+            code("gdpr_9_2_g_dpa_sch1_18", "UK GDPR Art 9(2)(g), DPA 2018 s10 and Sch 1 Pt 2 para 18 "
+                                           "(safeguarding of children and of individuals at risk)")],
         "legal_disclaimer": "Legal references are shown for reference only. They are not legal advice.",
-        "shared": {"with": "childrens_social_care", "agency_ref": "CSC-4471", "at": "2026-11-24 15:00",
-                   "how": "referral_form", "what": "Concern summary and attendance", "recorded": signed("Dee DSL")},
-        "follow_up": {"ack_received": "2026-11-25", "referral_outcome": "Strategy discussion held; s47 enquiry",
-                      "review_date": "2026-12-08", "recorded": signed("Dee DSL")},
+        "shared": {"with": code("childrens_social_care", "Children's social care"), "agency_ref": "CSC-4471",
+                   "at": at("Tue 24 Nov 2026, 15:00"), "how": code("referral_form", "Referral form or portal"),
+                   "what": "Concern summary and attendance", "recorded": signed("Dee DSL")},
+        "follow_up": {"ack_received": on("2026-11-25", "Wed 25 Nov 2026"),
+                      "referral_outcome": "Strategy discussion held; s47 enquiry",
+                      "review_date": on("2026-12-08", "Tue 8 Dec 2026"), "recorded": signed("Dee DSL")},
         "missing": [], "referral_form": ANY, "signatures": ANY,
     }
     for key, value in over.items():
@@ -112,10 +178,9 @@ def test_immediate_danger_is_shared_without_asking(bot: Bot) -> None:
                    "Police already involved; delay unsafe", "1", *SHARE, *FOLLOW_UP)
     assert "2) Early help" not in dsl.split("== Confirm the threshold ==")[1].split("==")[0]  # ruled out by danger
     check(bot.export(ref), base_record(
-        ref, immediate_danger=True, emergency_contact="police_999", consent_model=None,
-        threshold={"consulted": "Police duty officer"},
-        reasons_not_to_ask=[{"code": "undue_delay", "label": "Asking would lead to an unjustifiable delay in "
-                                                              "making enquiries"}],
+        ref, immediate_danger=code("yes", "Yes"), emergency_contact=code("police_999", "Police (999)"),
+        consent_model=None, threshold={"consulted": "Police duty officer"},
+        reasons_not_to_ask=[code("undue_delay", "Asking would lead to an unjustifiable delay in making enquiries")],
         reasons_text="Waiting would leave her at risk tonight",
         decision={"reasons": "Police already involved; delay unsafe", "approval": signed("Dee DSL")}))
 
@@ -128,15 +193,19 @@ def test_significant_harm_with_reason_not_to_ask_is_shared_without_consent(bot: 
     check(record, base_record(
         ref, consent_model=None, reasons_text="Father may harm mother if told",
         reasons_not_to_ask=[
-            {"code": "risk_of_harm", "label": "Asking would place a person (the child, a family member or another "
-                                              "person) at increased risk of harm"},
-            {"code": "prejudice_crime", "label": "Asking would prejudice the prevention, detection or prosecution "
-                                                 "of a serious crime"}],
+            code("risk_of_harm", "Asking would place a person (the child, a family member or another person) at "
+                                 "increased risk of harm"),
+            code("prejudice_crime", "Asking would prejudice the prevention, detection or prosecution of a serious "
+                                    "crime")],
         decision={"reasons": "Telling parents unsafe", "approval": signed("Dee DSL")}))
-    form = record["referral_form"]
-    assert form["Have parents / carers been asked or told?"] == "no"
+    form = record["referral_form"]["fields"]
+    assert form["Have parents / carers been asked or told?"] == "No"
     assert form["Reasons for sharing without consent"] == "Telling parents unsafe"
-    assert form["Approved by (DSL)"].startswith("Dee DSL at ")
+    assert HUMAN_TIME.pattern.search(form["Approved by (DSL)"].split(", ", 1)[1].removesuffix(" (Terminal)"))
+    assert record["referral_form"]["text"].startswith(
+        "The parents were not asked or told because: asking would place a person (the child, a family member or "
+        "another person) at increased risk of harm; asking would prejudice the prevention, detection or "
+        "prosecution of a serious crime. Details: Father may harm mother if told.")
 
 
 def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_each_database: Bot) -> None:
@@ -150,11 +219,16 @@ def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_eac
     record = bot.export(ref)
     check(record, base_record(
         ref, assigned={"to": "Tina Teacher", "due_at": ANY, "by": signed("Dee DSL")},
-        consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
-                 "asked": signed("Tina Teacher"), "outcome": "refused", "parent_views": "Angry; refuses",
-                 "child_views": "Wants Gran told"},
+        consent={"asked_who": "Mother (Jane)", "asked_how": PHONE, "asked_at": at("Tue 24 Nov 2026, 12:00"),
+                 "asked": signed("Tina Teacher"), "outcome": code("refused", "Consent refused"),
+                 "parent_views": "Angry; refuses"}, child_views="Wants Gran told",
         decision={"reasons": "Duty to refer overrides refusal", "approval": signed("Dee DSL")}))
-    assert record["referral_form"]["Their response"] == "refused"
+    assert record["referral_form"]["fields"]["Their response"] == "Consent refused"
+    assert record["referral_form"]["text"].startswith(
+        "Mother (Jane) was asked for consent by phone on Tue 24 Nov 2026, 12:00 by Tina Teacher. "
+        "Their response: Consent refused. Parent's views: Angry; refuses.")
+    assert "Sharing without consent was approved by Dee DSL (Designated Safeguarding Lead) on " \
+        in record["referral_form"]["text"]
 
 
 def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> None:
@@ -168,12 +242,12 @@ def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> No
     bot.chat(TEACHER, "2", *CONSENT, "1", "", "Understands; agrees")
     bot.chat(DSL, "2", *SHARE, *FOLLOW_UP)
     check(bot.export(ref), base_record(
-        ref, consent_model="inform", assigned={"to": "Tina Teacher", "due_at": "2026-11-24T16:00:00+00:00",
-                                               "by": signed("Dee DSL")},
-        policy={"id": "england", "version": "2026.1", "sha256": ANY},
-        consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
-                 "asked": signed("Tina Teacher"), "outcome": "informed_no_objection", "parent_views": None,
-                 "child_views": "Understands; agrees"}))
+        ref, consent_model=code("inform", INFORM_LABEL),
+        assigned={"to": "Tina Teacher", "due_at": on("2026-11-24T16:00:00+00:00", "Tue 24 Nov 2026, 16:00"),
+                  "by": signed("Dee DSL")},
+        consent={"asked_who": "Mother (Jane)", "asked_how": PHONE, "asked_at": at("Tue 24 Nov 2026, 12:00"),
+                 "asked": signed("Tina Teacher"), "outcome": code("informed_no_objection", "Informed, no objection"),
+                 "parent_views": None}, child_views="Understands; agrees"))
 
 
 def test_early_help_refused_is_not_shared_and_the_decision_recorded(bot_on_each_database: Bot) -> None:
@@ -184,17 +258,21 @@ def test_early_help_refused_is_not_shared_and_the_decision_recorded(bot_on_each_
     closed = bot.chat(DSL, "2", "Refusal respected; below threshold; weekly check-ins", "2026-12-15")
     assert "is closed: not_shared" in closed
     check(bot.export(ref), base_record(
-        ref, outcome="not_shared", threshold={"staff_view": "early_help", "confirmed": "early_help",
-                                              "consulted": "Pastoral lead"},
+        ref, outcome=code("not_shared", "Not shared (agreement refused); monitoring"),
+        threshold={"staff_view": code("early_help", "Below that threshold (early help or support)"),
+                   "confirmed": code("early_help", "Early help or s17 support (share with agreement)"),
+                   "consulted": "Pastoral lead"},
         assigned={"to": "Tina Teacher", "due_at": ANY, "by": signed("Dee DSL")}, legal_references=[],
         reasons_decided=None, not_shared=signed("Dee DSL"),
-        consent={"asked_who": "Mother (Jane)", "asked_how": "phone", "asked_at": "2026-11-24 12:00",
-                 "asked": signed("Tina Teacher"), "outcome": "refused", "parent_views": "Prefers to manage at home",
-                 "child_views": "Child agrees with mum"},
-        decision={"decision": "not_share", "reasons": "Refusal respected; below threshold; weekly check-ins",
+        consent={"asked_who": "Mother (Jane)", "asked_how": PHONE, "asked_at": at("Tue 24 Nov 2026, 12:00"),
+                 "asked": signed("Tina Teacher"), "outcome": code("refused", "Agreement refused"),
+                 "parent_views": "Prefers to manage at home"}, child_views="Child agrees with mum",
+        decision={"decision": code("not_share", "Not shared"),
+                  "reasons": "Refusal respected; below threshold; weekly check-ins",
                   "necessity": None},
         shared={"with": None, "agency_ref": None, "at": None, "how": None, "what": None, "recorded": None},
-        follow_up={"ack_received": None, "referral_outcome": None, "review_date": "2026-12-15", "recorded": None}))
+        follow_up={"ack_received": None, "referral_outcome": None, "review_date": on("2026-12-15", "Tue 15 Dec 2026"),
+                   "recorded": None}))
     signatures = [(s["step"], s["by"]) for s in bot.export(ref)["signatures"]]
     assert signatures == [("Raise a concern", "Tina Teacher"), ("Confirm the threshold", "Dee DSL"),
                           ("Assign who asks the parents for agreement", "Dee DSL"),
@@ -208,8 +286,9 @@ def test_export_as_csv_holds_the_same_fields(bot: Bot) -> None:
     rows = dict(csv.reader(io.StringIO(bot.run("export", ref, "--format", "csv").stdout)))
     assert rows["child"] == CHILD
     assert rows["shared.agency_ref"] == "CSC-4471"
-    assert rows["referral_form.Approved by (DSL)"].startswith("Dee DSL at ")
-    assert ISO.match(rows["decision.approval.at"])
+    assert rows["referral_form.fields.Approved by (DSL)"].startswith("Dee DSL, ")
+    assert rows["consent.outcome"] == "" and rows["threshold.confirmed"] == SH_CONFIRMED["label"]  # words, not codes
+    assert HUMAN_TIME.pattern.match(rows["decision.approval.at"])  # the school's time, as people read it
 
 
 def test_with_no_dsl_reachable_the_terminal_gives_the_fallback_contacts_not_alerted(sqlite_url: str,

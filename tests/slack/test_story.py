@@ -109,15 +109,15 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
 
     record = (await export_as_operator(slack.svc, case_ref=ref)).record
     assert record["child"] == CHILD and record["concern"] == WORDS
-    assert record["threshold"]["confirmed"] == "significant_harm" and record["threshold"]["decided"]["by"] == "Dee DSL"
+    assert record["threshold"]["confirmed"]["code"] == "significant_harm" and record["threshold"]["decided"]["by"] == "Dee DSL"
     assert record["assigned"]["to"] == "Sam Staff" and record["assigned"]["due_at"]
-    assert record["consent"]["outcome"] == "refused" and record["consent"]["asked"]["by"] == "Sam Staff"
-    assert record["decision"]["approval"]["by"] == "Dee DSL" and record["decision"]["approval"]["platform"] == "slack"
+    assert record["consent"]["outcome"]["code"] == "refused" and record["consent"]["asked"]["by"] == "Sam Staff"
+    assert record["decision"]["approval"]["by"] == "Dee DSL" and record["decision"]["approval"]["platform"] == "Slack"
     assert record["shared"]["agency_ref"] == "CSC-778"
     assert [r["code"] for r in record["legal_references"]] == ["gdpr_6_1_e", "ca1989_s47"]
     assert record["follow_up"]["referral_outcome"] == "s47 enquiry"
-    assert record["follow_up"]["review_date"] == "2026-12-08"
-    assert record["outcome"] == "shared" and record["missing"] == []
+    assert record["follow_up"]["review_date"]["iso"] == "2026-12-08"
+    assert record["outcome"]["code"] == "shared" and record["missing"] == []
     assert_no_canary_in_chat_or_logs(slack, caplog)
 
 

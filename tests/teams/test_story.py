@@ -134,9 +134,9 @@ async def test_the_whole_story(teams_driver: Driver, entry: str, caplog: pytest.
     record = (await export_as_operator(teams.svc, case_ref=ref)).record
     assert record["child"] == CHILD and record["concern"] == WORDS
     assert record["threshold"]["decided"]["by"] == "Dee DSL"
-    assert record["decision"]["approval"]["by"] == "Dee DSL" and record["decision"]["approval"]["platform"] == "teams"
-    assert record["consent"]["outcome"] == "refused" and record["consent"]["asked"]["by"] == "Sam Staff"
-    assert record["outcome"] == "shared" and record["missing"] == []
+    assert record["decision"]["approval"]["by"] == "Dee DSL" and record["decision"]["approval"]["platform"] == "Microsoft Teams"
+    assert record["consent"]["outcome"]["code"] == "refused" and record["consent"]["asked"]["by"] == "Sam Staff"
+    assert record["outcome"]["code"] == "shared" and record["missing"] == []
 
     sent = teams.fake.all_sent_text() + " ".join(str(c.json) for c in teams.graph.calls)
     assert ref in sent and CHILD not in sent and "stepfather" not in sent
