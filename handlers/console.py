@@ -13,6 +13,7 @@ from bot import cases, outbox, screens, views
 from bot.cases import CaseView, Person, Services
 from bot.errors import InvalidAnswer
 from bot.policy.model import FieldType
+from bot.record_text import NOT_RECORDED, sections
 from bot.screens import Question, Screen
 
 NEW = "new"
@@ -173,11 +174,11 @@ class Console:
             self.say(f"[notification to {n.recipient} ({n.role}) {how}] {n.text}")
 
     def show_details(self, details: views.CaseDetails) -> None:
-        """Print a case's recorded facts (for an authorised person)."""
-        self.say(f"\nCase {details.view.ref} ({details.view.status}{', URGENT' if details.view.urgent else ''})")
-        for key, value in details.facts.items():
-            if key not in ("urgent",) and not isinstance(value, dict):
-                self.say(f"  {key}: {value}")
+        """Print what a case records so far, in words (for an authorised person)."""
+        self.say(f"\nCase {details.view.ref}{' (URGENT)' if details.view.urgent else ''}")
+        for heading, rows in render_details(details.record):
+            self.say(f"  {heading}")
+            self.say("\n".join(f"    {label}: {value}" for label, value in rows))
 
     def say_status(self) -> None:
         """Say where the case stands now."""
@@ -189,6 +190,13 @@ class Console:
         elif view.step:
             waiting = self.svc.policy.role_label("dsl") if view.step.actor == "dsl" else "the person assigned"
             self.say(f"Case {view.ref} is now waiting for {waiting}: {view.step.title}.")
+
+
+def render_details(record: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The record's sections with only what is recorded (the referral form is left to the export)."""
+    shown = [(heading, [(label, value) for label, value in rows if value != NOT_RECORDED])
+             for heading, rows in sections(record) if not heading.startswith("Referral form")]
+    return [(heading, rows) for heading, rows in shown if rows]
 
 
 def render_case_line(c: CaseView) -> str:
