@@ -26,7 +26,7 @@ from bot.crypto import Keyring
 from bot.errors import BotError, Conflict, InvalidAnswer, NotAuthorised, NotFound
 from bot.policy.model import Actor, FieldType, Option, Policy, Step
 from storage import repo
-from storage.audit import GENESIS, append_access, new_case_event
+from storage.audit import GENESIS, Sealer, append_access, index_case, new_case_event
 from storage.db import Database
 from storage.models import Case, CaseEvent, ProcessedDelivery, School, Staff, utcnow
 
@@ -47,6 +47,11 @@ class Services:
     policy: Policy
     clock: Callable[[], datetime] = utcnow
     delivering: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        # The audit chains are keyed from this key ring (storage/audit.py): every transaction of
+        # the database seals what it appends with it.
+        self.db.sealer = Sealer(self.keyring)
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any],
                 policy_version=svc.policy.version, step=start.id, status="draft", created_at=now, updated_at=now))
             if idempotency_key:
                 await repo.claim_delivery(s, idempotency_key, case.id)
+            await index_case(s, case, at=now, actor_id=actor.id)
             return await _apply(svc, s, case, [], start, clean, actor=actor, platform=platform, kind="raised")
     except IntegrityError:
         raise Conflict("That request was already received.") from None
@@ -356,8 +362,9 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
     before = advance(svc.policy, answers)
     after = advance(svc.policy, [*answers, Answer(step=step.id, values=stored, by=str(actor.id), at=now.isoformat(),
                                                   platform=platform)])
-    event = new_case_event(case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind=kind,
-                           actor_id=actor.id, at=now, payload={"step": step.id, "values": stored, "platform": platform})
+    event = new_case_event(s, case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind=kind,
+                           actor_id=actor.id, at=now, payload={"step": step.id, "values": stored, "platform": platform,
+                                                               "people": await people_named(s, actor, step, clean)})
     s.add(event)
     await s.flush()
     await repo.save_projection(s, case, expected_version=case.version, version=case.version + 1,
@@ -369,6 +376,20 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
     logger.info("case=%s step=%s answered by=%s version=%s", case.ref, step.id, actor.id, case.version)
     urgent_now = after.urgent and not before.urgent
     return view_of(case, after, reach=told(svc.policy, reach, alerted=urgent_now and step.actor is not Actor.DSL))
+
+
+async def people_named(s: AsyncSession, actor: Person, step: Step, clean: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The people an answer mentions (the actor; anyone it assigns), by id, with their names and
+    roles as they are now: frozen into the event, so a later edit of the staff table cannot
+    change what the record says about who did what.
+    """
+    named = {str(actor.id): {"name": actor.name, "role": actor.role}}
+    for f in step.fields:
+        if f.type is FieldType.ASSIGNEE and str(clean.get(f.key, "")).isdigit():
+            staff = await repo.get_staff(s, int(clean[f.key]))
+            if staff is not None:
+                named[str(staff.id)] = {"name": staff.display_name, "role": staff.role}
+    return named
 
 
 def told(policy: Policy, reach: notify.Reach | None, *, alerted: bool) -> Told | None:

@@ -120,15 +120,29 @@ def serve() -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Create or migrate the database schema to the newest version."""
+def db_upgrade(as_: str | None = typer.Option(None, "--as", help="Your email, as registered with `staff add` "
+                                                                  "(the access log names you, else the OS user)")) -> None:
+    """Create or migrate the database schema to the newest version; then, once, adopt the audit
+    history written before keyed chains under the key (docs/audit.md).
+    """
+    from bot import keys, people
+    from bot.audit_adopt import adopt_legacy
     from storage.migrate import head_revision, upgrade
 
-    async def go(svc: Any) -> None:
+    async def go(svc: Any) -> tuple[Any, str | None]:
         await upgrade(svc.db)
+        # Migrating needs no key, but adopting must be under the key the database was written with.
+        if reason := await keys.mismatch(svc):
+            return None, reason
+        return await adopt_legacy(svc, by=await people.operator(svc, email=as_)), None
 
-    run(go, migrating=True)
+    adopted, refused = run(go, migrating=True)
     typer.echo(f"database is at migration {head_revision()}")
+    if refused:
+        typer.echo(f"warning: the audit history was not adopted: {refused}", err=True)
+    elif adopted:
+        typer.echo(f"adopted the audit history written before keyed chains: {adopted.cases} case chains, "
+                   f"{adopted.staff} staff records, {adopted.access_entries} access log entries (docs/audit.md)")
 
 
 @policy_app.command("check")

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
 from bot.cli import ROLES, app, audit_app, fail, run, staff_app
+
+T = TypeVar("T")
+AS_HELP = "Your email, as registered with `staff add`: the access log names you (else the OS user)"
+
+
+def run_as(email: str | None, make: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Run `make(services, operator)`, the operator being the member of staff with `email`, else the
+    OS user running the command: the access log never records an operator command as nobody's.
+    """
+    from bot import people
+
+    async def go(svc: Any) -> T:
+        who = await people.operator(svc, email=email)
+        if email and who.staff_id is None:
+            typer.echo(f"warning: no active member of staff {email}: the access log names the OS user", err=True)
+        return await make(svc, who)
+
+    return run(go)
 
 
 @staff_app.command("add")
@@ -18,14 +37,16 @@ def staff_add(email: str, role: str = typer.Option(..., help="staff, dsl, deputy
               school: str = typer.Option("default", help="School slug (must exist, unless --create-school)"),
               create_school: bool = typer.Option(False, "--create-school", help="Create the school if it is new"),
               slack_id: str | None = typer.Option(None, help="Slack member id (U012ABCDEF)"),
-              teams_id: str | None = typer.Option(None, help="Teams user id (Entra object id, or 29:...)")) -> None:
+              teams_id: str | None = typer.Option(None, help="Teams user id (Entra object id, or 29:...)"),
+              as_: str | None = typer.Option(None, "--as", help=AS_HELP)) -> None:
     """Add a member of staff with a role."""
     from bot import people
 
     if role not in ROLES:
         fail(f"role must be one of {', '.join(ROLES)}")
-    person = run(lambda svc: people.add(svc, email=email, role=role, name=name, school=school,
-                                        slack_user_id=slack_id, teams_user_id=teams_id, create_school=create_school))
+    person = run_as(as_, lambda svc, who: people.add(svc, email=email, role=role, name=name, school=school,
+                                                     slack_user_id=slack_id, teams_user_id=teams_id,
+                                                     create_school=create_school, by=who))
     typer.echo(f"added {person.email} as {person.role} at {school}")
 
 
@@ -39,11 +60,11 @@ def staff_list(school: str | None = typer.Option(None, help="Only this school"))
 
 
 @staff_app.command("remove")
-def staff_remove(email: str) -> None:
+def staff_remove(email: str, as_: str | None = typer.Option(None, "--as", help=AS_HELP)) -> None:
     """Deactivate a member of staff (history that names them is kept)."""
     from bot import people
 
-    run(lambda svc: people.remove(svc, email=email))
+    run_as(as_, lambda svc, who: people.remove(svc, email=email, by=who))
     typer.echo(f"removed {email}")
 
 
@@ -59,6 +80,7 @@ def chat(as_: str = typer.Option(..., "--as", help="Your email, as registered wi
 
 @app.command()
 def export(case_ref: str, format: str = typer.Option("json", "--format", help="json, csv or pdf"),
+           as_: str | None = typer.Option(None, "--as", help=AS_HELP),
            out: Path | None = typer.Option(None, help="Write to this file (created private, 0600) instead of "
                                                       "standard output; a PDF goes to REF.pdf unless given "
                                                       "(- for standard output, never a terminal)")) -> None:
@@ -71,7 +93,7 @@ def export(case_ref: str, format: str = typer.Option("json", "--format", help="j
         fail("format must be json, csv or pdf")
     if format == "pdf" and str(out) == "-" and sys.stdout.isatty():
         fail("a PDF is not written to a terminal: give --out FILE, or pipe standard output")
-    details = run(lambda svc: export_as_operator(svc, case_ref=case_ref, format=format))
+    details = run_as(as_, lambda svc, who: export_as_operator(svc, case_ref=case_ref, format=format, operator=who))
     if format == "pdf":
         _write_pdf(details.record, out)
         return
@@ -123,18 +145,52 @@ def _inert(cell: str) -> str:
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check every hash chain and every case against its events. Exits 1 on any problem."""
+def audit_verify(checkpoint: Path | None = typer.Option(None, help="Also check against this checkpoint file "
+                                                                   "(from `audit checkpoint`)")) -> None:
+    """Check every keyed chain, the index of cases, the staff records, and every case against its
+    events; with --checkpoint, that no chain lost what it held then. Exits 1 on any problem.
+    """
+    from bot import checkpoint as checkpoints
     from bot.audit import verify
 
-    report: Any = run(lambda svc: verify(svc))
+    text = _read(checkpoint) if checkpoint else None
+    report: Any = run(lambda svc: verify(svc, checkpoint=checkpoints.parse(svc.keyring, text) if text else None))
     for problem in report.problems:
-        where = f"case {problem.case_ref}" if problem.case_ref else "access log"
-        typer.echo(f"FAIL {where} event {problem.seq}: {problem.problem}")
-    typer.echo(f"checked {report.cases} cases, {report.events} events, {report.access_entries} access log entries: "
-               f"{'FAILED' if report.problems else 'ok'}")
+        typer.echo(f"FAIL {problem.line()}")
+    against = f" against the checkpoint {checkpoint}" if checkpoint else ""
+    typer.echo(f"checked {report.cases} cases, {report.events} events, {report.access_entries} access log entries"
+               f"{against}: {'FAILED' if report.problems else 'ok'}")
     if report.problems:
         raise typer.Exit(1)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}")
+    raise AssertionError("unreachable")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(out: Path | None = typer.Option(None, help="Write to this file (created private, 0600) "
+                                                                "instead of standard output"),
+                     as_: str | None = typer.Option(None, "--as", help=AS_HELP)) -> None:
+    """Write the head of every chain, signed, to keep outside the database (docs/audit.md):
+    `audit verify --checkpoint FILE` then catches a chain cut short or a case deleted.
+    """
+    from bot.checkpoint import take_logged
+    from bot.crypto import write_private
+
+    text = run_as(as_, lambda svc, who: take_logged(svc, by=who))
+    if not out:
+        typer.echo(text, nl=False)
+        return
+    try:
+        write_private(out, text, replace=True)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or type(exc).__name__}")
+    typer.echo(f"wrote {out}", err=True)
 
 
 @audit_app.command("show")

@@ -14,7 +14,7 @@ from typing import Any
 from bot.cases import NOT_REGISTERED, Person, Services
 from bot.errors import NotFound
 from storage import repo
-from storage.audit import append_access
+from storage.audit import append_access, append_staff_change
 
 PLATFORM_IDS = {"slack": "slack_user_id", "teams": "teams_user_id"}
 
@@ -56,8 +56,8 @@ async def recognise(svc: Services, *, platform: str, user_id: str, emails: Seque
             match = await repo.staff_by(s, email=email)
             if match is not None and getattr(match, column) is None:
                 await repo.link_platform_id(s, match.id or 0, platform, user_id)
-                await append_access(s, action="staff_linked", at=svc.clock(), school_id=match.school_id,
-                                    detail={"staff_id": match.id, "platform": platform})
+                await append_staff_change(s, staff=match, action="staff_linked", at=svc.clock(),
+                                          detail={"platform": platform})
                 staff = match
         if staff is None:
             await append_access(s, action="refused_unregistered", at=svc.clock(), school_id=None,

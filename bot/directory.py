@@ -30,7 +30,7 @@ from bot.cases import Services
 from bot.errors import BotError
 from bot.schools import InvalidSetting, school_or_refuse
 from storage import repo
-from storage.audit import append_access
+from storage.audit import append_access, append_staff_change
 from storage.models import School, Staff
 
 DECIDER_ROLES = ("dsl", "deputy")
@@ -233,7 +233,10 @@ async def _apply(s: AsyncSession, svc: Services, home: School, steps: Sequence[S
             detail.update(_change(staff, step, column))
         elif step.role:
             detail["role"] = step.role
-        await append_access(s, action=step.action, at=svc.clock(), school_id=home.id, detail=detail)
+        if staff is not None:  # with the row's fingerprint, which `audit verify` checks the row against
+            await append_staff_change(s, staff=staff, action=step.action, at=svc.clock(), detail=detail)
+        else:
+            await append_access(s, action=step.action, at=svc.clock(), school_id=home.id, detail=detail)
 
 
 async def _add(s: AsyncSession, home: School, step: Step, column: str) -> Staff:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +15,7 @@ from bot.cases import Person, Services
 from bot.errors import Conflict, NotFound
 from bot.schools import InvalidSetting, school_or_refuse
 from storage import repo
-from storage.audit import append_access
+from storage.audit import append_staff_change
 from storage.models import School, Staff
 
 # Slack member ids: U (or W on Enterprise Grid) then capitals and digits, e.g. U012ABCDEF.
@@ -42,13 +46,49 @@ def check_teams_id(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Operator:
+    """Who ran an operator command (`consentbot export`, `staff add`...), as the access log records
+    it: a registered person (`--as EMAIL`), else the account on the server that ran it.
+    """
+
+    staff_id: int | None
+    detail: dict[str, Any] = field(default_factory=dict)  # {"operator": "staff:4"} or {"operator": "os:alice"}
+
+
+def os_user() -> str:
+    """The server account running this command."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"uid{os.getuid()}"
+
+
+def os_operator(**detail: Any) -> Operator:
+    """The OS user as the operator (no `--as`, or it matched nobody)."""
+    return Operator(staff_id=None, detail={"operator": f"os:{os_user()}", **detail})
+
+
+async def operator(svc: Services, *, email: str | None) -> Operator:
+    """The operator: the active member of staff with `email`, else the OS user (and whether an
+    email was given that matched nobody, without the email itself).
+    """
+    if email:
+        async with svc.db.read() as s:
+            staff = await repo.staff_by(s, email=email.strip().lower())
+        if staff is not None:
+            return Operator(staff_id=staff.id, detail={"operator": f"staff:{staff.id}"})
+    return os_operator(as_unmatched=True) if email else os_operator()
+
+
 async def add(svc: Services, *, email: str, role: str, name: str, school: str,
               slack_user_id: str | None = None, teams_user_id: str | None = None,
-              create_school: bool = True) -> Person:
+              create_school: bool = True, by: Operator | None = None) -> Person:
     """Register a member of staff. An email, Slack id or Teams id belongs to one person.
 
     Raises InvalidSetting for a malformed Slack or Teams id; NotFound for an unknown school unless
-    `create_school`; Conflict when the email or an id is registered already.
+    `create_school`; Conflict when the email or an id is registered already. `by`: the operator
+    (default the OS user), logged with the new row's fingerprint.
     """
     slack_user_id = check_slack_id(slack_user_id) if slack_user_id is not None else None
     teams_user_id = check_teams_id(teams_user_id) if teams_user_id is not None else None
@@ -58,9 +98,7 @@ async def add(svc: Services, *, email: str, role: str, name: str, school: str,
             staff = Staff(school_id=home.id or 0, email=email.strip().lower(), display_name=name, role=role,
                           slack_user_id=slack_user_id, teams_user_id=teams_user_id)
             s.add(staff)
-            await s.flush()
-            await append_access(s, action="staff_added", at=svc.clock(), school_id=home.id,
-                                detail={"staff_id": staff.id, "role": role})
+            await _log_change(svc, s, staff, "staff_added", by, role=role)
             return Person.of(staff)
     except IntegrityError:
         raise Conflict(f"{email} (or that Slack/Teams id) is already registered") from None
@@ -86,15 +124,23 @@ async def listing(svc: Services, *, school: str | None) -> list[tuple[str, ...]]
                 for r in rows]
 
 
-async def remove(svc: Services, *, email: str) -> None:
+async def remove(svc: Services, *, email: str, by: Operator | None = None) -> None:
     """Deactivate a member of staff; they stay named in the history."""
     async with svc.db.transaction() as s:
         staff = await repo.staff_by(s, email=email.strip().lower())
         if staff is None:
             raise NotFound(f"No active member of staff {email}.")
         await repo.deactivate_staff(s, staff.id or 0)
-        await append_access(s, action="staff_removed", at=svc.clock(), school_id=staff.school_id,
-                            detail={"staff_id": staff.id})
+        await s.refresh(staff)  # the fingerprint covers the row as stored: inactive now
+        await _log_change(svc, s, staff, "staff_removed", by)
+
+
+async def _log_change(svc: Services, s: AsyncSession, staff: Staff, action: str, by: Operator | None,
+                      **detail: Any) -> None:
+    """Log a change to a staff row: who made it, and the row's fingerprint (checked by `audit verify`)."""
+    by = by or os_operator()
+    await append_staff_change(s, staff=staff, action=action, at=svc.clock(), actor_id=by.staff_id,
+                              detail={**detail, **by.detail})
 
 
 async def colleagues(svc: Services, *, actor: Person) -> list[tuple[str, str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from bot.checklist import advance
 from bot.crypto import is_encrypted
 from bot.errors import NotAuthorised, NotFound
 from bot.notify import URGENT_ACK_REMINDER
+from bot.people import Operator, os_operator
 from bot.record import decision_record
 from storage import reminder_repo, repo
 from storage.audit import append_access
@@ -91,16 +93,20 @@ async def _acknowledge(s: AsyncSession, svc: Services, actor: Person, case: Case
                             school_id=case.school_id, case_id=case.id, detail={"cancelled": stopped, "by": "opened"})
 
 
-async def export_as_operator(svc: Services, *, case_ref: str, format: str = "json") -> CaseDetails:  # noqa: A002
-    """The record for `consentbot export`, run by whoever runs the server (logged as the CLI, with the format)."""
+async def export_as_operator(svc: Services, *, case_ref: str, format: str = "json",  # noqa: A002
+                             operator: Operator | None = None) -> CaseDetails:
+    """The record for `consentbot export`, run by whoever runs the server: logged as the CLI, with
+    the format and the operator (their staff id with `--as`, else the OS user).
+    """
     async with svc.db.read() as s:
         case = await repo.case_by_ref(s, case_ref)
         if case is None:
             raise NotFound(f"No case {case_ref.strip().upper()}.")
         details = await _details(s, svc, case)
     async with svc.db.transaction() as s:
-        await append_access(s, action="exported", at=svc.clock(), school_id=case.school_id, case_id=case.id,
-                            detail={"by": "cli", "format": format})
+        who = operator or os_operator()
+        await append_access(s, action="exported", at=svc.clock(), actor_id=who.staff_id, school_id=case.school_id,
+                            case_id=case.id, detail={"by": "cli", "format": format, **who.detail})
     return details
 
 
@@ -130,12 +136,21 @@ async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:
     progress = advance(policy_for(svc, case), answers)
     facts = {k: _decrypt(svc, case, k, v) for k, v in progress.facts.items() if not k.startswith(INTERNAL)}
     school = await s.get(School, case.school_id)
-    # Everyone who ever acted on the school's cases: a record keeps the names of people who have left.
-    staff = await repo.list_staff(s, school_id=case.school_id, include_inactive=True)
-    names = {str(p.id): p.display_name for p in staff}
+    names = await _names(s, case)
     meta = {"ref": case.ref, "school": school.name if school else "", "status": case.status,
             "timezone": school.timezone if school else None}
     return CaseDetails(view=view_of(case, progress), facts=facts, record=decision_record(svc.policy, meta, facts, names))
+
+
+async def _names(s: AsyncSession, case: Case) -> dict[str, str]:
+    """Who did what, by staff id: the names frozen into the case's events as they were at the time,
+    so a later edit of the staff table cannot change the record. The staff table (everyone who
+    ever was, so people who have left stay named) only for events from before names were frozen.
+    """
+    frozen = {pid: who["name"] for e in await repo.case_events(s, case.id or 0)
+              for pid, who in json.loads(e.payload).get("people", {}).items()}
+    staff = await repo.list_staff(s, school_id=case.school_id, include_inactive=True)
+    return {**{str(p.id): p.display_name for p in staff}, **frozen}
 
 
 def _decrypt(svc: Services, case: Case, key: str, value: Any) -> Any:

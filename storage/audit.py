@@ -1,23 +1,92 @@
-"""Hash chains: one per case (its events) and one for the access log (views, exports,
-refusals, staff changes). Each row's hash covers its content and the previous hash, so an
-altered, removed or reordered row breaks the chain from there on.
+"""Keyed hash chains: one per case (its events) and one for the access log (views, exports,
+refusals, staff changes, and the index of cases).
+
+Each row's hash is an HMAC-SHA256, under a key derived from the key ring (held outside the
+database, like the encryption key), over the previous hash and the row's content. Someone who can
+write to the database but does not hold the key cannot alter a row and re-hash the chain after
+it. Each row records the id of the key that sealed it, so a rotated ring still verifies older
+rows. Rows written before keyed chains (`key_id` None) carry plain SHA-256: `consentbot db
+upgrade` adopts them once (bot/audit_adopt.py), and an unkeyed row verifies only inside an
+adopted prefix. docs/audit.md says what is checked and why.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from storage.models import AccessLog, Case, CaseEvent
+from storage.db import SEALER
+from storage.models import AccessLog, Case, CaseEvent, Staff
 
 GENESIS = "0" * 64
+CHAIN_PURPOSE = "audit-chain"
+CASE_OPENED = "case_opened"
+STAFF_PREFIX = "staff:"  # keeps a staff fingerprint apart from any chain hash (those start with 64 hex digits)
+
+
+class ChainKeys(Protocol):
+    """Where chain keys come from (bot.crypto.Keyring): the active key id, and keys derived per purpose."""
+
+    @property
+    def active(self) -> str:
+        """The key id new rows are sealed under."""
+
+    def derived(self, purpose: str, *, kid: str | None = None) -> bytes:
+        """A key for `purpose` derived from key `kid`; ValueError for an id the ring does not hold."""
+
+
+@dataclass
+class Sealer:
+    """Seals chain rows and staff fingerprints with HMAC-SHA256 under the derived audit key."""
+
+    keys: ChainKeys
+    _derived: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def kid(self) -> str:
+        """The key id new rows are sealed under."""
+        return self.keys.active
+
+    def holds(self, kid: str) -> bool:
+        """True when the key ring can derive the audit key of `kid`."""
+        try:
+            self._key(kid)
+        except ValueError:
+            return False
+        return True
+
+    def seal(self, prev_hash: str, fields: dict[str, Any], *, kid: str) -> str:
+        """HMAC-SHA256 over the previous hash and the row's canonical content."""
+        return hmac.new(self._key(kid), (prev_hash + canonical(fields)).encode(), hashlib.sha256).hexdigest()
+
+    def fingerprint(self, staff: Staff, *, kid: str) -> str:
+        """A keyed fingerprint of a staff row as consentbot last wrote it."""
+        return self.seal(STAFF_PREFIX, staff_fields(staff), kid=kid)
+
+    def is_sealed(self, row_hash: str, prev_hash: str, fields: dict[str, Any], *, kid: str) -> bool:
+        """True when `row_hash` is this content's seal under `kid` (False for a key the ring lacks)."""
+        return self.holds(kid) and hmac.compare_digest(self.seal(prev_hash, fields, kid=kid), row_hash)
+
+    def _key(self, kid: str) -> bytes:
+        if kid not in self._derived:
+            self._derived[kid] = self.keys.derived(CHAIN_PURPOSE, kid=kid)
+        return self._derived[kid]
+
+
+def sealer_of(session: AsyncSession) -> Sealer:
+    """The Sealer of the transaction `session` belongs to (storage.db.Database puts it there)."""
+    sealer = session.info.get(SEALER)
+    if sealer is None:  # never an unkeyed row: that would pass for a legacy one
+        raise RuntimeError("this transaction has no audit key: open it through the Services' database")
+    return sealer
 
 
 def canonical(obj: Any) -> str:
@@ -26,27 +95,37 @@ def canonical(obj: Any) -> str:
 
 
 def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    """sha256 over the previous hash and the row's canonical content."""
+    """The unkeyed SHA-256 of rows written before keyed chains (checked only in an adopted prefix)."""
     return hashlib.sha256((prev_hash + canonical(fields)).encode()).hexdigest()
 
 
-def _event_fields(e: CaseEvent) -> dict[str, Any]:
+def event_fields(e: CaseEvent) -> dict[str, Any]:
+    """What a case event's hash covers."""
     return {"case_id": e.case_id, "seq": e.seq, "kind": e.kind, "actor_id": e.actor_id,
             "at": e.at.isoformat(), "payload": e.payload}
 
 
-def _access_fields(a: AccessLog) -> dict[str, Any]:
+def access_fields(a: AccessLog) -> dict[str, Any]:
+    """What an access-log entry's hash covers."""
     return {"seq": a.seq, "at": a.at.isoformat(), "actor_id": a.actor_id, "school_id": a.school_id,
             "case_id": a.case_id, "action": a.action, "detail": a.detail}
 
 
-def new_case_event(case: Case, *, seq: int, prev_hash: str, kind: str, actor_id: int | None,
+def staff_fields(staff: Staff) -> dict[str, Any]:
+    """What a staff fingerprint covers: everything that says who someone is and what they may do."""
+    return {"id": staff.id, "school_id": staff.school_id, "email": staff.email, "display_name": staff.display_name,
+            "role": staff.role, "active": bool(staff.active), "slack_user_id": staff.slack_user_id,
+            "teams_user_id": staff.teams_user_id}
+
+
+def new_case_event(session: AsyncSession, case: Case, *, seq: int, prev_hash: str, kind: str, actor_id: int | None,
                    at: datetime, payload: dict[str, Any]) -> CaseEvent:
-    """The next event of `case`'s chain (not yet added to a session)."""
+    """The next event of `case`'s chain, sealed under the active key (not yet added to the session)."""
     assert case.id is not None  # noqa: S101 - the case row is flushed first
-    event = CaseEvent(case_id=case.id, seq=seq, kind=kind, actor_id=actor_id, at=at,
-                      payload=canonical(payload), prev_hash=prev_hash, hash="")
-    event.hash = chain_hash(prev_hash, _event_fields(event))
+    sealer = sealer_of(session)
+    event = CaseEvent(case_id=case.id, seq=seq, kind=kind, actor_id=actor_id, at=at, payload=canonical(payload),
+                      prev_hash=prev_hash, hash="", key_id=sealer.kid)
+    event.hash = sealer.seal(prev_hash, event_fields(event), kid=sealer.kid)
     return event
 
 
@@ -54,27 +133,88 @@ async def append_access(session: AsyncSession, *, action: str, at: datetime, act
                         school_id: int | None = None, case_id: int | None = None,
                         detail: dict[str, Any] | None = None) -> AccessLog:
     """Append to the access log. Serialised on PostgreSQL by a transaction-level advisory lock."""
+    sealer = sealer_of(session)
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(7215001)"))
     last = (await session.execute(select(AccessLog).order_by(col(AccessLog.seq).desc()).limit(1))).scalars().first()
     row = AccessLog(seq=(last.seq + 1) if last else 1, at=at, actor_id=actor_id, school_id=school_id,
                     case_id=case_id, action=action, detail=canonical(detail or {}),
-                    prev_hash=last.hash if last else GENESIS, hash="")
-    row.hash = chain_hash(row.prev_hash, _access_fields(row))
+                    prev_hash=last.hash if last else GENESIS, hash="", key_id=sealer.kid)
+    row.hash = sealer.seal(row.prev_hash, access_fields(row), kid=sealer.kid)
     session.add(row)
     return row
 
 
+async def append_staff_change(session: AsyncSession, *, staff: Staff, action: str, at: datetime,
+                              actor_id: int | None = None, detail: dict[str, Any] | None = None) -> AccessLog:
+    """Log a change to a staff row with the row's keyed fingerprint as it now is: `audit verify`
+    compares each staff row with its latest fingerprint, so an edit made outside consentbot shows.
+    """
+    await session.flush()  # the row's id, and the values the fingerprint covers, as stored
+    fingerprint = sealer_of(session).fingerprint(staff, kid=sealer_of(session).kid)
+    return await append_access(session, action=action, at=at, actor_id=actor_id, school_id=staff.school_id,
+                               detail={**(detail or {}), "staff_id": staff.id, "fingerprint": fingerprint})
+
+
+async def index_case(session: AsyncSession, case: Case, *, at: datetime, actor_id: int | None) -> AccessLog:
+    """Enter a new case in the chained index of cases (its id and reference only), so that a case
+    deleted outright is missed by `audit verify`.
+    """
+    return await append_access(session, action=CASE_OPENED, at=at, actor_id=actor_id, school_id=case.school_id,
+                               case_id=case.id, detail={"case_id": case.id, "ref": case.ref})
+
+
 @dataclass(frozen=True)
 class ChainProblem:
-    """One break in a chain. `case_ref` is None for the access log."""
+    """One break in a chain. `case_ref` is None for the access log, staff records and checkpoints;
+    `subject` then says which ("access log", "staff record 4", "checkpoint").
+    """
 
     case_ref: str | None
     seq: int
     problem: str
+    subject: str = "access log"
+
+    def line(self) -> str:
+        """One line for the operator: references and ids, never content."""
+        if self.case_ref:
+            event = f" event {self.seq}" if self.seq else ""
+            return f"case {self.case_ref}{event}: {self.problem}"
+        if self.subject == "access log":
+            return f"access log entry {self.seq}: {self.problem}"
+        return f"{self.subject}: {self.problem}"
 
 
-def verify_events(case: Case, events: list[CaseEvent]) -> list[ChainProblem]:
+@dataclass(frozen=True)
+class Adopted:
+    """A legacy (unkeyed) prefix that `db upgrade` adopted under the key: its length and last hash."""
+
+    version: int
+    head: str
+
+
+def _unkeyed_problem(row_hash: str, prev: str, fields: dict[str, Any], seq: int, adopted: Adopted | None) -> str | None:
+    if adopted is None or seq > adopted.version:
+        return "not sealed with the audit key (an unkeyed hash: rewritten without the key, or never adopted)"
+    if chain_hash(prev, fields) != row_hash:
+        return "content does not match its hash (altered)"
+    if seq == adopted.version and row_hash != adopted.head:
+        return "differs from the history adopted under the audit key (rewritten)"
+    return None
+
+
+def _row_problem(sealer: Sealer, row_hash: str, prev: str, fields: dict[str, Any], *, seq: int, key_id: str | None,
+                 adopted: Adopted | None) -> str | None:
+    if key_id is None:
+        return _unkeyed_problem(row_hash, prev, fields, seq, adopted)
+    if not sealer.holds(key_id):
+        return f"sealed with key id {key_id!r}, which the key ring does not hold"
+    if not sealer.is_sealed(row_hash, prev, fields, kid=key_id):
+        return "content does not match its seal (altered, or re-hashed without the key)"
+    return None
+
+
+def verify_events(sealer: Sealer, case: Case, events: list[CaseEvent], adopted: Adopted | None) -> list[ChainProblem]:
     """Check one case's chain (events in stored seq order) against its head."""
     problems, prev = [], GENESIS
     for expected_seq, e in enumerate(events, start=1):
@@ -82,22 +222,26 @@ def verify_events(case: Case, events: list[CaseEvent]) -> list[ChainProblem]:
             problems.append(ChainProblem(case.ref, e.seq, f"expected event {expected_seq}: removed or reordered"))
         if e.prev_hash != prev:
             problems.append(ChainProblem(case.ref, e.seq, "does not follow the previous event"))
-        if chain_hash(e.prev_hash, _event_fields(e)) != e.hash:
-            problems.append(ChainProblem(case.ref, e.seq, "content does not match its hash (altered)"))
+        if why := _row_problem(sealer, e.hash, e.prev_hash, event_fields(e), seq=e.seq, key_id=e.key_id,
+                               adopted=adopted):
+            problems.append(ChainProblem(case.ref, e.seq, why))
         prev = e.hash
     if case.version != len(events) or case.head_hash != prev:
         problems.append(ChainProblem(case.ref, len(events), "the case's head does not match its last event "
                                                             "(an event was removed or added)"))
+    if adopted is not None and adopted.version > len(events):
+        problems.append(ChainProblem(case.ref, len(events), f"shorter than the {adopted.version} events adopted"))
     return problems
 
 
-def verify_access_log(rows: list[AccessLog]) -> list[ChainProblem]:
+def verify_access_log(sealer: Sealer, rows: list[AccessLog], adopted: Adopted | None) -> list[ChainProblem]:
     """Check the access log chain (rows in seq order)."""
     problems, prev = [], GENESIS
     for expected_seq, row in enumerate(rows, start=1):
         if row.seq != expected_seq or row.prev_hash != prev:
             problems.append(ChainProblem(None, row.seq, "access log entry removed or reordered"))
-        if chain_hash(row.prev_hash, _access_fields(row)) != row.hash:
-            problems.append(ChainProblem(None, row.seq, "access log entry altered"))
+        if why := _row_problem(sealer, row.hash, row.prev_hash, access_fields(row), seq=row.seq, key_id=row.key_id,
+                               adopted=adopted):
+            problems.append(ChainProblem(None, row.seq, why))
         prev = row.hash
     return problems

@@ -8,15 +8,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+if TYPE_CHECKING:
+    from storage.audit import Sealer
 
 # Slack gives an interaction 3 s: a database that does not answer within this must fail the
 # request with an error while there is still time to say so, not hang it for a minute.
 TIMEOUT_SECONDS = 2.0
 _READ_ONLY = "consentbot_read_only"  # execution option: this connection's transactions only read
+SEALER = "consentbot.sealer"  # Session.info key read by storage.audit.sealer_of
 
 
 @dataclass
@@ -27,6 +31,8 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     readers: async_sessionmaker[AsyncSession]
     _sqlite_turn: asyncio.Lock | None = field(default=None, repr=False)
+    # Seals the audit chains written in `transaction()`; set by bot.cases.Services from its key ring.
+    sealer: Sealer | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -38,6 +44,7 @@ class Database:
         """One transaction: commits on success, rolls back on any exception. Not re-entrant."""
         if not self.is_sqlite:
             async with self.sessions() as session, session.begin():
+                session.info[SEALER] = self.sealer
                 yield session
             return
         # SQLite has one writer at a time, and a blocked BEGIN IMMEDIATE waits in SQLite's busy
@@ -48,6 +55,7 @@ class Database:
         if self._sqlite_turn is None:
             self._sqlite_turn = asyncio.Lock()
         async with self._sqlite_turn, self.sessions() as session, session.begin():
+            session.info[SEALER] = self.sealer
             yield session
 
     @asynccontextmanager
