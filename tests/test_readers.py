@@ -16,14 +16,14 @@ from bot import audit, cases, people
 from bot.cases import CaseView, Person, Services
 from bot.crypto import Keyring, generate_key
 from bot.policy.loader import load_policy
-from storage.audit import GENESIS, chain_hash
+from storage.audit import CASE_OPENED, GENESIS, Sealer, access_fields, canonical
 from storage.db import create_database
 from storage.migrate import upgrade
-from storage.models import Case, CaseEvent, School
+from storage.models import AccessLog, Case, CaseEvent, School
 from tests.conftest import Clock
 
 SEEDED = 2000
-RAISE = {"child": "Ada Canary", "concern": "Ada said X", "seen_at": "today"}
+RAISE = {"child": "Ada Canary", "year_group": "year_4", "concern": "Ada said X", "seen_at": "2026-11-24T08:40:00+00:00"}
 
 
 @pytest.fixture
@@ -46,7 +46,10 @@ async def answer(svc: Services, who: Person, view: CaseView, values: dict[str, A
 
 
 async def seed_copies(svc: Services, template_ref: str, copies: int) -> None:
-    """`copies` valid cases cloned from one real case, in two bulk inserts (each chain re-hashed)."""
+    """`copies` valid cases cloned from one real case, in bulk inserts (each chain sealed with the
+    key, and each case entered in the chained index of cases).
+    """
+    sealer, kid = Sealer(svc.keyring), svc.keyring.active
     async with svc.db.transaction() as s:
         case = (await s.execute(select(Case).where(Case.ref == template_ref))).scalar_one()
         events = list((await s.execute(select(CaseEvent).where(CaseEvent.case_id == case.id)
@@ -58,13 +61,28 @@ async def seed_copies(svc: Services, template_ref: str, copies: int) -> None:
             for e in events:
                 fields = {"case_id": first + n, "seq": e.seq, "kind": e.kind, "actor_id": e.actor_id,
                           "at": e.at.isoformat(), "payload": e.payload}
-                digest = chain_hash(head, fields)
-                event_rows.append({**fields, "at": e.at, "prev_hash": head, "hash": digest})
+                digest = sealer.seal(head, fields, kid=kid)
+                event_rows.append({**fields, "at": e.at, "prev_hash": head, "hash": digest, "key_id": kid})
                 head = digest
             row = case.model_dump()
             case_rows.append({**row, "id": first + n, "ref": f"S-{n:06d}", "head_hash": head})
         await s.execute(insert(Case), case_rows)
         await s.execute(insert(CaseEvent), event_rows)
+        await s.execute(insert(AccessLog), await index_rows(s, sealer, kid, case_rows))
+
+
+async def index_rows(s: Any, sealer: Sealer, kid: str, case_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The access-log rows entering the seeded cases in the index of cases, chained on from the last."""
+    last = (await s.execute(select(AccessLog).order_by(AccessLog.seq.desc()).limit(1))).scalars().first()
+    seq, head, rows = last.seq if last else 0, last.hash if last else GENESIS, []
+    for case in case_rows:
+        seq += 1
+        row = AccessLog(seq=seq, at=case["created_at"], school_id=case["school_id"], case_id=case["id"],
+                        action=CASE_OPENED, detail=canonical({"case_id": case["id"], "ref": case["ref"]}),
+                        prev_hash=head, hash="", key_id=kid)
+        row.hash = head = sealer.seal(head, access_fields(row), kid=kid)
+        rows.append(row.model_dump(exclude={"id"}))
+    return rows
 
 
 async def timed_answers(svc: Services, who: Person, views: list[CaseView], verifying: asyncio.Task[Any]) -> list[float]:
