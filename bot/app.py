@@ -10,13 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import keys
 from bot.cases import Services
 from bot.config import Settings
-from storage import repo
+from bot.metrics import CONTENT_TYPE, RequestMetrics, exposition
 from storage.migrate import is_current
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
 
         teams.mount(app, settings, services)
     _add_health_routes(app, services)
+    app.add_middleware(RequestMetrics, routes=[getattr(route, "path", "") for route in app.routes])
     return app
 
 
@@ -167,8 +168,8 @@ def _add_health_routes(app: FastAPI, services: Services) -> None:
         return await _readiness(services)
 
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(await _metrics(services), media_type="text/plain; version=0.0.4")
+    async def metrics() -> Response:
+        return Response(await exposition(services), media_type=CONTENT_TYPE)
 
 
 def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
@@ -219,22 +220,3 @@ async def _not_ready(services: Services) -> str | None:
     if not await is_current(services.db):
         return "migrations pending: run `consentbot db upgrade`"
     return await keys.mismatch(services)
-
-
-async def _metrics(services: Services) -> str:
-    from bot import doctor  # the same checks as `consentbot doctor`
-
-    lines = ["# HELP consentbot_outbox_messages Outbox messages by status.", "# TYPE consentbot_outbox_messages gauge"]
-    async with services.db.transaction() as s:
-        for status, count in await repo.outbox_counts(s):
-            lines.append(f'consentbot_outbox_messages{{status="{status}"}} {count}')
-    lines += ["# HELP consentbot_schools_unalertable Schools where no active DSL or deputy can be reached on a "
-              "platform this deployment sends on (see `consentbot doctor`).",
-              "# TYPE consentbot_schools_unalertable gauge",
-              f"consentbot_schools_unalertable {await doctor.count_unalertable(services)}",
-              "# HELP consentbot_outbox_oldest_undelivered_seconds Age of the oldest message not yet sent "
-              "(waiting or failed), per platform; 0 when none.",
-              "# TYPE consentbot_outbox_oldest_undelivered_seconds gauge"]
-    for platform, seconds in (await doctor.oldest_unsent_ages(services, now=services.clock())).items():
-        lines.append(f'consentbot_outbox_oldest_undelivered_seconds{{platform="{platform}"}} {seconds:.0f}')
-    return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import notify
+from bot import metrics, notify
 from bot.ack import ACKNOWLEDGED
 from bot.cases import Services
 from bot.messages import Kind, Message
@@ -202,6 +202,7 @@ async def _send_batch(svc: Services, chat: Chat, claims: list[Claimed], config: 
     results = await _record_batch(svc, chat.platform, await asyncio.gather(*(one(c) for c in claims)), config)
     for result in results:
         report.add(result.name)
+        metrics.sent(chat.platform, result.name)
         _log(result)
 
 

@@ -180,6 +180,22 @@ async def outbox_counts(session: AsyncSession) -> list[tuple[str, int]]:
     return [(status, int(count)) for status, count in (await session.execute(query)).all()]
 
 
+async def outbox_depths(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """(platform, status, number of messages) of the messages not yet settled (pending, sending, failed)."""
+    query = (select(OutboxMessage.platform, OutboxMessage.status, func.count())
+             .where(col(OutboxMessage.status).in_(("pending", "sending", "failed")))
+             .group_by(OutboxMessage.platform, OutboxMessage.status))
+    return [(platform, status, int(n)) for platform, status, n in (await session.execute(query)).all()]
+
+
+async def reminders_waiting(session: AsyncSession, *, now: datetime, late: datetime) -> tuple[int, int]:
+    """(due, overdue): pending reminders due by `now`, and those of them due before `late` (the sweep is behind)."""
+    query = select(func.count(), func.count().filter(col(Reminder.due_at) <= late)).where(
+        col(Reminder.status) == "pending", col(Reminder.due_at) <= now)
+    due, overdue = (await session.execute(query)).one()
+    return int(due), int(overdue)
+
+
 async def list_schools(session: AsyncSession) -> list[School]:
     """Every school, by slug."""
     return list((await session.execute(select(School).order_by(col(School.slug)))).scalars())
