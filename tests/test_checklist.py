@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from datetime import UTC, datetime
 
 from bot.checklist import Answer, IllegalAnswer, advance, allowed_options, validate_answer
 from bot.policy.loader import load_policy

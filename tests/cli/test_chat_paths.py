@@ -26,9 +26,13 @@ def raise_concern(bot: Bot, *, danger: bool, threshold: str) -> str:
     lines = ["1", "1" if danger else "2"]  # the danger question comes first (G1)
     if danger:
         lines.append("1")  # contacted the police on 999
-    lines += [CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45"]
+    lines += [*CHILD_DETAILS, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45"]
     lines.append({"significant_harm": "1", "early_help": "2"}[threshold])
     return case_ref(bot.chat(TEACHER, *lines))
+
+
+CHILD_DETAILS = [CHILD, "2016-05-01", "6"]  # name, date of birth, year group 6) Year 4
+UNDERSTANDS = "1"  # "Is the child old enough and able to understand...?" 1) Yes
 
 
 SHARE = ["1", "CSC-4471", "2026-11-24 15:00", "1", "Concern summary and attendance", "1",
@@ -166,7 +170,7 @@ def bot_on_each_database(db_url: str, tmp_path: Path) -> Bot:
 
 
 def test_immediate_danger_is_shared_without_asking(bot: Bot) -> None:
-    out = bot.chat(TEACHER, "1", "1", "1", CHILD, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45", "1")
+    out = bot.chat(TEACHER, "1", "1", "1", *CHILD_DETAILS, "Bruise on arm; said 'dad did it'", "2026-11-24 08:45", "1")
     ref = case_ref(out)
     assert out.index("== Is the child in immediate danger? ==") < out.index("== Raise a concern ==")  # G1: asked first
     danger_notice = out.index("Call 999")
@@ -175,7 +179,8 @@ def test_immediate_danger_is_shared_without_asking(bot: Bot) -> None:
     assert out.index("[notification to Dee DSL") < out.index("== Who have you contacted? ==")  # queued with the answer
     assert "URGENT: concern" in "\n".join(bot.notifications())
     dsl = bot.chat(DSL, "2", "1", "Police duty officer", "3", "Waiting would leave her at risk tonight",
-                   "Police already involved; delay unsafe", "1", *SHARE, *FOLLOW_UP)
+                   UNDERSTANDS, "Scared; wants to stay with Gran", "Police already involved; delay unsafe", "1",
+                   *SHARE, *FOLLOW_UP)
     assert "2) Early help" not in dsl.split("== Confirm the threshold ==")[1].split("==")[0]  # ruled out by danger
     check(bot.export(ref), base_record(
         ref, immediate_danger=code("yes", "Yes"), emergency_contact=code("police_999", "Police (999)"),
@@ -187,8 +192,8 @@ def test_immediate_danger_is_shared_without_asking(bot: Bot) -> None:
 
 def test_significant_harm_with_reason_not_to_ask_is_shared_without_consent(bot: Bot) -> None:
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
-    bot.chat(DSL, "2", "1", "", "1,2", "Father may harm mother if told", "Telling parents unsafe", "1",
-             *SHARE, *FOLLOW_UP)
+    bot.chat(DSL, "2", "1", "", "1,2", "Father may harm mother if told", UNDERSTANDS, "Does not want dad told",
+             "Telling parents unsafe", "1", *SHARE, *FOLLOW_UP)
     record = bot.export(ref)
     check(record, base_record(
         ref, consent_model=None, reasons_text="Father may harm mother if told",
@@ -213,7 +218,7 @@ def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_eac
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
     assigned = bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
     assert "You are asked to act on concern" in assigned
-    bot.chat(TEACHER, "2", *CONSENT, "2", "Angry; refuses", "Wants Gran told")
+    bot.chat(TEACHER, "2", *CONSENT, "2", "Angry; refuses", UNDERSTANDS, "Wants Gran told")
     assert "needs your decision (Approve sharing without consent)" in "\n".join(bot.notifications())
     bot.chat(DSL, "2", "Duty to refer overrides refusal", "1", *SHARE, *FOLLOW_UP)
     record = bot.export(ref)
@@ -239,7 +244,7 @@ def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> No
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
     out = bot.chat(DSL, "2", "1", "", "", "", TEACHER, "2026-11-24T16:00:00+00:00")
     assert "== Assign who informs the parents ==" in out
-    bot.chat(TEACHER, "2", *CONSENT, "1", "", "Understands; agrees")
+    bot.chat(TEACHER, "2", *CONSENT, "1", "", UNDERSTANDS, "Understands; agrees")
     bot.chat(DSL, "2", *SHARE, *FOLLOW_UP)
     check(bot.export(ref), base_record(
         ref, consent_model=code("inform", INFORM_LABEL),
@@ -250,11 +255,30 @@ def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> No
                  "parent_views": None}, child_views="Understands; agrees"))
 
 
+def test_significant_harm_with_the_dsl_choosing_the_model_for_the_case(bot: Bot, tmp_path: Path) -> None:
+    policy = tmp_path / "choice.yaml"
+    source = (Path(__file__).parents[2] / "bot/policy/england.yaml").read_text()
+    policy.write_text(source.replace("consent_model: seek\n", "consent_model: dsl_choice\n", 1))
+    bot.policy = policy
+    ref = raise_concern(bot, danger=False, threshold="significant_harm")
+    out = bot.chat(DSL, "2", "1", "", "", "", "2", TEACHER, "")  # no reason not to ask; 2) Inform the parents
+    chose = out.split("== Seek the parents' consent, or inform them? ==")[1].split("==")[0]
+    assert "1) Seek the parents' consent" in chose and "2) Inform the parents" in chose
+    assert "== Assign who informs the parents ==" in out
+    bot.chat(TEACHER, "2", *CONSENT, "1", "", UNDERSTANDS, "Understands; agrees")
+    bot.chat(DSL, "2", *SHARE, *FOLLOW_UP)
+    record = bot.export(ref)
+    assert record["consent_model"]["code"] == "inform"  # the record states the model used for this case
+    assert record["model_chosen"]["by"] == "Dee DSL"  # and who chose it: a signed decision
+    assert ("Seek the parents' consent, or inform them?", "Dee DSL") in [(s["step"], s["by"])
+                                                                         for s in record["signatures"]]
+
+
 def test_early_help_refused_is_not_shared_and_the_decision_recorded(bot_on_each_database: Bot) -> None:
     bot = bot_on_each_database
     ref = raise_concern(bot, danger=False, threshold="early_help")
     bot.chat(DSL, "2", "2", "Pastoral lead", TEACHER, "")
-    bot.chat(TEACHER, "2", *CONSENT, "2", "Prefers to manage at home", "Child agrees with mum")
+    bot.chat(TEACHER, "2", *CONSENT, "2", "Prefers to manage at home", UNDERSTANDS, "Child agrees with mum")
     closed = bot.chat(DSL, "2", "Refusal respected; below threshold; weekly check-ins", "2026-12-15")
     assert "is closed: not_shared" in closed
     check(bot.export(ref), base_record(
@@ -282,7 +306,8 @@ def test_early_help_refused_is_not_shared_and_the_decision_recorded(bot_on_each_
 
 def test_export_as_csv_holds_the_same_fields(bot: Bot) -> None:
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
-    bot.chat(DSL, "2", "1", "", "1", "Unsafe to tell", "Unsafe", "1", *SHARE, *FOLLOW_UP)
+    bot.chat(DSL, "2", "1", "", "1", "Unsafe to tell", UNDERSTANDS, "Wants it to stop", "Unsafe", "1", *SHARE,
+             *FOLLOW_UP)
     rows = dict(csv.reader(io.StringIO(bot.run("export", ref, "--format", "csv").stdout)))
     assert rows["child"] == CHILD
     assert rows["shared.agency_ref"] == "CSC-4471"
