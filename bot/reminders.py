@@ -19,14 +19,16 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import notify
+from bot.calendar_ics import parse_calendar_ics
 from bot.cases import Services
 from bot.errors import NotFound
 from bot.messages import Kind, Message
-from bot.schooltime import NoSchoolDayError, SchoolCalendar, parse_calendar_csv, parse_calendar_ics
+from bot.schooltime import NoSchoolDayError, SchoolCalendar, parse_calendar_csv
 from storage import reminder_repo, repo
 from storage.audit import append_access
 from storage.models import Case, Reminder, School, SchoolCalendarEntry, Staff
@@ -346,7 +348,12 @@ async def preview(svc: Services, *, now: datetime, limit: int = 10_000) -> Sweep
 
 async def import_calendar(svc: Services, *, school: str, text: str, ics: bool) -> tuple[int, int]:
     """Replace a school's term and closure dates with a CSV or iCalendar file's. Returns (terms, closures)."""
-    terms, closures = (parse_calendar_ics if ics else parse_calendar_csv)(text)
+    async with svc.db.read() as s:
+        found = await repo.get_school(s, school)
+    if found is None:
+        raise NotFound(f"No school {school!r}.")
+    # An .ics time is placed on the school's own dates (a 23:30 UTC start in summer is the next day).
+    terms, closures = parse_calendar_ics(text, ZoneInfo(found.timezone)) if ics else parse_calendar_csv(text)
     async with svc.db.transaction() as s:
         home = await repo.get_school(s, school)
         if home is None:

@@ -13,7 +13,6 @@ from bot.schooltime import (
     NoSchoolDayError,
     SchoolCalendar,
     parse_calendar_csv,
-    parse_calendar_ics,
 )
 
 LONDON = ZoneInfo("Europe/London")
@@ -282,93 +281,3 @@ def test_parse_calendar_csv():
 def test_parse_calendar_csv_errors(text, message):
     with pytest.raises(ValueError, match=message):
         parse_calendar_csv(text)
-
-
-ICS_LINES = [
-    "BEGIN:VCALENDAR",
-    "VERSION:2.0",
-    "PRODID:-//School//Calendar//EN",
-    "BEGIN:VEVENT",
-    "UID:1",
-    "SUMMARY:Autumn Term",
-    "DTSTART;VALUE=DATE:20260902",
-    "DTEND;VALUE=DATE:20261219",
-    "END:VEVENT",
-    "BEGIN:VEVENT",
-    "SUMMARY:Autumn half ",  # folded: the summary is "Autumn half term"
-    " term",
-    "DTSTART;VALUE=DATE:20261026",
-    "DTEND;VALUE=DATE:20261031",
-    "BEGIN:VALARM",
-    "SUMMARY:Spring term reminder",  # belongs to the alarm, not the event
-    "TRIGGER:-PT15M",
-    "END:VALARM",
-    "END:VEVENT",
-    "BEGIN:VEVENT",
-    'DTSTART;TZID="Europe/London":20261127T090000',  # quoted ':'-free TZID, date-time
-    "DTEND;TZID=Europe/London:20261127T153000",
-    "SUMMARY:INSET day: determination of targets",
-    "END:VEVENT",
-    "BEGIN:VEVENT",
-    "SUMMARY:Staff training",
-    "DTSTART:20261130T000000Z",
-    "DTEND:20261202T000000Z",  # midnight end is exclusive
-    "END:VEVENT",
-    "BEGIN:VEVENT",
-    "SUMMARY:Strike day",
-    "DTSTART;VALUE=DATE:20261203",  # no DTEND: one day
-    "END:VEVENT",
-    "END:VCALENDAR",
-    "",
-]
-ICS_OK = "\r\n".join(ICS_LINES)
-
-
-def test_parse_calendar_ics():
-    terms, closures = parse_calendar_ics(ICS_OK)
-    assert terms == [(date(2026, 9, 2), date(2026, 12, 18))]
-    assert closures == [
-        (date(2026, 10, 26), date(2026, 10, 30)),
-        (date(2026, 11, 27), date(2026, 11, 27)),
-        (date(2026, 11, 30), date(2026, 12, 1)),
-        (date(2026, 12, 3), date(2026, 12, 3)),
-    ]
-
-
-def test_parse_calendar_ics_accepts_bare_newlines_and_tab_folds():
-    text = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:Spring \n\tterm\nDTSTART;VALUE=DATE:20270104\n"
-    text += "DTEND;VALUE=DATE:20270327\nEND:VEVENT\nEND:VCALENDAR\n"
-    assert parse_calendar_ics(text) == ([(date(2027, 1, 4), date(2027, 3, 26))], [])
-
-
-def _ics(*event_lines: str) -> str:
-    lines = ["BEGIN:VCALENDAR", "BEGIN:VEVENT", *event_lines, "END:VEVENT", "END:VCALENDAR"]
-    return "\r\n".join(lines)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "empty calendar"),
-        ("BEGIN:VEVENT\r\nEND:VEVENT", "line 1: expected BEGIN:VCALENDAR"),
-        (" folded\r\nBEGIN:VCALENDAR", "line 1: continuation line"),
-        (_ics("SUMMARY Closed", "DTSTART;VALUE=DATE:20260101"), "line 3: malformed content line"),
-        (_ics("SUMMARY:Closed"), "line 4: VEVENT has no DTSTART"),
-        (_ics("DTSTART;VALUE=DATE:2026-01-01"), "line 3: bad DTSTART value '2026-01-01'"),
-        (_ics("DTSTART;VALUE=DATE:20261301"), "line 3: bad DTSTART date"),
-        (_ics("DTSTART;VALUE=DATE:20260101T090000"), "line 3: bad DTSTART value"),
-        (_ics("DTSTART;VALUE=DATE:20260105", "DTEND;VALUE=DATE:20260105"),
-         "line 4: DTEND is not after DTSTART"),
-        (_ics("DTSTART;VALUE=DATE:20260105", "DTEND:20260106T000000"),
-         "line 4: DTSTART and DTEND must both be"),
-        (_ics("DTSTART;VALUE=DATE:20260105", "RRULE:FREQ=WEEKLY"), "line 4: RRULE not supported"),
-        (_ics("DTSTART;VALUE=DATE:20260105", "DURATION:P5D"), "line 4: DURATION not supported"),
-        ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:20260101\r\nEND:VCALENDAR",
-         "line 4: END:VCALENDAR does not close BEGIN:VEVENT"),
-        ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nBEGIN:VEVENT", "line 3: BEGIN:VEVENT inside"),
-        ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:20260101", "BEGIN:VEVENT never closed"),
-    ],
-)
-def test_parse_calendar_ics_errors(text, message):
-    with pytest.raises(ValueError, match=message):
-        parse_calendar_ics(text)
