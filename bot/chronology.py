@@ -97,14 +97,14 @@ async def _child_of(s: AsyncSession, ref: str, actor: Person | None) -> tuple[Ch
 
 
 async def _build(svc: Services, s: AsyncSession, child: Child) -> Chronology:
+    from bot.views import names_at_the_time  # bot.views builds on the use cases this module does
+
     school = await s.get(School, child.school_id)
-    names = {str(p.id): p.display_name for p in await repo.list_staff(s, school_id=child.school_id,
-                                                                         include_inactive=True)}
     cases = await store.cases_of_child(s, child.id or 0)
     by_id = {c.id: c for c in cases}
     entries: list[Entry] = []
-    for case in cases:
-        entries += _case_entries(svc.policy, case, await answers_of(s, case), names, by_id)
+    for case in cases:  # each case names people as they were when it happened
+        entries += _case_entries(svc.policy, case, await answers_of(s, case), await names_at_the_time(s, case), by_id)
     entries.sort(key=lambda e: e.at)
     return Chronology(child_ref=child.ref, name=child_name(svc, child), born=child_born(svc, child),
                       timezone=school.timezone if school else "Europe/London",

@@ -136,13 +136,13 @@ async def _details(s: AsyncSession, svc: Services, case: Case) -> CaseDetails:
     progress = advance(policy_for(svc, case), answers)
     facts = {k: _decrypt(svc, case, k, v) for k, v in progress.facts.items() if not k.startswith(INTERNAL)}
     school = await s.get(School, case.school_id)
-    names = await _names(s, case)
+    names = await names_at_the_time(s, case)
     meta = {"ref": case.ref, "school": school.name if school else "", "status": case.status,
             "timezone": school.timezone if school else None}
     return CaseDetails(view=view_of(case, progress), facts=facts, record=decision_record(svc.policy, meta, facts, names))
 
 
-async def _names(s: AsyncSession, case: Case) -> dict[str, str]:
+async def names_at_the_time(s: AsyncSession, case: Case) -> dict[str, str]:
     """Who did what, by staff id: the names frozen into the case's events as they were at the time,
     so a later edit of the staff table cannot change the record. The staff table (everyone who
     ever was, so people who have left stay named) only for events from before names were frozen.

@@ -199,3 +199,12 @@ async def _two_linked_cases(bot: Bot) -> tuple[str, str]:
 
 
 _ROLE = {"tina@oak.sch.uk": "teacher", "dee@oak.sch.uk": "dsl", "pat@oak.sch.uk": "deputy"}
+
+
+async def test_people_are_named_as_they_were_when_they_acted(services: Services, school: People) -> None:
+    case = await concern(services, school)
+    async with services.db.transaction() as s:
+        await s.execute(text("UPDATE staff SET display_name = 'Mallory Mole'"))
+    lines = "\n".join((await chronology(services, ref=case.ref, actor=school["dsl"])).lines())
+    assert "Dee DSL: Confirm the threshold" in lines and "Concern raised by Tina Teacher" in lines
+    assert "Mallory" not in lines
