@@ -271,6 +271,34 @@ async def test_staff_changes_through_consentbot_keep_verifying(services: Service
     assert any(p.endswith("not in the access log (added outside consentbot)") for p in found), found
 
 
+async def test_a_platform_id_linked_at_first_contact_keeps_verifying(services: Services, school: People) -> None:
+    from bot import contacts
+
+    await people.add(services, email="new@oak.sch.uk", role="staff", name="Nia New", school="oak")
+    linked = await contacts.recognise(services, platform="slack", user_id="U0NEWNIA", emails=["new@oak.sch.uk"])
+    assert await problems(services) == []
+    await execute(services, "UPDATE staff SET slack_user_id = 'U0MALLORY' WHERE id = :i", i=linked.id)
+    assert await problems(services) == [f"staff record {linked.id}: changed outside consentbot (differs from its "
+                                        "logged fingerprint)"]
+
+
+async def test_a_directory_sync_keeps_verifying(services: Services) -> None:
+    """Added, linked, re-roled, removed and reactivated by `staff sync-teams`: each change fingerprinted."""
+    from bot import directory
+    from tests.teams.test_sync_teams import DEE, NEW, PAT, TINA, aad, seed
+
+    await seed(services)
+    await directory.sync(services, school="oak", dsls=[DEE, PAT], staff=[TINA, NEW])
+    await directory.sync(services, school="oak", dsls=[PAT], staff=[DEE, TINA])
+    await directory.sync(services, school="oak", dsls=[PAT], staff=[DEE, TINA, NEW,
+                                                                   directory.DirectoryPerson(aad(8), "L", "lee@oak.sch.uk")])
+    async with services.db.read() as s:
+        actions = set((await s.execute(text("SELECT action FROM access_log WHERE detail LIKE '%fingerprint%'")))
+                      .scalars())
+    assert actions >= {"staff_added", "staff_linked", "staff_role_changed", "staff_removed", "staff_reactivated"}
+    assert await problems(services) == []
+
+
 async def test_a_rotated_key_ring_still_verifies_older_rows(services: Services, school: People) -> None:
     await assigned_case(services, school)
     rotated = Services(db=services.db, keyring=Keyring.parse(f"{generate_key('t2')},{_key_entry(services)}"),
