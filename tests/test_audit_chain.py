@@ -26,7 +26,7 @@ from bot.checkpoint import CheckpointError
 from bot.crypto import Keyring, generate_key
 from bot.policy.loader import load_policy
 from bot.policy.model import Actor, FieldType
-from storage.audit import GENESIS, Sealer, access_fields, chain_hash, event_fields
+from storage.audit import GENESIS, Sealer, access_fields, canonical, chain_hash, event_fields
 from storage.db import create_database
 from storage.models import AccessLog, Case, CaseEvent
 from tests.cli.harness import Bot
@@ -167,13 +167,25 @@ async def test_who_decided_rewritten_and_rehashed_without_the_key_fails_naming_t
     await execute(services, "UPDATE case_events SET actor_id = :t, payload = replace(payload, :dsl_name, :t_name) "
                             "WHERE case_id = :c AND actor_id = :d", t=teacher.id, d=dsl.id, c=case.id,
                   dsl_name=dsl.name, t_name=teacher.name)
+    await rewrite_what_was_seen(services, case.id, "Nothing was seen")
     seal = unkeyed if rehash == "unkeyed" else wrong_key(services)
     await rehash_case(services, case.id, seal=seal, key_id=None if rehash == "unkeyed" else services.keyring.active)
+    record = json.dumps((await views.export_as_operator(services, case_ref=view.ref)).record)
+    assert "Nothing was seen" in record and dsl.name not in record  # the edit took: the record now lies
     found = await problems(services)
     assert any(p.startswith(f"case {view.ref} event 1:") for p in found), found
     expected = "not sealed with the audit key" if rehash == "unkeyed" else "does not match its seal"
     assert all(expected in p for p in found if p.startswith(f"case {view.ref} event")), found
     assert not any(CANARY.split()[0] in p or dsl.name in p for p in found)  # refs and ids, never content
+
+
+async def rewrite_what_was_seen(svc: Services, case_id: int, words: str) -> None:
+    """Replace the concern's words (an encrypted value, as the bot would have written it) in its event."""
+    async with svc.db.read() as s:
+        events = (await s.execute(text("SELECT id, payload FROM case_events WHERE case_id = :c"), {"c": case_id})).all()
+    event_id, payload = next((i, json.loads(p)) for i, p in events if "concern" in json.loads(p)["values"])
+    payload["values"]["concern"] = svc.keyring.encrypt(words, context=f"case:{case_id}:concern")
+    await execute(svc, "UPDATE case_events SET payload = :p WHERE id = :i", p=canonical(payload), i=event_id)
 
 
 async def test_the_same_chain_rehashed_with_the_key_verifies(services: Services, school: People) -> None:
