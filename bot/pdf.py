@@ -8,6 +8,7 @@ The file names the child: it goes only to an authorised person (their DM) or the
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import unicodedata
@@ -44,6 +45,8 @@ def drawable(text: str) -> str:
 
 def render_pdf(record: Mapping[str, Any]) -> bytes:
     """The record, every section in words, with the legal disclaimer; A4, page numbers in the footer."""
+    for name in ("fpdf", "fontTools"):  # their DEBUG lines describe the document; ours never hold its text
+        logging.getLogger(name).setLevel(logging.WARNING)
     pdf = _Document(ref=str(record["case_ref"]))
     pdf.set_title(f"Consent decision record {record['case_ref']}")
     pdf.set_creator("consentbot")

@@ -21,8 +21,12 @@ Coded = dict[str, str]
 
 def time_label(at: datetime, zone: str = DEFAULT_ZONE) -> str:
     """As "Mon 30 Nov 2026, 14:05" in `zone` (daylight saving applied by the zone's rules)."""
-    local = at.astimezone(ZoneInfo(zone))
-    return f"{local:%a} {local.day} {local:%b %Y, %H:%M}"
+    return local_label(at.astimezone(ZoneInfo(zone)))
+
+
+def local_label(at: datetime) -> str:
+    """As "Mon 30 Nov 2026, 14:05" at the time's own offset (a time already in the school's time)."""
+    return f"{at:%a} {at.day} {at:%b %Y, %H:%M}"
 
 
 def date_label(day: date) -> str:

@@ -13,6 +13,7 @@ from bot.readable import words
 Row = tuple[str, str]
 Section = tuple[str, list[Row]]
 NOT_RECORDED = "Not recorded"
+SIGNATURES, REFERRAL_FORM = "Signatures", "Referral form: consent section"
 
 
 def _row(label: str, value: Any, empty: str = NOT_RECORDED) -> Row:
@@ -22,9 +23,17 @@ def _row(label: str, value: Any, empty: str = NOT_RECORDED) -> Row:
 def sections(r: Mapping[str, Any]) -> list[Section]:
     """The whole record, section by section, in the order a reader follows the case."""
     return [_case(r), _child(r), _concern(r), _threshold(r), _parents(r), _decision(r), _shared(r),
-            _follow_up(r), ("Signatures", [(s["step"], words(s)) for s in r["signatures"]] or [("None", "")]),
-            ("Referral form: consent section", [*r["referral_form"]["fields"].items(),
-                                                ("As text", r["referral_form"]["text"])])]
+            _follow_up(r), (SIGNATURES, [(s["step"], words(s)) for s in r["signatures"]] or [("None", "")]),
+            (REFERRAL_FORM, [*r["referral_form"]["fields"].items(), ("As text", r["referral_form"]["text"])])]
+
+
+def recorded(r: Mapping[str, Any]) -> list[Section]:
+    """The sections with only what is recorded, for a details view (the referral form is left to
+    the export; signatures show beside what each person did).
+    """
+    shown = [(heading, [(label, value) for label, value in rows if value != NOT_RECORDED])
+             for heading, rows in sections(r) if heading not in (REFERRAL_FORM, SIGNATURES)]
+    return [(heading, rows) for heading, rows in shown if rows]
 
 
 def _case(r: Mapping[str, Any]) -> Section:

@@ -17,6 +17,7 @@ from bot.cases import CaseView, Person, Services
 from bot.checklist import text_limit
 from bot.errors import BotError, InvalidAnswer, NotFound
 from bot.policy.model import Actor, Code, Field, FieldType, Option, Policy, Step
+from bot.record_text import recorded
 from storage.models import School
 
 TYPED = (FieldType.TEXT, FieldType.LONGTEXT, FieldType.ASSIGNEE)  # free text the bot limits (an assignee may be an email)
@@ -156,23 +157,10 @@ def current_legal_refs(policy: Policy) -> list[Code]:
     return [c for c in policy.legal_references if not c.historical]
 
 
-def details(facts: Mapping[str, Any], policy: Policy) -> tuple[Detail, ...]:
-    """A case's recorded answers, labelled as the policy asks them (signatures and unknown keys left out)."""
-    fields = {f.key: f for s in policy.steps.values() for f in s.fields}
-    shown = []
-    for key, value in facts.items():
-        f = fields.get(key)
-        if f is None or value in (None, "", []) or isinstance(value, dict):
-            continue
-        shown.append(Detail(label=f.label, value=_shown(f, value, policy)))
-    return tuple(shown)
-
-
-def _shown(f: Field, value: Any, policy: Policy) -> str:
-    labels = {o.value: o.label for o in f.options}
-    labels.update({c.code: c.label for c in (*policy.reason_codes, *policy.legal_references)})
-    items = value if isinstance(value, list) else [value]
-    return "; ".join(labels.get(str(v), str(v)) for v in items)
+def record_details(record: Mapping[str, Any]) -> tuple[Detail, ...]:
+    """A case's record as people read it (names, labels, the school's time), headed by section."""
+    return tuple(Detail(label=f"{heading}: {label}", value=value) for heading, rows in recorded(record)
+                 for label, value in rows)
 
 
 def reply_to(screen: Screen, values: dict[str, Any], *, idempotency_key: str | None = None) -> Reply:
@@ -253,7 +241,7 @@ async def first_screen(svc: Services, *, quoted: str = "", **identity: Any) -> S
 async def case_screen(svc: Services, *, actor: Person, case_ref: str) -> Screen:
     """An opened case: its details (views.open_details checks and logs) above the step waiting for `actor`, if any."""
     opened = await views.open_details(svc, actor=actor, case_ref=case_ref)
-    return await next_screen(svc, actor, opened.view, details=details(opened.facts, svc.policy))
+    return await next_screen(svc, actor, opened.view, details=record_details(opened.record))
 
 
 async def record(svc: Services, *, actor: Person, reply: Reply, platform: str) -> CaseView:

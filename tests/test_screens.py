@@ -121,8 +121,9 @@ async def test_an_opened_case_shows_labelled_details_above_the_dsls_step(service
 
     assert opened.step_id == "dsl_threshold" and opened.details is not None
     shown = {d.label: d.value for d in opened.details}
-    assert shown["Child (name or school id)"] == RAISE["child"]
-    assert shown["Is the child in immediate danger?"] == "No"  # the option's label, not its code
+    assert shown["Child: Child"] == RAISE["child"]
+    assert shown["Concern: Immediate danger"] == "No"  # the option's label, not its code
+    assert shown["Concern: Raised by"].startswith("Tina Teacher, ")  # a name, not an id
     with pytest.raises(NotAuthorised):
         await screens.case_screen(services, actor=school["teacher2"], case_ref=screen.case_ref or "")
 

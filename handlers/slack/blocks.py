@@ -7,18 +7,22 @@ Every button's value is a case reference and nothing else.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.cases import CaseView
 from bot.messages import Kind, Message, render_text
+from bot.readable import local_label, time_label
 
 Block = dict[str, Any]
 OPEN_CASE = "open_case"  # the action id of every button that opens a case in a modal
 ACKNOWLEDGE = "acknowledge"  # an urgent alert's "I have it": stops the escalation (bot.ack.acknowledge)
 SNOOZE = "snooze"  # a routine reminder's "not yet": opens the snooze form (bot.ack.snooze)
+EXPORT_PDF = "export_pdf"  # a case window's "Download the record (PDF)": the file goes to the clicker's DM
 FALLBACK_ZONE = ZoneInfo("Europe/London")  # UK schools; Slack shows each reader their own time instead
+DATE_MARK = "\x00"  # brackets a date token inside text about to be escaped (never in a message)
 OPTION_TEXT_MAX = 75
 SECTION_TEXT_MAX = 3000
 BUTTONS = {Kind.DECISION_NEEDED: "Open and decide", Kind.URGENT_ALERT: "Open case",
@@ -69,6 +73,13 @@ def open_button(case_ref: str, label: str, *, primary: bool = True) -> Block:
     return button
 
 
+def export_block(case_ref: str) -> Block:
+    """The case window's download button (the bot decides who may have the file)."""
+    button = {"type": "button", "action_id": EXPORT_PDF, "value": case_ref,
+              "text": plain("Download the record (PDF)", 75)}
+    return {"type": "actions", "block_id": f"export:{case_ref}", "elements": [button]}
+
+
 def acknowledge_button(case_ref: str) -> Block:
     """Stops the urgent escalation, so a phone's stray tap is asked to confirm first."""
     confirm = {"title": plain("Acknowledge this alert?", 100),
@@ -84,10 +95,14 @@ def snooze_button(case_ref: str) -> Block:
 
 
 def render_message(m: Message) -> tuple[str, list[Block]]:
-    """A notification as (fallback text, blocks): a reference and a verb, never child details."""
-    text = render_text(m)
+    """A notification as (fallback text, blocks): a reference and a verb, never child details.
+    A time in it is Slack's date formatting in the blocks (each reader's own time); the fallback
+    text (notifications) says it in the school's time, in words.
+    """
+    text = render_text(replace(m, due_at=_fallback(m.due_at), at=_fallback(m.at)))
+    shown = render_text(replace(m, due_at=_token(m.due_at), at=_token(m.at)))
     icon = ":rotating_light: " if m.urgent or m.kind is Kind.URGENT_ALERT else ""
-    blocks = [section(icon + escape(text))]
+    blocks = [section(icon + _escape_around_tokens(shown))]
     buttons = _buttons(m)
     if buttons:
         blocks.append({"type": "actions", "block_id": f"case:{m.case_ref}", "elements": buttons})
@@ -105,11 +120,38 @@ def _buttons(m: Message) -> list[Block]:
     return buttons
 
 
-def slack_time(at: datetime) -> str:
-    """HH:MM that Slack shows in each reader's own timezone; the fallback is UK time
+def slack_time(at: datetime, *, fallback: str | None = None) -> str:
+    """A date and time Slack shows in each reader's own timezone ("Today 14:05", "Nov 30th 14:05");
+    the fallback, for clients that cannot, is `fallback` or the time in words in UK time
     (https://docs.slack.dev/messaging/formatting-message-text#date-formatting).
     """
-    return f"<!date^{int(at.timestamp())}^{{time}}|{at.astimezone(FALLBACK_ZONE):%H:%M}>"
+    fallback = fallback or time_label(at, FALLBACK_ZONE.key)
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _parse(text: str | None) -> datetime | None:
+    """A message's time: ISO 8601 at the school's offset (one without an offset is UK time)."""
+    try:
+        at = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return at.replace(tzinfo=FALLBACK_ZONE) if at and not at.tzinfo else at
+
+
+def _token(text: str | None) -> str | None:
+    at = _parse(text)
+    return DATE_MARK + slack_time(at, fallback=local_label(at)) + DATE_MARK if at else text
+
+
+def _fallback(text: str | None) -> str | None:
+    at = _parse(text)
+    return local_label(at) if at else text
+
+
+def _escape_around_tokens(text: str) -> str:
+    """Escape the text for mrkdwn, but not the date tokens placed in it."""
+    parts = text.split(DATE_MARK)
+    return "".join(part if i % 2 else escape(part) for i, part in enumerate(parts))
 
 
 def render_acknowledged(blocks: list[Block], *, by: str, at: datetime) -> list[Block]:
@@ -131,7 +173,7 @@ def case_line(view: CaseView, *, overdue: bool = False) -> Block:
     waiting = view.step.title if view.step else view.status
     due = ""
     if view.due_at and view.status == "awaiting_outcome":
-        due = f" · due {view.due_at.isoformat(timespec='minutes')}"
+        due = f" · due {slack_time(view.due_at)}"
     return {**section(f"*{view.ref}*{flags}\n{escape(waiting)}{due}"),
             "accessory": open_button(view.ref, "Open", primary=False)}
 

@@ -13,8 +13,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import cases, screens
 from bot.cases import Services
 from bot.errors import BotError
-from handlers.slack.blocks import OPEN_CASE
-from handlers.slack.modals import note_modal, render_modal
+from bot.screens import Screen
+from handlers.slack.blocks import OPEN_CASE, export_block
+from handlers.slack.modals import BLOCKS_MAX, note_modal, render_modal
 from handlers.slack.parse import user_id
 
 
@@ -30,7 +31,18 @@ def register(app: AsyncApp, svc: Services) -> None:
         except BotError as refusal:
             await refuse(client, body, str(refusal))
             return
-        await client.views_open(trigger_id=body["trigger_id"], view=render_modal(screen))
+        modal = render_modal(screen)
+        await client.views_open(trigger_id=body["trigger_id"], view=with_export(modal, screen) if me.is_decider else modal)
+
+
+def with_export(modal: dict[str, Any], screen: Screen) -> dict[str, Any]:
+    """A DSL's or deputy's case window with the download button under the details (bot.views.export_for
+    checks the role again when it is clicked).
+    """
+    blocks = list(modal["blocks"])
+    after = next((i + 1 for i, b in enumerate(blocks) if b.get("type") == "divider"), len(blocks))
+    blocks.insert(after, export_block(str(screen.case_ref)))
+    return {**modal, "blocks": blocks[:BLOCKS_MAX]}
 
 
 async def refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:

@@ -18,6 +18,12 @@ slack_sdk 3.48's source):
   ``users.info`` as a GET query string, and ``conversations.open`` as a POST whose
   arguments are in the *query string* with an empty form body.
 * The token travels in ``Authorization: Bearer xox...`` (or a ``token`` param).
+* A file is uploaded in three steps (https://docs.slack.dev/messaging/working-with-files#upload):
+  ``files.getUploadURLExternal`` (filename, length) returns an ``upload_url`` and a ``file_id``;
+  the bytes are POSTed to that URL (here ``/upload/<file_id>`` on the same loopback server; Slack
+  answers 200 "OK - <length>"); ``files.completeUploadExternal`` (``files`` a JSON list of
+  {"id", "title"}, ``channel_id``) shares the file into a conversation the bot is in, with
+  ``initial_comment`` as the message beside it. Until completed, a file is shared nowhere.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ BOT_ID = "B0BOT00001"
 APP_ID = "A0APP00001"
 
 # Form fields Slack documents as "JSON-based ..., presented as a URL-encoded string".
-JSON_STRING_FIELDS = frozenset({"blocks", "attachments", "view", "metadata", "unfurls"})
+JSON_STRING_FIELDS = frozenset({"blocks", "attachments", "view", "metadata", "unfurls", "files"})
 
 # Fixed epoch so message timestamps are deterministic yet look like Slack's.
 _TS_EPOCH_MICROS = 1_700_000_000 * 1_000_000
@@ -65,6 +71,19 @@ class Call:
     method: str
     params: Params
     token: str | None
+
+
+@dataclass
+class Upload:
+    """A file as the fake holds it: announced, its bytes received, then shared into channels."""
+
+    id: str
+    filename: str
+    length: int
+    data: bytes | None = None
+    title: str = ""
+    channels: list[str] = field(default_factory=list)
+    initial_comment: str = ""
 
 
 @dataclass
@@ -94,6 +113,7 @@ class _State:
     views: dict[str, Body] = field(default_factory=dict)
     home_views: dict[str, str] = field(default_factory=dict)
     users: dict[str, Body] = field(default_factory=dict)
+    uploads: dict[str, Upload] = field(default_factory=dict)  # by file id, from getUploadURLExternal on
 
 
 def _ok(**fields: Any) -> Body:
@@ -133,6 +153,8 @@ class FakeSlack(LoopbackFake):
             "views.push": self._views_push,
             "views.publish": self._views_publish,
             "users.info": self._users_info,
+            "files.getUploadURLExternal": self._files_get_upload_url,
+            "files.completeUploadExternal": self._files_complete_upload,
         }
 
     # ----------------------------------------------------------------- lifecycle
@@ -170,6 +192,17 @@ class FakeSlack(LoopbackFake):
             channel_id = self._resolve_channel(channel)
             return [json.loads(json.dumps(m)) for m in self._state.messages.get(channel_id, [])]
 
+    def files_in(self, channel: str) -> list[Upload]:
+        """Files completed into ``channel`` (a user id means the bot's DM with them), oldest first."""
+        with self._lock:
+            channel_id = self._resolve_channel(channel)
+            return [u for u in self._state.uploads.values() if channel_id in u.channels]
+
+    def uploads(self) -> list[Upload]:
+        """Every file announced, whether or not its bytes came or it was shared."""
+        with self._lock:
+            return list(self._state.uploads.values())
+
     def add_user(self, user_id: str, **fields: Any) -> None:
         """Override fields of the user object ``users.info`` returns for ``user_id``."""
         with self._lock:
@@ -204,7 +237,24 @@ class FakeSlack(LoopbackFake):
 
     def _build_app(self) -> Starlette:
         route = Route("/api/{method:str}", self._endpoint, methods=["GET", "POST"])
-        return Starlette(routes=[route])
+        upload = Route("/upload/{file_id:str}", self._upload_endpoint, methods=["POST"])
+        return Starlette(routes=[route, upload])
+
+    async def _upload_endpoint(self, request: Request) -> Response:
+        """The upload URL: the raw bytes of one announced file, of the announced length."""
+        file_id = request.path_params["file_id"]
+        data = await request.body()
+        with self._lock:
+            self.calls.append(Call(method="upload", params={"file_id": file_id, "length": len(data)}, token=None))
+        failure = self._take_failure("upload")
+        with self._lock:
+            upload = self._state.uploads.get(file_id)
+            if failure is None and upload is not None and upload.data is None and len(data) == upload.length:
+                upload.data = data
+                return PlainTextResponse(f"OK - {len(data)}")
+        if failure is not None:
+            return failure
+        return PlainTextResponse("Bad Request", status_code=HTTPStatus.BAD_REQUEST)
 
     async def _endpoint(self, request: Request) -> Response:
         method = request.path_params["method"]
@@ -406,6 +456,41 @@ class FakeSlack(LoopbackFake):
         if already_open:
             return _ok(no_op=True, already_open=True, channel=channel)
         return _ok(channel=channel)
+
+    # ------------------------------------------------------------- files.*
+
+    def _files_get_upload_url(self, params: Params) -> Body:
+        filename = str(params.get("filename") or "")
+        length = str(params.get("length") or "")
+        if not filename or not length.isdigit() or int(length) <= 0:
+            return _error("invalid_arguments")
+        file_id = self._next_id("F")
+        self._state.uploads[file_id] = Upload(id=file_id, filename=filename, length=int(length))
+        return _ok(upload_url=f"{self.url.removesuffix('/api/')}/upload/{file_id}", file_id=file_id)
+
+    def _files_complete_upload(self, params: Params) -> Body:
+        files = params.get("files")
+        if not isinstance(files, list) or not files:
+            return _error("invalid_arguments")
+        uploads = [self._state.uploads.get(str(f.get("id"))) for f in files if isinstance(f, dict)]
+        if len(uploads) != len(files) or any(u is None or u.data is None for u in uploads):
+            return _error("file_not_found")
+        channel_id = str(params.get("channel_id") or "")
+        if channel_id and channel_id not in self._state.opened_dms and not channel_id.startswith("C"):
+            return _error("channel_not_found")  # a DM the bot has not opened (conversations.open) is not its to post in
+        shared = []
+        for upload, item in zip(uploads, files, strict=True):
+            assert upload is not None  # noqa: S101 - checked above
+            upload.title = str(item.get("title") or upload.filename)
+            upload.initial_comment = str(params.get("initial_comment") or "")
+            if channel_id:
+                upload.channels.append(channel_id)
+            shared.append({"id": upload.id, "title": upload.title, "name": upload.filename, "size": upload.length})
+        if channel_id:
+            message = self._new_message({"text": params.get("initial_comment") or ""})
+            message["files"] = shared
+            self._state.messages.setdefault(channel_id, []).append(message)
+        return _ok(files=shared)
 
     # ------------------------------------------------------------- views.*
 

@@ -146,11 +146,11 @@ async def test_a_dsl_acknowledging_stops_the_escalation_and_their_dm_says_so(sla
     assert now["text"] == dm["text"]
     assert [b["action_id"] for b in buttons(now)] == ["open_case"]  # Open case stays, Acknowledge goes
     line = now["blocks"][-1]["elements"][0]["text"]
-    stamp = re.fullmatch(r"Acknowledged by Dee DSL at <!date\^(\d+)\^\{time\}\|(\d\d:\d\d)>\. "
+    stamp = re.fullmatch(r"Acknowledged by Dee DSL at <!date\^(\d+)\^\{date_short_pretty\} \{time\}\|([^>]+)>\. "
                          r"The escalation to others has stopped\.", line)
     assert stamp, line
     at = datetime.fromtimestamp(int(stamp[1]), ZoneInfo("Europe/London"))
-    assert abs(at.timestamp() - time.time()) < 60 and stamp[2] == f"{at:%H:%M}"
+    assert abs(at.timestamp() - time.time()) < 60 and stamp[2] == f"{at:%a} {at.day} {at:%b %Y, %H:%M}"
     assert_no_canary(slack)
 
 
