@@ -27,7 +27,8 @@ from tests.slack.test_raise import texts
 
 CHILD = "Oriel Thistlewaite"  # canary: must never reach Slack
 ANSWERS = {"emergency_contact": "police_999", "child": CHILD, "concern": f"{CHILD} has a burn on her hand",
-           "seen_at": "today 09:10", "staff_threshold": "early_help", "threshold": "early_help",
+           "year_group": "year_4", "seen_at": "2026-11-24T09:10:00+00:00", "staff_threshold": "early_help",
+           "threshold": "early_help",
            "assignee": "sam@oak.sch.uk"}
 ELM_DSL = "U0ELMDSL01"  # a DSL of another school
 PARENT_REPLY = "Waiting for the parent or carer to reply"  # the policy's label for awaiting_parent_reply

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -10,6 +11,8 @@ from sqlalchemy import text
 from tests.slack.conftest import USERS, Driver, decision_dm
 
 CHILD = "Zephyrine Quillfeather"  # canary: must never reach chat history or logs
+SEEN = int(datetime(2026, 11, 24, 9, 10, tzinfo=UTC).timestamp())  # the date and time picker's answer
+ABOUT = {"child": CHILD, "year_group": "year_4", "seen_at": SEEN}  # who, how old, when: all but what was seen
 
 
 def input_ids(view: dict[str, Any]) -> list[str]:
@@ -27,8 +30,8 @@ async def raise_concern(slack: Driver, *, danger: str = "no") -> tuple[str, dict
     ref = view["private_metadata"].split(":")[0]
     if danger == "yes":
         view = (await slack.submit("teacher", view, {"emergency_contact": "police_999"})).json()["view"]
-    view = (await slack.submit("teacher", view, {"child": CHILD, "concern": f"{CHILD} said she is scared at home",
-                                                 "seen_at": "today 09:10"})).json()["view"]
+    view = (await slack.submit("teacher", view, {**ABOUT, "concern": f"{CHILD} said she is scared at home"})
+            ).json()["view"]
     view = (await slack.submit("teacher", view, {"staff_threshold": "significant_harm"})).json()["view"]
     return ref, view
 
@@ -63,13 +66,13 @@ async def test_each_answer_updates_the_modal_in_place_with_only_ref_and_version(
     ref, version = body["view"]["private_metadata"].split(":")
     assert ref.startswith("C-") and version == "1"
     assert body["view"]["callback_id"] == "step:concern"
-    assert input_ids(body["view"]) == ["child", "concern", "seen_at"]
+    assert input_ids(body["view"]) == ["child", "child_dob", "year_group", "concern", "seen_at"]
     labels = [b["label"]["text"] for b in body["view"]["blocks"] if b["type"] == "input"]
     assert labels[0] == "Child (name or school id)"
 
 
 async def test_a_missing_answer_is_shown_under_its_field(slack: Driver) -> None:
-    reply = await slack.submit("teacher", await first_details(slack), {"child": CHILD, "seen_at": "y"})
+    reply = await slack.submit("teacher", await first_details(slack), ABOUT)
 
     assert reply.json() == {"response_action": "errors", "errors": {"concern": "This answer is required"}}
 
@@ -142,6 +145,6 @@ async def test_with_no_dsl_reachable_the_teacher_sees_the_fallback_contacts_not_
     assert "nobody has been alerted" in told and "01632 960 001" in told and "0300 123 4567" in told
     assert "alerted as urgent" not in json.dumps(view)
     view = (await slack.submit("teacher", view, {"emergency_contact": "police_999"})).json()["view"]
-    view = (await slack.submit("teacher", view, {"child": CHILD, "concern": "x", "seen_at": "y"})).json()["view"]
+    view = (await slack.submit("teacher", view, {**ABOUT, "concern": "x"})).json()["view"]
     last = (await slack.submit("teacher", view, {"staff_threshold": "significant_harm"})).json()["view"]
     assert "who have been notified" not in texts(last) and "nobody has been alerted" in json.dumps(last)

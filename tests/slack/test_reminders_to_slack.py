@@ -31,7 +31,8 @@ async def assigned_case(svc: Services) -> tuple[CaseView, dict[str, Person]]:
     who = {"teacher": await add(svc, email="t@s.uk", role="staff", name="Tia", school="s", slack_user_id="U0T"),
            "dsl": await add(svc, email="d@s.uk", role="dsl", name="Dev", school="s", slack_user_id="U0D")}
     view = await cases.raise_concern(svc, actor=who["teacher"], platform="slack", values={"immediate_danger": "no"})
-    for actor, values in (("teacher", {"child": CHILD, "concern": f"{CHILD} said so", "seen_at": "today"}),
+    for actor, values in (("teacher", {"child": CHILD, "year_group": "year_4", "concern": f"{CHILD} said so",
+                                       "seen_at": "2026-11-24T09:10:00+00:00"}),
                           ("teacher", {"staff_threshold": "early_help"}),
                           ("dsl", {"threshold": "early_help"}),
                           ("dsl", {"assignee": "t@s.uk", "due_at": (TUESDAY_10 + timedelta(hours=1)).isoformat()})):

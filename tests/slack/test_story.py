@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from bot.cases import Person
 from bot.views import export_as_operator
 from storage.models import AccessLog
 from tests.slack.conftest import USERS, Driver, decision_dm
-from tests.slack.test_raise import CHILD, input_ids, texts
+from tests.slack.test_raise import ABOUT, CHILD, input_ids, texts
 
 WORDS = f"{CHILD} told me her stepfather hits her"
 
@@ -22,14 +23,19 @@ async def start(slack: Driver, entry: str) -> dict[str, Any]:
     if entry == "command":
         await slack.command("teacher")
         view = (await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "no"})).json()["view"]
-        return (await slack.submit("teacher", view, {"child": CHILD, "concern": WORDS, "seen_at": "09:10"})).json()
+        return (await slack.submit("teacher", view, {**ABOUT, "concern": WORDS})).json()
     await slack.shortcut("teacher", "concern_from_message", message={"type": "message", "text": WORDS},
                          channel={"id": "C0STAFFROOM"})
     view = (await slack.submit("teacher", slack.last_opened_view(), {"immediate_danger": "no"})).json()["view"]
     [concern] = [b for b in view["blocks"] if b.get("block_id") == "concern"]
     assert concern["element"]["initial_value"] == WORDS  # prefilled: the teacher adds the child and the time
-    filled = {"child": CHILD, "concern": WORDS, "seen_at": "09:10"}
+    filled = {**ABOUT, "concern": WORDS}
     return (await slack.submit("teacher", view, filled)).json()
+
+
+def at(hour: int, minute: int) -> int:
+    """24 November 2026 at this UTC time, as Slack's date and time picker sends it."""
+    return int(datetime(2026, 11, 24, hour, minute, tzinfo=UTC).timestamp())
 
 
 async def answer(slack: Driver, who: str, view: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
@@ -87,8 +93,9 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
     view = await open_from_dm(slack, "assignee", ref)
     assert view["callback_id"] == "step:sh_seek_outcome"
     view = await answer(slack, "assignee", view, {
-        "asked_who": "Mother", "asked_how": "phone", "asked_at": "today 15:00", "consent_outcome": "refused",
-        "parent_views": "Does not want social care involved", "child_views": "Wants to feel safe"})
+        "asked_who": "Mother", "asked_how": "phone", "asked_at": at(15, 0), "consent_outcome": "refused",
+        "parent_views": "Does not want social care involved", "understanding": "yes",
+        "child_views": "Wants to feel safe"})
     assert "Designated Safeguarding Lead" in texts(view)
     await slack.drain()
 
@@ -97,10 +104,10 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
     assert view["callback_id"] == "step:sh_approve"
     view = await answer(slack, "dsl", view, {"decision_reasons": "Risk of significant harm", "approve": "approve"})
     view = await answer(slack, "dsl", view, {
-        "shared_with": "childrens_social_care", "agency_ref": "CSC-778", "shared_at": "today 16:00",
+        "shared_with": "childrens_social_care", "agency_ref": "CSC-778", "shared_at": at(16, 0),
         "shared_how": "referral_form", "what_shared": "The disclosure", "decision": "share",
         "necessity": "Child at risk", "legal_refs": ["gdpr_6_1_e", "ca1989_s47"]})
-    view = await answer(slack, "dsl", view, {"ack_received": "tomorrow", "referral_outcome": "s47 enquiry",
+    view = await answer(slack, "dsl", view, {"ack_received": "2026-11-25", "referral_outcome": "s47 enquiry",
                                              "review_date": "2026-12-08"})
     assert "complete" in texts(view)
     await slack.drain()
@@ -153,7 +160,7 @@ async def test_a_double_submit_of_one_screen_changes_nothing(slack: Driver) -> N
     assert one.json()["view"]["private_metadata"] == two.json()["view"]["private_metadata"]
     view = one.json()["view"]
     again = {**view, "id": "V0DOUBLE02"}
-    details = {"child": CHILD, "concern": "x", "seen_at": "y"}
+    details = {**ABOUT, "concern": "x"}
     a = await slack.submit("teacher", again, details, view_id="V0DOUBLE02")
     slack.views -= 1
     b = await slack.submit("teacher", again, details, view_id="V0DOUBLE02")

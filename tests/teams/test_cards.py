@@ -63,8 +63,8 @@ def test_every_step_renders_labelled_inputs_for_its_questions_and_a_next_button(
 
     assert card["type"] == "AdaptiveCard" and card["version"] == "1.5"
     assert {e["type"] for e in elements(card)} <= MOBILE_TYPES
-    expected = {f.key for f in step.fields if f.type is not FieldType.DUE}
-    expected |= {f"{f.key}.{part}" for f in step.fields if f.type is FieldType.DUE for part in ("date", "time")}
+    expected = {f.key for f in step.fields if f.type not in cards.TIMES}  # a date and time is two pickers
+    expected |= {f"{f.key}.{part}" for f in step.fields if f.type in cards.TIMES for part in ("date", "time")}
     ids = [i["id"] for i in inputs(card)]
     assert sorted(ids) == sorted(expected)  # one input per question, no strays, no duplicates
     for i in inputs(card):
@@ -168,13 +168,16 @@ def test_a_note_has_no_submit_button() -> None:
 
 def test_a_round_trip_gives_values_the_bot_accepts() -> None:
     answers = {
-        "concern": {"child": "Sam Smith ", "concern": "Said she was hit.\nBruise on arm.", "seen_at": "Monday 10:15"},
-        "share": {"shared_with": "police", "agency_ref": "REF-1", "shared_at": "today", "shared_how": "phone",
+        "concern": {"child": "Sam Smith ", "child_dob": "2016-05-01", "year_group": "year_4",
+                    "concern": "Said she was hit.\nBruise on arm.", "seen_at.date": "2026-11-23", "seen_at.time": "10:15"},
+        "share": {"shared_with": "police", "agency_ref": "REF-1", "shared_at.date": "2026-11-23",
+                  "shared_at.time": "16:00", "shared_how": "phone",
                   "what_shared": "Concern summary", "decision": "partial", "necessity": "To protect her",
                   "legal_refs": "gdpr_6_1_e,ca1989_s47"},
         "sh_reasons": {"reasons_not_to_ask": "risk_of_harm,undue_delay", "reasons_text": "Father is the risk"},
         "eh_assign": {"assignee": "a.teacher@school.example", "due_at.date": "2026-12-08", "due_at.time": "14:30"},
-        "nfa_record": {"decision_reasons": "Below threshold", "review_date": "2027-01-15"},
+        "nfa_record": {"decision_reasons": "Below threshold", "understanding": "not_sure",
+                       "child_views": "Too upset to talk today", "review_date": "2027-01-15"},
         "immediate_danger": {"immediate_danger": "no"},
     }
     for step_id, typed in answers.items():
@@ -232,13 +235,17 @@ def test_a_due_date_without_a_time_is_the_end_of_that_working_day_and_an_unreada
 
 def test_a_card_shown_again_keeps_what_was_typed_and_shows_the_error_under_its_input() -> None:
     step = POLICY.steps["concern"]
-    typed = {"child": "Sam", "concern": "x" * 10, "seen_at": "Monday"}
+    typed = {"child": "Sam", "child_dob": "2016-05-01", "year_group": "year_4", "concern": "x" * 10,
+             "seen_at.date": "2026-11-23", "seen_at.time": "10:15"}
     card = cards.render_card(screen_for(step), submit="dialog", nonce="n2",
                              error=FieldError("concern", "This answer is required."), values=typed)
     body = list(elements(card))
     at = [e.get("id") for e in body].index("concern")
 
     assert {i["id"]: i.get("value") for i in inputs(card)} == typed
+    parsed = parse_reply(POLICY, {"step": step.id, **typed}).values
+    again = cards.render_card(screen_for(step), submit="dialog", nonce="n3", values=parsed)
+    assert {i["id"]: i.get("value") for i in inputs(again)} == typed  # parsed back to its two pickers
     assert body[at + 1] == {"type": "TextBlock", "text": "This answer is required.", "wrap": True, "color": "attention"}
     assert sum(e.get("color") == "attention" for e in body) == 1
 

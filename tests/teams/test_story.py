@@ -39,7 +39,9 @@ async def raise_in_dialog(teams: Driver, *, quoted: str = "") -> dict[str, Any]:
         submit = tc.task_submit
     assert input_ids(card) == ["immediate_danger"]  # danger first (G1)
     card = dialog_card(await teams.invoke(submit(filled(card, {"immediate_danger": "no"}), **who)))
-    answers = {"child": CHILD, "seen_at": "09:10"} if quoted else {"child": CHILD, "concern": WORDS, "seen_at": "09:10"}
+    answers = {"child": CHILD, "year_group": "year_4", "seen_at": ("2026-11-24", "09:10")}  # a date and a time picker
+    if not quoted:
+        answers["concern"] = WORDS
     if quoted:
         [concern] = [i for i in card["body"] if i.get("id") == "concern"] or [None]
         assert concern is None or concern.get("value") == WORDS  # prefilled from the message
@@ -115,17 +117,18 @@ async def test_the_whole_story(teams_driver: Driver, entry: str, caplog: pytest.
     assigned = latest_card(teams, "assignee", ref)
     step = await press(teams, "assignee", assigned, "Record outcome")
     step = await press(teams, "assignee", step, "Next", {
-        "asked_who": "Mother", "asked_how": "phone", "asked_at": "today 15:00", "consent_outcome": "refused",
-        "parent_views": "Does not want social care involved", "child_views": "Wants to feel safe"})
+        "asked_who": "Mother", "asked_how": "phone", "asked_at": ("2026-11-24", "15:00"), "consent_outcome": "refused",
+        "parent_views": "Does not want social care involved", "understanding": "yes",
+        "child_views": "Wants to feel safe"})
     await teams.drain()
 
     step = await press(teams, "dsl", latest_card(teams, "dsl", "Approve"), "Open and decide")
     step = await press(teams, "dsl", step, "Next", {"decision_reasons": "Risk of significant harm", "approve": "approve"})
     step = await press(teams, "dsl", step, "Next", {
-        "shared_with": "childrens_social_care", "agency_ref": "CSC-778", "shared_at": "today 16:00",
+        "shared_with": "childrens_social_care", "agency_ref": "CSC-778", "shared_at": ("2026-11-24", "16:00"),
         "shared_how": "referral_form", "what_shared": "The disclosure", "decision": "share",
         "necessity": "Child at risk", "legal_refs": ["gdpr_6_1_e", "ca1989_s47"]})
-    step = await press(teams, "dsl", step, "Next", {"ack_received": "tomorrow", "referral_outcome": "s47 enquiry",
+    step = await press(teams, "dsl", step, "Next", {"ack_received": "2026-11-25", "referral_outcome": "s47 enquiry",
                                                     "review_date": "2026-12-08"})
     assert "complete" in text(step)
     await teams.drain()
