@@ -116,7 +116,8 @@ async def test_the_whole_story(slack: Driver, entry: str, caplog: pytest.LogCapt
 
     record = (await export_as_operator(slack.svc, case_ref=ref)).record
     assert record["child"] == CHILD and record["concern"] == WORDS
-    assert record["threshold"]["confirmed"]["code"] == "significant_harm" and record["threshold"]["decided"]["by"] == "Dee DSL"
+    assert record["threshold"]["confirmed"]["code"] == "significant_harm"
+    assert record["threshold"]["decided"]["by"] == "Dee DSL"
     assert record["assigned"]["to"] == "Sam Staff" and record["assigned"]["due_at"]
     assert record["consent"]["outcome"]["code"] == "refused" and record["consent"]["asked"]["by"] == "Sam Staff"
     assert record["decision"]["approval"]["by"] == "Dee DSL" and record["decision"]["approval"]["platform"] == "Slack"
