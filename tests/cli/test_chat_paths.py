@@ -123,7 +123,8 @@ def base_record(ref: str, **over: Any) -> dict[str, Any]:
         "case_ref": ref, "school": "oak", "timezone": "Europe/London", "status": code("closed", "Closed"),
         "outcome": code("shared", "Shared, recorded and followed up"),
         "policy": {"id": "england", "version": ANY, "sha256": ANY},
-        "child": CHILD, "child_dob": None, "year_group": None, "understanding": None, "child_views": None,
+        "child": CHILD, "child_dob": on("2016-05-01", "Sun 1 May 2016"), "year_group": code("year_4", "Year 4"),
+        "understanding": code("yes", "Yes"), "child_views": None,
         "concern": "Bruise on arm; said 'dad did it'", "seen_at": at("Tue 24 Nov 2026, 08:45"),
         "raised": signed("Tina Teacher"), "immediate_danger": code("no", "No"), "emergency_contact": None,
         "threshold": {"staff_view": SH, "confirmed": SH_CONFIRMED, "decided": signed("Dee DSL"), "consulted": None},
@@ -186,7 +187,7 @@ def test_immediate_danger_is_shared_without_asking(bot: Bot) -> None:
         ref, immediate_danger=code("yes", "Yes"), emergency_contact=code("police_999", "Police (999)"),
         consent_model=None, threshold={"consulted": "Police duty officer"},
         reasons_not_to_ask=[code("undue_delay", "Asking would lead to an unjustifiable delay in making enquiries")],
-        reasons_text="Waiting would leave her at risk tonight",
+        reasons_text="Waiting would leave her at risk tonight", child_views="Scared; wants to stay with Gran",
         decision={"reasons": "Police already involved; delay unsafe", "approval": signed("Dee DSL")}))
 
 
@@ -196,7 +197,7 @@ def test_significant_harm_with_reason_not_to_ask_is_shared_without_consent(bot: 
              "Telling parents unsafe", "1", *SHARE, *FOLLOW_UP)
     record = bot.export(ref)
     check(record, base_record(
-        ref, consent_model=None, reasons_text="Father may harm mother if told",
+        ref, consent_model=None, reasons_text="Father may harm mother if told", child_views="Does not want dad told",
         reasons_not_to_ask=[
             code("risk_of_harm", "Asking would place a person (the child, a family member or another person) at "
                                  "increased risk of harm"),
@@ -211,6 +212,7 @@ def test_significant_harm_with_reason_not_to_ask_is_shared_without_consent(bot: 
         "The parents were not asked or told because: asking would place a person (the child, a family member or "
         "another person) at increased risk of harm; asking would prejudice the prevention, detection or "
         "prosecution of a serious crime. Details: Father may harm mother if told.")
+    assert "Child's views: Does not want dad told." in record["referral_form"]["text"]  # G4 when parents not asked
 
 
 def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_each_database: Bot) -> None:
