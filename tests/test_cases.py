@@ -15,7 +15,7 @@ from bot.errors import Conflict, InvalidAnswer, NotAuthorised, NotFound
 from storage.models import AccessLog, CaseEvent, OutboxMessage, Reminder
 
 People = dict[str, Person]
-RAISE = {"child": "Ada Canary", "concern": "Ada said X", "seen_at": "today"}
+RAISE = {"child": "Ada Canary", "year_group": "year_4", "concern": "Ada said X", "seen_at": "2026-11-24T09:10:00+00:00"}
 
 
 async def raised(svc: Services, people: People, *, danger: str = "no", view: str = "significant_harm") -> CaseView:
@@ -113,8 +113,10 @@ async def test_assignment_writes_reminders_and_recording_the_outcome_stops_them(
     ladder = [r for r in await rows(services, Reminder) if r.kind == "outcome"]
     assert [r.level for r in ladder] == [0, 1, 2, 3]
     assert {r.recipient_id for r in ladder} == {school["teacher"].id, school["dsl"].id, school["deputy"].id}
-    await answer(services, school["teacher"], view, {"asked_who": "Mum", "asked_how": "phone", "asked_at": "noon",
-                                                      "consent_outcome": "refused", "child_views": "scared"})
+    await answer(services, school["teacher"], view, {"asked_who": "Mum", "asked_how": "phone",
+                                                      "asked_at": "2026-11-24T09:40:00+00:00",
+                                                      "consent_outcome": "refused", "understanding": "yes",
+                                                      "child_views": "scared"})
     assert {r.status for r in await rows(services, Reminder) if r.kind == "outcome"} == {"cancelled"}
 
 

@@ -24,8 +24,7 @@ from bot.policy.loader import load_policy
 from storage.db import create_database
 from storage.migrate import upgrade
 
-FORMULAS = {"child": "=HYPERLINK(\"http://evil.example\",\"open\")", "concern": "+cmd|' /C calc'!A0",
-            "seen_at": "@SUM(1+1)"}
+FORMULAS = {"child": "=HYPERLINK(\"http://evil.example\",\"open\")", "concern": "+cmd|' /C calc'!A0"}
 
 
 class FileEvents:
@@ -113,7 +112,7 @@ async def _raise(url: str, key: str) -> str:
     view = await cases.raise_concern(svc, actor=tina, values={"immediate_danger": "no"}, platform="test")
     assert view.step is not None
     await cases.answer(svc, actor=tina, case_ref=view.ref, version=view.version, step=view.step.id,
-                       values=FORMULAS, platform="test")
+                       values={**FORMULAS, "year_group": "year_4", "seen_at": "2026-11-24T09:10:00+00:00"}, platform="test")
     await svc.db.dispose()
     return view.ref
 
@@ -128,5 +127,5 @@ def test_an_export_is_created_private_and_its_formulas_are_inert(tmp_path: Path,
     assert mode(out) == "0o600" and private_umask.chmodded == []
     assert created_exclusively(private_umask, out)
     rows = dict(csv.reader(out.read_text().splitlines()[1:]))
-    assert {key: rows[key] for key in ("child", "concern", "seen_at")} == {k: "'" + v for k, v in FORMULAS.items()}
+    assert {key: rows[key] for key in ("child", "concern")} == {k: "'" + v for k, v in FORMULAS.items()}
     assert not [cell for row in rows.items() for cell in row if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]

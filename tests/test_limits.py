@@ -35,7 +35,9 @@ def test_every_text_field_of_the_policy_shows_the_limit_the_bot_enforces() -> No
 async def test_answers_at_the_limit_are_kept_whole_through_encryption_and_replay(services: Services,
                                                                                  school: dict[str, Person]) -> None:
     concern = POLICY.steps["concern"]
-    typed = {f.key: ("ب" if f.sensitive else "x") * text_limit(f) for f in concern.fields}  # Arabic: 2 bytes each
+    typed: dict[str, str] = {f.key: "ب" * text_limit(f) for f in concern.fields  # Arabic: 2 bytes each
+                             if f.type in TEXT_TYPES}
+    typed.update(year_group="year_4", seen_at="2026-11-24T09:10:00+00:00", child_dob="2016-05-01")
     view = await cases.raise_concern(services, actor=school["teacher"], values={"immediate_danger": "no"},
                                      platform="test")
     view = await answer(services, school["teacher"], view, typed)
@@ -50,5 +52,6 @@ async def test_one_character_over_the_limit_is_refused_naming_the_limit_and_noth
     view = await cases.raise_concern(services, actor=school["teacher"], values={"immediate_danger": "no"},
                                      platform="test")
     with pytest.raises(InvalidAnswer, match="longer than 3000 characters"):
-        await answer(services, school["teacher"], view, {"child": "A", "seen_at": "today", "concern": "y" * 3001})
+        await answer(services, school["teacher"], view, {"child": "A", "year_group": "year_4", "concern": "y" * 3001,
+                                                          "seen_at": "2026-11-24T09:10:00+00:00"})
     assert len(await rows(services, CaseEvent)) == 1

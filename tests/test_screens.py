@@ -131,7 +131,8 @@ async def test_an_opened_case_shows_labelled_details_above_the_dsls_step(service
 async def test_a_missing_answer_is_put_under_its_question(services: Services, school: People) -> None:
     first = await submit(services, school["teacher"], screens.start_screen(services.policy), {"immediate_danger": "no"})
     with pytest.raises(InvalidAnswer) as refused:
-        await submit(services, school["teacher"], first, {"child": "A", "seen_at": "today"})
+        await submit(services, school["teacher"], first, {"child": "A", "year_group": "year_4",
+                                                           "seen_at": "2026-11-24T09:10:00+00:00"})
 
     error = screens.field_error(services.policy.steps["concern"], refused.value)
     assert (error.key, error.text) == ("concern", "This answer is required")

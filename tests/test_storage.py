@@ -96,7 +96,8 @@ async def test_a_record_keeps_the_names_of_people_who_have_left(services: Servic
     view = await cases.raise_concern(services, actor=school["teacher"], platform="test",
                                      values={"immediate_danger": "no"})
     await cases.answer(services, actor=school["teacher"], case_ref=view.ref, version=view.version, step="concern",
-                       values={"child": "A", "concern": "B", "seen_at": "C"}, platform="test")
+                       values={"child": "A", "year_group": "year_4", "concern": "B", "seen_at": "2026-11-24T09:10:00+00:00"},
+                       platform="test")
     await people.remove(services, email="tina@oak.sch.uk")
     record = (await views.export_as_operator(services, case_ref=view.ref)).record
     assert record["raised"]["by"] == "Tina Teacher"

@@ -26,7 +26,8 @@ TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a school day, in worki
 async def assigned_case(svc: Services, team: dict[str, Person], *, danger: str = "no") -> CaseView:
     view = await cases.raise_concern(svc, actor=team["teacher"], platform="teams", values={"immediate_danger": danger})
     steps: list[tuple[str, dict[str, Any]]] = [
-        ("teacher", {"child": CHILD, "concern": f"{CHILD} said so", "seen_at": "today"}),
+        ("teacher", {"child": CHILD, "year_group": "year_4", "concern": f"{CHILD} said so",
+                     "seen_at": "2026-11-24T09:10:00+00:00"}),
         ("teacher", {"staff_threshold": "early_help"}), ("dsl", {"threshold": "early_help"}),
         ("dsl", {"assignee": USERS["assignee"].email, "due_at": (TUESDAY_10 + timedelta(hours=1)).isoformat()})]
     if danger == "yes":
@@ -127,7 +128,9 @@ async def test_a_person_on_both_platforms_is_messaged_where_the_school_says(team
     await schools.update(svc, slug="oak", changes=Changes(platform="teams"))
     view = await cases.raise_concern(svc, actor=team["teacher"], platform="teams", values={"immediate_danger": "no"})
     view = await cases.answer(svc, actor=team["teacher"], case_ref=view.ref, version=view.version, step="concern",
-                              values={"child": CHILD, "concern": "x", "seen_at": "today"}, platform="teams")
+                              values={"child": CHILD, "year_group": "year_4", "concern": "x",
+                                      "seen_at": "2026-11-24T09:10:00+00:00"},
+                              platform="teams")
     await cases.answer(svc, actor=team["teacher"], case_ref=view.ref, version=view.version,
                        step="staff_threshold", values={"staff_threshold": "early_help"}, platform="teams")
     async with svc.db.read() as s:
@@ -140,7 +143,7 @@ async def test_an_urgent_decision_pushes_to_the_phone_and_a_routine_one_does_not
                                                                                 team: dict[str, Person]) -> None:
     teams, svc = teams_driver, teams_driver.svc
     answers = {"emergency_contact": {"emergency_contact": "police_999"},
-               "concern": {"child": CHILD, "concern": "x", "seen_at": "today"},
+               "concern": {"child": CHILD, "year_group": "year_4", "concern": "x", "seen_at": "2026-11-24T09:10:00+00:00"},
                "staff_threshold": {"staff_threshold": "significant_harm"}}
     for danger in ("no", "yes"):
         answers["staff_threshold"] = {"staff_threshold": "early_help" if danger == "no" else "significant_harm"}
