@@ -261,3 +261,28 @@ def test_text_is_checked_against_its_limit_when_typed_and_never_again_when_repla
     assert "x" * 20 not in str(caught.value)
     stored = advance(POLICY, walk(NO_DANGER, ("concern", {**RAISE, "child": "enc:v1:k:" + "A" * 900})))
     assert stored.step is not None and stored.step.id == "staff_threshold"  # a stored token is longer than typed
+
+
+@pytest.mark.parametrize(("typed", "stored"), [
+    ("2026-07-08 09:15", "2026-07-08T09:15:00+01:00"),  # British Summer Time
+    ("2026-11-24 08:45", "2026-11-24T08:45:00+00:00"),  # Greenwich Mean Time
+    ("2026-11-24T08:45:00+00:00", "2026-11-24T08:45:00+00:00"),  # an offset given is kept
+    ("this morning", "this morning"),  # left for the bot to refuse, with an example of what it takes
+])
+def test_the_terminal_reads_a_date_and_time_as_school_time(typed: str, stored: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    from handlers.console import to_school_time
+
+    assert to_school_time(typed, ZoneInfo("Europe/London")) == stored
+
+
+def test_a_teams_time_of_something_that_happened_needs_its_time_too() -> None:
+    from handlers.teams.parse import parse_reply
+
+    data = {"step": "concern", "child": "A", "year_group": "year_4", "concern": "B"}
+    both = parse_reply(POLICY, {**data, "seen_at.date": "2026-07-08", "seen_at.time": "09:15"}).values
+    assert both["seen_at"] == "2026-07-08T09:15:00+01:00"
+    day_only = parse_reply(POLICY, {**data, "seen_at.date": "2026-07-08"}).values
+    with pytest.raises(IllegalAnswer, match="must be a date and time"):
+        validate_answer(POLICY, POLICY.steps["concern"], day_only, {}, now=NOW)
