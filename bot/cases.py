@@ -150,21 +150,29 @@ async def claim_delivery(svc: Services, *, key: str) -> bool:
 
 
 async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any], platform: str,
-                        idempotency_key: str | None = None) -> CaseView:
-    """Open a case with the answer to the policy's first step."""
+                        idempotency_key: str | None = None, linked_to: str | None = None) -> CaseView:
+    """Open a case with the answer to the policy's first step; `linked_to`: raised from that
+    earlier case (a re-escalation: the same child, and both cases show the link).
+    """
+    from bot.children import earlier_case, note_link  # bot.children builds on this module
+
     start = svc.policy.steps[svc.policy.start]
     clean = _validate(svc.policy, start, values, {})
     now = svc.clock()
     try:
-        async with svc.db.transaction() as s:
+        async with refusals_logged(svc), svc.db.transaction() as s:
             if idempotency_key and (seen := await _seen_case(s, idempotency_key)):
                 return seen
+            earlier = await earlier_case(s, actor, linked_to) if linked_to else None
             case = await repo.insert_case(s, Case(
                 ref="", school_id=actor.school_id, raised_by=actor.id, policy_id=svc.policy.id,
-                policy_version=svc.policy.version, step=start.id, status="draft", created_at=now, updated_at=now))
+                policy_version=svc.policy.version, step=start.id, status="draft", created_at=now, updated_at=now,
+                child_id=earlier.child_id if earlier else None, linked_case_id=earlier.id if earlier else None))
             if idempotency_key:
                 await repo.claim_delivery(s, idempotency_key, case.id)
             await index_case(s, case, at=now, actor_id=actor.id)
+            if earlier:
+                await note_link(svc, s, case, earlier)
             return await _apply(svc, s, case, [], start, clean, actor=actor, platform=platform, kind="raised")
     except IntegrityError:
         raise Conflict("That request was already received.") from None
@@ -175,6 +183,8 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
     """Answer the step the case is waiting on. `version` is the one the person saw. A refusal, a
     lost race and a stale form are logged, naming the person.
     """
+    from bot.children import join_child  # bot.children builds on this module
+
     async with refusals_logged(svc):
         try:
             async with svc.db.transaction() as s:
@@ -189,6 +199,7 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
                 values = await _default_due(svc, s, case, current, values)
                 clean = _validate(svc.policy, current, values, progress.facts)
                 clean = await _resolve_assignee(s, case, current, clean)
+                await join_child(svc, s, case, current, clean)
                 return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform,
                                     kind="answered")
         except (IntegrityError, repo.StaleVersion):
@@ -246,6 +257,29 @@ def may_answer(actor: Person, step: Step, *, school_id: int, raised_by: int, ass
         return actor.is_decider
     owner = raised_by if step.actor is Actor.STAFF else assignee_id
     return actor.id == owner or actor.is_decider
+
+
+async def not_theirs(svc: Services, *, actor: Person, view: CaseView) -> str | None:
+    """When a person opens a case waiting on a step they may not answer (a teacher, on a DSL
+    decision): the words saying whose step it is, and the attempt logged. None when it is theirs.
+    """
+    step = view.step
+    if step is None or view.answerable_by(actor):
+        return None
+    who = (f"a {svc.policy.role_label('dsl')} or {svc.policy.role_label('deputy')}" if step.actor is Actor.DSL
+           else "the person assigned, or a DSL")
+    await log_refusal(svc, NotAuthorised("", audit={"actor_id": actor.id, "school_id": actor.school_id,
+                                                    "case_id": await _case_id(svc, view.ref),
+                                                    "detail": {"step": step.id, "role": actor.role,
+                                                               "why": "opened a step that is not theirs"}}))
+    return (f"Case {view.ref} is waiting for '{step.title}', which only {who} can answer, so it is not offered "
+            "to you here. This attempt has been recorded.")
+
+
+async def _case_id(svc: Services, ref: str) -> int | None:
+    async with svc.db.read() as s:
+        case = await repo.case_by_ref(s, ref)
+    return case.id if case else None
 
 
 def _authorise(actor: Person, case: Case, step: Step) -> None:

@@ -177,6 +177,7 @@ def main() -> None:
     """Console script entry point."""
     from bot import (
         cli_admin,  # noqa: F401 - registers school and doctor commands
+        cli_children,  # noqa: F401 - registers chronology
         cli_commands,  # noqa: F401 - registers staff, chat, export and audit commands
         cli_directory,  # noqa: F401 - registers staff sync-teams
         cli_outbox,  # noqa: F401 - registers outbox retry

@@ -70,11 +70,16 @@ def staff_remove(email: str, as_: str | None = typer.Option(None, "--as", help=A
 
 @app.command()
 def chat(as_: str = typer.Option(..., "--as", help="Your email, as registered with `staff add`"),
-         case: str | None = typer.Option(None, help="Go straight to this case reference")) -> None:
+         case: str | None = typer.Option(None, help="Go straight to this case reference"),
+         raised_from: str | None = typer.Option(None, "--from-case", help="Raise a new concern about the child of "
+                                                "this earlier case (a re-escalation); both cases show the link")) -> None:
     """Run the checklist in the terminal (works with piped input)."""
     from handlers.console import Console
 
-    code = run(lambda svc: Console(svc, sys.stdin, sys.stdout).session(email=as_, case_ref=case))
+    if case and raised_from:
+        fail("give --case (work on a case) or --from-case (raise a new concern from one), not both")
+    code = run(lambda svc: Console(svc, sys.stdin, sys.stdout).session(email=as_, case_ref=case,
+                                                                       raised_from=raised_from))
     raise typer.Exit(code)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot import cases, people, views
+from bot import cases, chronology, people, views
 from bot.cases import CaseView, Person, Services
 from bot.checklist import text_limit
 from bot.errors import BotError, InvalidAnswer, NotFound
@@ -62,6 +62,7 @@ class Screen:
     carried: str = ""  # a quoted message riding below the questions until a step can take it
     text: str = ""  # a note's one line
     details: tuple[Detail, ...] | None = None  # the case's details, above the step (None: not shown)
+    raised_from: str | None = None  # a new concern raised from this earlier case (a re-escalation)
 
     @property
     def submittable(self) -> bool:
@@ -83,6 +84,7 @@ class Reply:
     values: dict[str, Any]
     idempotency_key: str | None = None
     quoted: str = ""
+    raised_from: str | None = None  # raising a new concern from this earlier case
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def reply_to(screen: Screen, values: dict[str, Any], *, idempotency_key: str | N
     """The answer to `screen`, for the case and version it showed (none yet: a new concern)."""
     return Reply(step_id=str(screen.step_id), case_ref=screen.case_ref,
                  version=-1 if screen.version is None else screen.version, values=values,
-                 idempotency_key=idempotency_key, quoted=screen.carried)
+                 idempotency_key=idempotency_key, quoted=screen.carried, raised_from=screen.raised_from)
 
 
 def field_error(step: Step | None, problem: InvalidAnswer) -> FieldError:
@@ -239,9 +241,15 @@ async def first_screen(svc: Services, *, quoted: str = "", **identity: Any) -> S
 
 
 async def case_screen(svc: Services, *, actor: Person, case_ref: str) -> Screen:
-    """An opened case: its details (views.open_details checks and logs) above the step waiting for `actor`, if any."""
+    """An opened case: its details (views.open_details checks and logs) above the step waiting for `actor`, if any;
+    a step that is not theirs is not offered: they are told whose it is (and the attempt is logged).
+    """
     opened = await views.open_details(svc, actor=actor, case_ref=case_ref)
-    return await next_screen(svc, actor, opened.view, details=record_details(opened.record))
+    linked = tuple(Detail(label, text) for label, text in await chronology.history(svc, actor=actor, case_ref=case_ref))
+    shown = record_details(opened.record) + linked
+    if (refusal := await cases.not_theirs(svc, actor=actor, view=opened.view)) is not None:
+        return note_screen(refusal, opened.view, details=shown)
+    return await next_screen(svc, actor, opened.view, details=shown)
 
 
 async def record(svc: Services, *, actor: Person, reply: Reply, platform: str) -> CaseView:
@@ -250,7 +258,7 @@ async def record(svc: Services, *, actor: Person, reply: Reply, platform: str) -
         raise BotError("This form is out of date. Close it and start again.")
     if reply.case_ref is None:
         return await cases.raise_concern(svc, actor=actor, values=reply.values, platform=platform,
-                                         idempotency_key=reply.idempotency_key)
+                                         idempotency_key=reply.idempotency_key, linked_to=reply.raised_from)
     return await cases.answer(svc, actor=actor, case_ref=reply.case_ref, version=reply.version, step=reply.step_id,
                               values=reply.values, platform=platform, idempotency_key=reply.idempotency_key)
 

@@ -5,11 +5,12 @@ scripted through a pipe, and prints every notification an action queues.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from bot import cases, outbox, screens, views
+from bot import cases, chronology, outbox, screens, views
 from bot.cases import CaseView, Person, Services
 from bot.errors import InvalidAnswer
 from bot.policy.model import FieldType
@@ -44,12 +45,14 @@ class Console:
             raise EndOfInput
         return line.rstrip("\n")
 
-    async def session(self, *, email: str, case_ref: str | None) -> int:
-        """Sign in, then raise a concern or work on a case. Returns the exit code."""
+    async def session(self, *, email: str, case_ref: str | None, raised_from: str | None = None) -> int:
+        """Sign in, then raise a concern (perhaps from an earlier case) or work on a case. Returns the exit code."""
         me = await cases.identify(self.svc, email=email.strip().lower())
         self.say(f"Signed in as {me.name} ({self.svc.policy.role_label(me.role)}).")
         self.zone = await screens.school_zone(self.svc, me)
         try:
+            if raised_from:
+                return await self.raise_new(me, raised_from=raised_from)
             ref = case_ref or await self.menu(me)
             if ref is None:
                 return 0
@@ -80,17 +83,25 @@ class Console:
                 return picked
             self.say("! Please answer with one of the numbers shown.")
 
-    async def raise_new(self, me: Person) -> int:
-        """Raise a concern, then carry on with the steps that are this person's."""
-        self.view = await self.submit(me, screens.start_screen(self.svc.policy))
+    async def raise_new(self, me: Person, *, raised_from: str | None = None) -> int:
+        """Raise a concern (from an earlier case, if given), then carry on with the steps that are this person's."""
+        if raised_from:
+            self.say(f"This new concern is linked to case {raised_from.strip().upper()}: the same child.")
+        self.view = await self.submit(me, replace(screens.start_screen(self.svc.policy), raised_from=raised_from))
         self.say(f"Concern raised as case {self.view.ref}.")
         return await self.carry_on(me)
 
     async def work_on(self, me: Person, ref: str) -> int:
-        """Open a case (details are decrypted and the view logged), then answer its steps."""
+        """Open a case (details are decrypted and the view logged), then answer its steps. A step
+        this person may not answer is not offered: they are told whose it is, and the attempt is logged.
+        """
         details = await views.open_details(self.svc, actor=me, case_ref=ref)
         self.view = details.view
         self.show_details(details)
+        for label, text in await chronology.history(self.svc, actor=me, case_ref=ref):
+            self.say(f"  {label}:" + ("\n    " + text.replace("\n", "\n    ") if "\n" in text else f" {text}"))
+        if (refusal := await cases.not_theirs(self.svc, actor=me, view=details.view)) is not None:
+            self.say(f"\n{refusal}")
         return await self.carry_on(me, opened=True)
 
     async def carry_on(self, me: Person, *, opened: bool = False) -> int:
