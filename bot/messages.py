@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import StrEnum
+
+from bot.readable import local_label
 
 
 class Kind(StrEnum):
@@ -53,16 +56,25 @@ class Message:
         return cls(**data)
 
 
+def in_words(text: str | None) -> str | None:
+    """A message's time (ISO 8601 at the school's offset) as "Mon 30 Nov 2026, 14:05"; other text unchanged."""
+    try:
+        at = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return text
+    return local_label(at) if at else text
+
+
 def render_text(m: Message) -> str:
-    """The message as one line of plain text (also the fallback text of rich messages)."""
+    """The message as one line of plain text (also the fallback text of rich messages), times in words."""
     flag = "URGENT: " if m.urgent else ""
-    due = f", due {m.due_at}" if m.due_at else ""
+    due = f", due {in_words(m.due_at)}" if m.due_at else ""
     texts = {
         Kind.DECISION_NEEDED: f"{flag}Concern {m.case_ref} needs your decision ({m.step_title}).",
         Kind.URGENT_ALERT: f"URGENT: concern {m.case_ref} needs a DSL now (immediate danger or significant harm). "
                            "Open the case.",
         Kind.ACTION_ASSIGNED: f"{flag}You are asked to act on concern {m.case_ref}: {m.step_title}{due}.",
-        Kind.DECIDED: f"Concern {m.case_ref}: decided by {m.by} at {m.at}.",
+        Kind.DECIDED: f"Concern {m.case_ref}: decided by {m.by} at {in_words(m.at)}.",
         Kind.REMINDER: f"{flag}Reminder: concern {m.case_ref} is waiting for you: {m.step_title}{due}.",
         Kind.ESCALATION: f"{flag}Escalated: concern {m.case_ref} is overdue: {m.step_title}{due}.",
         Kind.CLOSED: f"Concern {m.case_ref}, which you raised, has been closed by {m.by}. Thank you for raising it.",

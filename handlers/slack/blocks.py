@@ -99,7 +99,7 @@ def render_message(m: Message) -> tuple[str, list[Block]]:
     A time in it is Slack's date formatting in the blocks (each reader's own time); the fallback
     text (notifications) says it in the school's time, in words.
     """
-    text = render_text(replace(m, due_at=_fallback(m.due_at), at=_fallback(m.at)))
+    text = render_text(m)
     shown = render_text(replace(m, due_at=_token(m.due_at), at=_token(m.at)))
     icon = ":rotating_light: " if m.urgent or m.kind is Kind.URGENT_ALERT else ""
     blocks = [section(icon + _escape_around_tokens(shown))]
@@ -141,11 +141,6 @@ def _parse(text: str | None) -> datetime | None:
 def _token(text: str | None) -> str | None:
     at = _parse(text)
     return DATE_MARK + slack_time(at, fallback=local_label(at)) + DATE_MARK if at else text
-
-
-def _fallback(text: str | None) -> str | None:
-    at = _parse(text)
-    return local_label(at) if at else text
 
 
 def _escape_around_tokens(text: str) -> str:
