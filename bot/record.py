@@ -153,7 +153,7 @@ def referral_form(policy: Policy, r: Mapping[str, Any]) -> dict[str, Any]:
 
 def _lookup(r: Mapping[str, Any], key: str) -> Any:
     """A referral-form key the code does not know: a record field of that name, at any depth."""
-    for value in r.values() if isinstance(r, Mapping) else ():
+    for value in r.values():
         if isinstance(value, Mapping) and key in value:
             return value[key]
     return r.get(key)
@@ -168,7 +168,8 @@ def _sentences(policy: Policy, r: Mapping[str, Any]) -> list[str]:
     if consent["parent_views"]:
         said.append(_said(form.get("parent_views", "Parent's views"), consent["parent_views"]))
     if r["understanding"]:
-        said.append(_said("Is the child of sufficient understanding", words(r["understanding"])))
+        said.append(_said(form.get("understanding", "Is the child of sufficient understanding"),
+                          words(r["understanding"])))
     said.append(_said(form.get("child_views", "Child's views"), words(r["child_views"], empty="none recorded")))
     approval = r["decision"]["approval"]
     if r["decision"]["reasons"]:

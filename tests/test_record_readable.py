@@ -125,6 +125,8 @@ def test_new_facts_are_recorded_and_absent_ones_are_none(policy: Policy) -> None
     assert r["understanding"]["code"] == "yes" and r["understanding"]["label"] != "yes"
     assert r["model_chosen"]["by"] == "Dee DSL" and r["consent_model"]["label"] == "Seek the parents' consent"
     assert r["child_views"] == "Wants Gran told"
+    assert "sufficient understanding to be asked their views: Yes. Child's views: Wants Gran told." \
+        in r["referral_form"]["text"]
 
 
 def test_the_referral_form_reads_as_sentences(policy: Policy) -> None:
