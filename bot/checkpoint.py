@@ -53,10 +53,9 @@ class Checkpoint:
 
 def _lost(ref: str | None, head: tuple[int, str], hashes: list[str]) -> list[ChainProblem]:
     seq, expected = head
-    what = f"case {ref}" if ref else "the access log"
     if len(hashes) < seq:
-        return [ChainProblem(ref, seq, f"{what} has {len(hashes)} entries, fewer than the {seq} at the checkpoint "
-                                       "(truncated or emptied)")]
+        what = "events, fewer than the" if ref else "entries, fewer than the"
+        return [ChainProblem(ref, seq, f"missing: {len(hashes)} {what} {seq} at the checkpoint (truncated or emptied)")]
     if seq and hashes[seq - 1] != expected:
         return [ChainProblem(ref, seq, "differs from the head at the checkpoint (the chain was rewritten)")]
     return []

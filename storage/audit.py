@@ -151,14 +151,15 @@ async def append_staff_change(session: AsyncSession, *, staff: Staff, action: st
     compares each staff row with its latest fingerprint, so an edit made outside consentbot shows.
     """
     await session.flush()  # the row's id, and the values the fingerprint covers, as stored
-    fingerprint = sealer_of(session).fingerprint(staff, kid=sealer_of(session).kid)
+    sealer = sealer_of(session)
+    fingerprint = sealer.fingerprint(staff, kid=sealer.kid)  # the key append_access seals the entry under
     return await append_access(session, action=action, at=at, actor_id=actor_id, school_id=staff.school_id,
                                detail={**(detail or {}), "staff_id": staff.id, "fingerprint": fingerprint})
 
 
 async def index_case(session: AsyncSession, case: Case, *, at: datetime, actor_id: int | None) -> AccessLog:
-    """Enter a new case in the chained index of cases (its id and reference only), so that a case
-    deleted outright is missed by `audit verify`.
+    """Enter a new case in the chained index of cases (its id and reference only), so that
+    `audit verify` notices a case deleted outright, events and all.
     """
     return await append_access(session, action=CASE_OPENED, at=at, actor_id=actor_id, school_id=case.school_id,
                                case_id=case.id, detail={"case_id": case.id, "ref": case.ref})

@@ -210,8 +210,8 @@ async def test_a_truncated_case_chain_verifies_alone_but_fails_against_a_checkpo
                   v=before.version, h=before.head_hash, st=before.step, ss=before.status, c=before.id)
     assert await problems(services) == []  # no checkpoint: nothing to compare the length with
     found = await problems(services, cp)
-    assert found == [f"case {view.ref} event {view.version}: case {view.ref} has {before.version} entries, fewer "
-                     f"than the {view.version} at the checkpoint (truncated or emptied)"]
+    assert found == [f"case {view.ref} event {view.version}: missing: {before.version} events, fewer than the "
+                     f"{view.version} at the checkpoint (truncated or emptied)"]
 
 
 @pytest.mark.parametrize("cut", ["emptied", "newest"])

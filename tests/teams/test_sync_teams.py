@@ -92,8 +92,10 @@ async def test_members_are_added_linked_and_given_their_group_roles(services: Se
     logged = (await access(services))[before:]
     assert sorted(action for action, _ in logged) == ["staff_added", "staff_linked", "staff_linked", "staff_removed"]
     removed = next(detail for action, detail in logged if action == "staff_removed")
+    assert len(str(removed.pop("fingerprint"))) == 64  # the row as changed, checked by `audit verify`
     assert removed == {"staff_id": rows["lee@oak.sch.uk"].id, "source": "teams_sync"}
     added = next(detail for action, detail in logged if action == "staff_added")
+    assert len(str(added.pop("fingerprint"))) == 64
     assert added == {"staff_id": rows["nia@oak.sch.uk"].id, "role": "dsl", "source": "teams_sync"}
 
 
