@@ -127,7 +127,8 @@ async def test_the_review_date_reminds_the_dsl_that_morning_and_the_referrer_hea
         services: Services, school: People) -> None:
     view = await raised(services, school, view="unsure")
     view = await answer(services, school["dsl"], view, {"threshold": "no_further_action"})
-    view = await answer(services, school["dsl"], view, {"decision_reasons": "Support in school",
+    view = await answer(services, school["dsl"], view, {"decision_reasons": "Support in school", "understanding": "yes",
+                                                        "child_views": "Wants help at school",
                                                         "review_date": "2026-12-08"})
     assert view.outcome == "no_further_action"
     [review] = [r for r in await rows(services, Reminder) if r.kind == "review"]

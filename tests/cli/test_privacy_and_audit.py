@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.harness import Bot, case_ref, setup_school
-from tests.cli.test_chat_paths import CONSENT, DSL, FOLLOW_UP, SHARE, TEACHER
+from tests.cli.test_chat_paths import CONSENT, DSL, FOLLOW_UP, SHARE, TEACHER, UNDERSTANDS
 
 CANARY = "Quillon Marchbanks-Oyelaran"
 CANARY_WORDS = ("Quillon", "Marchbanks", "Oyelaran")
@@ -28,9 +28,10 @@ def db_file(bot: Bot) -> Path:
 
 
 def run_whole_story(bot: Bot) -> str:
-    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, f"{CANARY} said her stepdad hit her", "today 08:40", "1"))
+    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "", "6", f"{CANARY} said her stepdad hit her", "2026-11-24 08:40",
+                            "1"))  # no date of birth given; 6) Year 4
     bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
-    bot.chat(TEACHER, "2", *CONSENT, "2", f"Refused; {CANARY}'s mum is angry", f"{CANARY} is scared")
+    bot.chat(TEACHER, "2", *CONSENT, "2", f"Refused; {CANARY}'s mum is angry", UNDERSTANDS, f"{CANARY} is scared")
     bot.chat(DSL, "2", f"Refused, but {CANARY} is at risk", "1", *SHARE, *FOLLOW_UP)
     return ref
 
@@ -64,7 +65,7 @@ def assigned_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bot, str]:
     workdir = tmp_path_factory.mktemp("story")
     bot = Bot(database_url=f"sqlite+aiosqlite:///{workdir}/test.db", workdir=workdir)
     setup_school(bot)
-    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "text", "today", "1"))
+    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "", "6", "text", "2026-11-24 08:40", "1"))
     bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
     return bot, ref
 
@@ -99,7 +100,7 @@ def test_non_dsl_deciding_is_refused_and_the_refusal_audited(sqlite_url: str, tm
     bot = Bot(database_url=sqlite_url, workdir=tmp_path)
     setup_school(bot)
     bot.run("staff", "add", "tom@oak.sch.uk", "--role", "staff", "--name", "Tom Teacher", "--school", "oak")
-    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "text", "today", "1"))
+    ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "", "6", "text", "2026-11-24 08:40", "1"))
     own = bot.chat(TEACHER, case=ref)  # the raiser may open it, but the decision is not theirs
     assert "waiting for Designated Safeguarding Lead: Confirm the threshold" in own
     assert "== Confirm the threshold ==" not in own
