@@ -54,7 +54,7 @@ class Trail:
     def adopted_access(self) -> Adopted | None:
         """The legacy prefix of the access log that `db upgrade` adopted, if any."""
         for _row, detail in self.entries(AUDIT_ADOPTED):
-            return Adopted(version=int(detail.get("legacy_access_entries", 0)), head=str(detail.get("legacy_head")))
+            return Adopted(version=_id(detail, "legacy_access_entries"), head=str(detail.get("legacy_head")))
         return None
 
     def adopted_cases(self) -> dict[int, Adopted]:
