@@ -1,40 +1,70 @@
-# The two commands a newcomer needs: `make run` and `make test`. Both create .venv if missing.
-PYTHON ?= python3.11
-VENV := .venv
+# The two commands a newcomer needs: `make run` and `make test`. Both create the venv if missing.
+# Python 3.11, 3.12 or 3.13 (PYTHON=/path/to/python3.x); VENV names the venv (.ci/run keeps one per Python).
+PYTHON ?= python3
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Installs are pinned, with hashes, from the lock (uv.lock, exported to requirements/*.txt by `make lock`);
+# a stamp per lock file, so a changed lock or pyproject.toml reinstalls.
+hash = $(shell cat pyproject.toml $(1) | cksum | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.run-$(call hash,requirements/run.txt)
+TEST_STAMP := $(VENV)/.test-$(call hash,requirements/dev.txt)
+UV_VERSION := 0.13.9
 
-.PHONY: run test lint typecheck check diagram clean
+.PHONY: run test test-sqlite lint typecheck check diagram lock clean
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || \
+		{ echo "Python 3.11, 3.12 or 3.13 is needed (set PYTHON=/path/to/python3.x)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,slack,teams,postgres]'
-	@rm -f $(VENV)/.installed-* && touch $@
+# What running needs only: the runtime dependencies and the slack, teams and postgres extras; no dev tools.
+$(RUN_STAMP): $(BIN)/python pyproject.toml requirements/run.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/run.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@rm -f $(VENV)/.run-* && touch $@
 
-run: $(STAMP)
+$(TEST_STAMP): $(BIN)/python pyproject.toml requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@rm -f $(VENV)/.test-* $(VENV)/.run-* && touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/consentbot db upgrade
 	$(BIN)/consentbot serve
 
 # Three workers on CI's two cores: most tests wait on a database or a subprocess, so a third
 # worker fills the waits. Work stealing keeps a worker from finishing last with a queue of slow
 # tests (760 tests with PostgreSQL: 224 s against 254 s with the default split; -n 4: 235 s).
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 3 --dist worksteal
 
-lint: $(STAMP)
+# The whole suite on SQLite only (the PostgreSQL variants skip): what .ci/run runs on the oldest
+# Python, beside `make test` (SQLite and PostgreSQL) on the newest. Every test of the product's
+# logic, CLI and platforms runs on both Pythons; the database driver's behaviour does not depend
+# on the interpreter, so running it twice would only double the time.
+test-sqlite: $(TEST_STAMP)
+	CONSENTBOT_TEST_DATABASE_URL= $(BIN)/python -m pytest -n 3 --dist worksteal
+
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check bot handlers storage tests bench
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
 
-diagram: $(STAMP)
+diagram: $(RUN_STAMP)
 	$(BIN)/consentbot policy diagram --out docs/checklist-flow.md
+
+# After changing dependencies in pyproject.toml: resolve again (uv.lock, for Python 3.11-3.13 on every
+# platform) and export the pinned, hashed requirements pip installs from. tests/test_deploy.py fails
+# while the lock does not match pyproject.toml.
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv lock
+	$(BIN)/uv export --quiet --frozen --no-emit-project --extra slack --extra teams --extra postgres -o requirements/run.txt
+	$(BIN)/uv export --quiet --frozen --no-emit-project --all-extras -o requirements/dev.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
