@@ -123,7 +123,7 @@ def test_an_export_is_created_private_and_its_formulas_are_inert(tmp_path: Path,
     out.write_text("an older export, readable by all\n")
     os.chmod(out, 0o644)
     private_umask.opened, private_umask.chmodded = [], []
-    export(exported_case, format="csv", out=out)
+    export(exported_case, format="csv", as_=None, out=out)
     assert mode(out) == "0o600" and private_umask.chmodded == []
     assert created_exclusively(private_umask, out)
     rows = dict(csv.reader(out.read_text().splitlines()[1:]))
