@@ -24,6 +24,7 @@ from bot import notify
 from bot.cases import Services
 from bot.messages import Kind, Message
 from bot.policy.model import Actor
+from bot.readable import date_label, local_label
 from bot.reminders import calendar_for
 from bot.schooltime import SchoolCalendar
 from storage import reminder_repo
@@ -215,7 +216,8 @@ async def _fold(svc: Services, s: Any, people: list[Staff], now: datetime) -> di
 
 
 def _local(when: datetime | None, calendar: SchoolCalendar) -> str:
-    return when.astimezone(calendar.zone).strftime("%Y-%m-%d %H:%M") if when else "-"
+    """A time as people read it, in the school's time: "Mon 30 Nov 2026, 14:05"."""
+    return local_label(when.astimezone(calendar.zone)) if when else "-"
 
 
 def draft_minutes(svc: Services) -> int:
@@ -316,7 +318,7 @@ def weekly_lines(raised: list[Case], closed: list[Case], still_open: list[Case],
     """The weekly summary: counts and time-to-decision figures, no references."""
     times = [decided[c.id] for c in raised if c.id in decided]
     overdue = sum(1 for c in still_open if c.status == "awaiting_outcome" and c.due_at and c.due_at <= now)
-    lines = [f"Week to {now:%Y-%m-%d}: raised {len(raised)}, decided {len(times)}, closed {len(closed)}",
+    lines = [f"Week to {date_label(now.date())}: raised {len(raised)}, decided {len(times)}, closed {len(closed)}",
              f"Open now: {len(still_open)}, outcomes overdue: {overdue}"]
     if times:
         lines.append(f"Time to first DSL decision: median {statistics.median(times):.1f} h, "

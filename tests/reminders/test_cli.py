@@ -98,7 +98,7 @@ def test_digest_dry_run_prints_the_lines_then_it_is_queued_once(url):
     first = invoke("digest", "--now", "2026-11-24T07:30")
     again = invoke("digest", "--now", "2026-11-24T07:45")
 
-    assert "would send digest:daily:3:2026-11-24 to Dee DSL" in dry and f"{ref} due 2026-11-24 09:00" in dry
+    assert "would send digest:daily:3:2026-11-24 to Dee DSL" in dry and f"{ref} due Tue 24 Nov 2026, 09:00" in dry
     assert "queued digest:daily:3:2026-11-24 to Dee DSL" in first
     assert again.strip().endswith("0 digests, 0 reminders folded in")
     assert len(with_services(url, lambda svc: outbox_rows(svc, kind="digest"))) == 2  # daily + weekly

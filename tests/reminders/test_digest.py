@@ -46,14 +46,14 @@ async def test_the_daily_digest_lists_references_and_assignees_by_section(svc, o
     assert all(line.endswith(": 0") for line in lines_of(daily[oak.other_dsl.id]))  # another school's cases: none
     lines = lines_of(daily[oak.dsl.id])
     assert lines == [
-        "Awaiting decision: 1", f"  {waiting.ref} since 2026-11-23 09:00",
+        "Awaiting decision: 1", f"  {waiting.ref} since Mon 23 Nov 2026, 09:00",
         "Outcomes overdue: 2",
-        f"  {overdue.ref} due 2026-11-23 11:00, assigned to Tom Teacher (reminder)",
-        f"  {urgent.ref} due 2026-11-23 09:00, assigned to Tom Teacher",
-        "Outcomes due soon: 1", f"  {soon.ref} due 2026-11-24 12:00, assigned to Tina Teacher",
+        f"  {overdue.ref} due Mon 23 Nov 2026, 11:00, assigned to Tom Teacher (reminder)",
+        f"  {urgent.ref} due Mon 23 Nov 2026, 09:00, assigned to Tom Teacher",
+        "Outcomes due soon: 1", f"  {soon.ref} due Tue 24 Nov 2026, 12:00, assigned to Tina Teacher",
         "Follow-ups due: 1", f"  {follow.ref} (Follow up the referral)",
         "Not finished by the person raising it: 0",
-        "Closed since the last digest: 1", f"  {closed.ref} at 2026-11-23 15:00",
+        "Closed since the last digest: 1", f"  {closed.ref} at Mon 23 Nov 2026, 15:00",
     ]
     assert daily[oak.dsl.id].dedupe_key == f"digest:daily:{oak.dsl.id}:2026-11-24"
 
@@ -94,7 +94,7 @@ async def test_closed_since_the_last_digest_means_since_yesterdays(svc, oak, tic
     tick.now = london(2026, 11, 25, 7, 30)
     [(_, row)] = [(p, r) for p, r in (await run_digests(svc)).messages if p.id == oak.dsl.id]
     lines = lines_of(row)
-    assert lines[lines.index("Closed since the last digest: 1") + 1] == f"  {later.ref} at 2026-11-24 14:00"
+    assert lines[lines.index("Closed since the last digest: 1") + 1] == f"  {later.ref} at Tue 24 Nov 2026, 14:00"
     assert "weekly" not in row.dedupe_key  # the weekly summary went on Tuesday, the week's first
 
 
@@ -109,7 +109,7 @@ async def test_the_weekly_summary_gives_counts_and_time_to_decision(svc, oak, ti
 
     [row] = [r for p, r in report.messages if p.id == oak.dsl.id and "weekly" in r.dedupe_key]
     assert row.dedupe_key == f"digest:weekly:{oak.dsl.id}:2026-W48"
-    assert lines_of(row) == ["Week to 2026-11-24: raised 1, decided 1, closed 0",
+    assert lines_of(row) == ["Week to Tue 24 Nov 2026: raised 1, decided 1, closed 0",
                              "Open now: 1, outcomes overdue: 0",
                              "Time to first DSL decision: median 0.0 h, longest 0.0 h"]
     for _, r in report.messages:
@@ -159,7 +159,7 @@ async def test_review_dates_due_today_are_follow_ups_and_unfinished_concerns_hav
         "Follow-ups due: 3", f"  {follow.ref} (Follow up the referral)",
         f"  {review['this_morning'].ref} (review date)", f"  {review['this_afternoon'].ref} (review date)"]
     assert section(lines, "Not finished by the person raising it") == [
-        "Not finished by the person raising it: 1", f"  {old_draft.ref} started 2026-11-24 08:45"]
+        "Not finished by the person raising it: 1", f"  {old_draft.ref} started Tue 24 Nov 2026, 08:45"]
 
 
 async def set_school(svc, slug: str, **values: str) -> None:
