@@ -5,6 +5,7 @@ modules of bot/ that reach into handlers/ (lazily), to wire the platforms in.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from bot.config import Settings
+from bot.config import ENV_FILE_VARIABLE, Settings, SettingsFileError, settings_file
 from bot.errors import BotError
 from bot.policy.loader import PolicyError
 
@@ -50,26 +51,44 @@ def _start(*, migrating: bool = False) -> tuple[Settings, Any]:
     from pydantic import ValidationError
 
     from bot.crypto import KeyringError
-    from bot.runtime import DatabaseUrlError, build_services, configure_logging
+    from bot.runtime import DatabaseUrlError, ProductionRefused, build_services, configure_logging
 
     try:
         settings = Settings()
     except ValidationError as exc:  # names the settings only: a value may be a secret
         fail(f"invalid setting: {', '.join(str(e['loc'][0]) for e in exc.errors())}")
+    except SettingsFileError as exc:
+        fail(str(exc))
     configure_logging(settings)
+    _log_settings_source(settings)
     try:
         return settings, build_services(settings, migrating=migrating)
-    except (KeyringError, PolicyError, DatabaseUrlError, OSError) as exc:
+    except (KeyringError, PolicyError, DatabaseUrlError, ProductionRefused, OSError) as exc:
         fail(str(exc))
     raise AssertionError("unreachable")
 
 
-def _within(services: Any, make: Callable[[Any], Awaitable[T]], *, check_keys: bool) -> T:
-    """Run `make(services)` after the key check, close the database; errors become one line."""
+def _log_settings_source(settings: Settings) -> None:
+    """Say which settings file was read: a command run from the wrong folder shows it at once."""
+    import logging
+
+    file = settings_file()
+    source = str(file.resolve()) if file is not None and file.is_file() else "the environment only"
+    logging.getLogger(__name__).debug("settings from %s (env=%s)", source, settings.env)
+
+
+def _within(services: Any, make: Callable[[Any], Awaitable[T]], *, check_keys: bool, check_schema: bool = False) -> T:
+    """Run `make(services)` after the key check (and with `check_schema`, `serve`'s, the schema
+    check first), close the database. Errors become one line naming the cause: the database
+    unreachable, migrations pending, or the wrong key.
+    """
     from bot.keys import check
+    from bot.runtime import schema_problem
 
     async def go() -> T:
         try:
+            if check_schema and (problem := await schema_problem(services.db)):
+                raise SchemaNotCurrent(problem)
             if check_keys:
                 await check(services)
             return await make(services)
@@ -78,11 +97,43 @@ def _within(services: Any, make: Callable[[Any], Awaitable[T]], *, check_keys: b
 
     try:
         return asyncio.run(go())
-    except BotError as exc:  # bot.keys.KeyMismatch among them
+    except BotError as exc:  # bot.keys.KeyMismatch and SchemaNotCurrent among them
         fail(str(exc))
     except (OSError, DBAPIError) as exc:  # the message names the type only: driver errors may quote the URL
-        fail(f"cannot reach the database in DATABASE_URL ({type(exc).__name__}). Is it running, and is the URL right?")
+        fail(_database_problem(services) or f"cannot reach the database in DATABASE_URL ({type(exc).__name__}). "
+                                            "Is it running, and is the URL right?")
     raise AssertionError("unreachable")
+
+
+def _database_problem(services: Any) -> str | None:
+    """After a database error: the schema's problem when the database answers (a missing table is
+    a pending migration, not an unreachable database); None when it does not.
+    """
+    from bot.runtime import schema_problem
+
+    async def go() -> str | None:
+        try:
+            return await schema_problem(services.db)
+        finally:
+            await services.db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except (OSError, DBAPIError):
+        return None
+
+
+class SchemaNotCurrent(BotError):
+    """The database is not at the migration this version needs (the message says what to run)."""
+
+
+@app.callback()
+def options(config: Path | None = typer.Option(
+        None, "--config", dir_okay=False,
+        help="The settings file to read (else the one CONSENTBOT_ENV_FILE names, else .env in this folder).")) -> None:
+    """Options for every command."""
+    if config is not None:  # the environment, so every Settings() of this process (and its children) reads it
+        os.environ[ENV_FILE_VARIABLE] = str(config.expanduser().resolve())
 
 
 @app.command()
@@ -95,16 +146,20 @@ def keygen() -> None:
 
 @app.command()
 def serve() -> None:
-    """Start the web app (HOST, PORT), once the key ring is known to fit the database."""
+    """Start the web app (HOST, PORT), once the database is migrated and the key ring fits it.
+    On SIGTERM it stops taking requests, then sends what is left in the outbox
+    (CONSENTBOT_SHUTDOWN_SECONDS each, at most).
+    """
     import uvicorn
 
     from bot.app import build_app
     from bot.server import guarded_protocol
 
     settings, services = _start()
-    # Before listening: a wrong key must not write a single row. The check's connections are
-    # closed with its event loop; uvicorn's loop opens its own.
-    _within(services, lambda _svc: asyncio.sleep(0), check_keys=True)
+    # Before listening: an unmigrated database is refused with the command to run, and a wrong key
+    # must not write a single row. The checks' connections are closed with their event loop;
+    # uvicorn's loop opens its own.
+    _within(services, lambda _svc: asyncio.sleep(0), check_keys=True, check_schema=True)
     # Limits, so that idle or slow clients cannot starve the server (bot/server.py; the body limit
     # is the app's, bot/app.py). h11 always, even if httptools is installed: the header size limit
     # (h11_max_incomplete_event_size) and the request deadline are h11's.
@@ -115,7 +170,7 @@ def serve() -> None:
     uvicorn.run(web, host=settings.host, port=settings.port, log_config=None,
                 http=guarded_protocol(read_timeout=settings.read_timeout_seconds),
                 limit_concurrency=settings.max_connections, backlog=settings.backlog,
-                timeout_keep_alive=settings.keep_alive_seconds,
+                timeout_keep_alive=settings.keep_alive_seconds, timeout_graceful_shutdown=settings.shutdown_seconds,
                 h11_max_incomplete_event_size=settings.max_header_bytes)
 
 

@@ -1,14 +1,42 @@
-"""Settings from the environment and `.env` (names are part of the interface contract)."""
+"""Settings from the environment and a settings file (names are part of the interface contract).
+
+The settings file is the one `CONSENTBOT_ENV_FILE` names (or `consentbot --config FILE`), else
+`.env` in the current folder if there is one. Relative SQLite and policy paths in a named file,
+and the default SQLite database, are relative to the file's folder: the CLI run from elsewhere
+uses the same database and key as the service.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./consentbot.db"
+SQLITE_PREFIX = "sqlite+aiosqlite:///"
+ENV_FILE_VARIABLE = "CONSENTBOT_ENV_FILE"  # read from the environment only: it names the file
+
+
+class SettingsFileError(ValueError):
+    """The named settings file cannot be read. Never quotes its contents."""
+
+
+def settings_file() -> Path | None:
+    """The settings file to read: the one CONSENTBOT_ENV_FILE names (which must exist; `/dev/null`
+    for none), else `.env` in the current folder (read only if it exists).
+    """
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if not named:
+        return Path(".env")
+    path = Path(named).expanduser()
+    if path == Path(os.devnull):
+        return None
+    if not path.is_file():
+        raise SettingsFileError(f"{ENV_FILE_VARIABLE} names {path}, which is not a readable file")
+    return path.resolve()
 
 
 class Settings(BaseSettings):
@@ -59,6 +87,37 @@ class Settings(BaseSettings):
     sweep_lease_seconds: float = Field(120, alias="CONSENTBOT_SWEEP_LEASE_SECONDS", gt=0)
     sweep_batch: int = Field(500, alias="CONSENTBOT_SWEEP_BATCH", gt=0)
     digest_time: str = Field("07:30", alias="CONSENTBOT_DIGEST_TIME")
+    # On SIGTERM `serve` stops taking requests, then sends what is left in the outbox for at most this
+    # long (docs/deploy.md: a container's stop grace period must be longer than twice this).
+    shutdown_seconds: int = Field(10, alias="CONSENTBOT_SHUTDOWN_SECONDS", ge=0, le=300)
+
+    def __init__(self, **values: Any) -> None:
+        """Read the environment and `settings_file()`, unless `_env_file` is given (tests pass None)."""
+        if "_env_file" in values:
+            super().__init__(**values)
+            return
+        file = settings_file()
+        super().__init__(_env_file=file, **values)
+        if file is not None and file.is_absolute() and file.parent != Path.cwd().resolve():
+            self._anchor(file.parent, given=values)
+
+    def _anchor(self, folder: Path, *, given: dict[str, Any]) -> None:
+        """Make relative paths from the named file (or the defaults) relative to its folder."""
+        from_file = {name for name in ("DATABASE_URL", "CONSENTBOT_POLICY")
+                     if name not in given and not any(k.upper() == name for k in os.environ)}
+        fields_set = set(self.model_fields_set)
+        if "DATABASE_URL" in from_file and self.database_url.startswith(SQLITE_PREFIX):
+            path = self.database_url[len(SQLITE_PREFIX):]
+            if path and ":memory:" not in path and not Path(path).is_absolute():
+                self.database_url = SQLITE_PREFIX + str(folder / path)
+        if "CONSENTBOT_POLICY" in from_file and self.policy and not Path(self.policy).expanduser().is_absolute():
+            self.policy = str(folder / self.policy)
+        self.__pydantic_fields_set__ = fields_set  # a default made absolute is still a default
+
+    @property
+    def database_url_is_default(self) -> bool:
+        """DATABASE_URL was set nowhere (the development SQLite file)."""
+        return "database_url" not in self.model_fields_set
 
     @property
     def is_production(self) -> bool:
@@ -82,7 +141,6 @@ class Settings(BaseSettings):
 
     def sqlite_path(self) -> Path | None:
         """The SQLite database file, when the database is SQLite on disk."""
-        prefix = "sqlite+aiosqlite:///"
-        if not self.database_url.startswith(prefix) or ":memory:" in self.database_url:
+        if not self.database_url.startswith(SQLITE_PREFIX) or ":memory:" in self.database_url:
             return None
-        return Path(self.database_url[len(prefix):])
+        return Path(self.database_url[len(SQLITE_PREFIX):])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from pathlib import Path
 
 from sqlalchemy import URL, make_url
@@ -11,9 +12,9 @@ from sqlalchemy.exc import ArgumentError
 
 from bot.cases import Services
 from bot.config import Settings
-from bot.crypto import load_keyring
+from bot.crypto import Keyring, load_keyring
 from bot.policy.loader import DEFAULT_POLICY, load_policy
-from storage.db import create_database
+from storage.db import Database, create_database
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -42,6 +43,12 @@ class DatabaseUrlError(ValueError):
 
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+DEV_KEY_ID = re.compile(r"dev[0-9a-f]{8}")  # bot.crypto.load_keyring names development keys so
+UPGRADE = "consentbot db upgrade"
+
+
+class ProductionRefused(ValueError):
+    """CONSENTBOT_ENV=production with settings meant for development only."""
 
 
 def build_services(settings: Settings, *, migrating: bool = False) -> Services:
@@ -51,6 +58,7 @@ def build_services(settings: Settings, *, migrating: bool = False) -> Services:
     # The key ring first: it must see whether the SQLite file existed before the engine makes it.
     keyring = load_keyring(configured=settings.encryption_key, production=settings.is_production,
                            dev_key_file=dev_key_file(settings), database_file=settings.sqlite_path())
+    check_production(settings, keyring)
     policy = load_policy(Path(settings.policy) if settings.policy else DEFAULT_POLICY)
     timeout = settings.db_timeout_seconds
     db = create_database(_checked_url(settings.database_url), timeout=timeout,
@@ -83,3 +91,45 @@ def _unknown_options(url: URL) -> list[str]:
 
     known = set(inspect.signature(asyncpg.connect).parameters) | {"prepared_statement_cache_size"}
     return sorted(set(url.query) - known)
+
+
+def check_production(settings: Settings, keyring: Keyring) -> None:
+    """Refuse (ProductionRefused, one line) development-only settings in production: a development
+    key as the active key, or a database that depends on the folder the command runs in.
+    """
+    if not settings.is_production:
+        return
+    if DEV_KEY_ID.fullmatch(keyring.active):
+        raise ProductionRefused(
+            f"production refuses the development key {keyring.active!r} as the active key: put a key from "
+            "`consentbot keygen` first in CONSENTBOT_ENCRYPTION_KEY (keep the development key after it only "
+            "while data written with it is still read)")
+    if settings.database_url_is_default:
+        raise ProductionRefused("production needs DATABASE_URL: it is not set, so the development SQLite file in "
+                                "the current folder would be used (set a PostgreSQL URL, or SQLite with an absolute path)")
+    path = settings.sqlite_path()
+    if path is not None and not path.is_absolute():
+        raise ProductionRefused("production needs an absolute SQLite path in DATABASE_URL (sqlite+aiosqlite:////PATH): "
+                                "a relative one depends on the folder the command runs in")
+
+
+async def schema_problem(db: Database) -> str | None:
+    """Why the database's schema is not the one this version needs, with the command to run; None
+    when it is current. Raises the driver's error when the database cannot be reached.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    from storage.migrate import MIGRATIONS, current_revision, head_revision
+
+    current, head = await current_revision(db), head_revision()
+    if current == head:
+        return None
+    if current is None:
+        return f"the database has no tables yet: run `{UPGRADE}`"
+    try:
+        ScriptDirectory(str(MIGRATIONS)).get_revision(current)
+    except CommandError:
+        return (f"the database is at migration {current}, which this version of consentbot does not know "
+                f"(it ends at {head}): run the newer consentbot, or check DATABASE_URL")
+    return f"migrations pending (the database is at {current}, this version needs {head}): run `{UPGRADE}`"

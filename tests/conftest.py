@@ -27,6 +27,22 @@ PG_ENV = "CONSENTBOT_TEST_DATABASE_URL"
 _real_connect = socket.socket.connect
 
 
+def _ignore_local_settings() -> None:
+    """The suite reads no settings file and none of a developer's settings: a `.env` in the checkout
+    (or the file CONSENTBOT_ENV_FILE names) would turn platforms on or point tests at a real
+    database. /dev/null names no file (bot/config.py); commands run in a test's own folder.
+    """
+    from bot.config import ENV_FILE_VARIABLE, Settings
+
+    for field in Settings.model_fields.values():
+        if field.alias:
+            os.environ.pop(field.alias, None)
+    os.environ[ENV_FILE_VARIABLE] = os.devnull
+
+
+_ignore_local_settings()
+
+
 def _is_local(address: object) -> bool:
     if not isinstance(address, tuple):
         return True  # unix sockets (PostgreSQL's, SQLite needs none)
@@ -37,6 +53,14 @@ def _is_local(address: object) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@pytest.fixture(autouse=True)
+def own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own empty folder: a command it starts without a `cwd` (or with the
+    CONSENTBOT_ variables stripped) finds no `.env` of the checkout there.
+    """
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)

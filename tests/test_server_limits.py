@@ -134,6 +134,8 @@ def test_serve_closes_idle_and_dribbling_connections_and_refuses_beyond_its_limi
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_", "DATABASE_"))}
     env.update(PORT=str(port := free_port()), HOST="127.0.0.1", CONSENTBOT_SCHEDULER="false",
                CONSENTBOT_MAX_CONNECTIONS="4", CONSENTBOT_READ_TIMEOUT_SECONDS="1", CONSENTBOT_MAX_HEADER_BYTES="4096")
+    # serve refuses a database that is not migrated
+    subprocess.run([consentbot, "db", "upgrade"], cwd=tmp_path, env=env, check=True, capture_output=True)
     server = subprocess.Popen([consentbot, "serve"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(f"http://127.0.0.1:{port}/healthz").status_code == 200
