@@ -166,9 +166,11 @@ def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts
                     replay: bool = False, now: datetime | None = None) -> dict[str, Any]:
     """Check and normalise the values for `step`. Returns only recorded (non-empty) values.
 
-    `replay`: the values were stored after being checked, so they are not checked again beyond
-    their presence (a sensitive value is stored encrypted: its token is longer than what was
-    typed, and is no date). `now` (default: the system clock) is what "not in the future" means.
+    `replay`: the values were stored after being checked, so they are not checked again (a
+    sensitive value is stored encrypted: its token is longer than what was typed, and is no
+    date), nor is a field the policy has made required since (a case keeps replaying when its
+    policy asks more; the outcome's `missing` says what it lacks). `now` (default: the system
+    clock) is what "not in the future" means.
     """
     if not isinstance(values, Mapping):
         raise IllegalAnswer(step.id, "an answer must be a mapping of field to value")
@@ -183,7 +185,7 @@ def validate_answer(policy: Policy, step: Step, values: Mapping[str, Any], facts
         if value not in (None, ""):
             clean[f.key] = value
     for f in step.fields:
-        if f.key not in clean and _is_required(f, clean):
+        if f.key not in clean and _is_required(f, clean) and not replay:
             raise IllegalAnswer(step.id, "is required", f.key)
     return clean
 

@@ -76,9 +76,16 @@ class Console:
 
     def choose(self, prompt: str, choices: list[tuple[str, str]]) -> str:
         """Ask until one of the numbered choices is picked."""
+        return str(self.choose_or_skip(prompt, choices, optional=False))
+
+    def choose_or_skip(self, prompt: str, choices: list[tuple[str, str]], *, optional: bool) -> str | None:
+        """Ask until one of the numbered choices is picked (or, if `optional`, the answer is left blank)."""
         lines = [prompt] + [f"  {i}) {label}" for i, (_, label) in enumerate(choices, start=1)]
         while True:
-            picked = pick_one(self.ask("\n".join(lines)), [value for value, _ in choices])
+            answer = self.ask("\n".join(lines))
+            if optional and not answer.strip():
+                return None
+            picked = pick_one(answer, [value for value, _ in choices])
             if picked is not None:
                 return picked
             self.say("! Please answer with one of the numbers shown.")
@@ -141,7 +148,7 @@ class Console:
         """Ask for one question's answer in the way its kind needs."""
         hint = " (leave blank to skip)" if q.optional else ""
         if q.kind is FieldType.CHOICE:
-            return self.choose(q.label, list(q.choices))
+            return self.choose_or_skip(q.label + hint, list(q.choices), optional=q.optional)
         if q.kind in (FieldType.REASONS, FieldType.LEGAL_REFS):
             return self.ask_codes(q)
         if q.kind is FieldType.ASSIGNEE:

@@ -43,8 +43,8 @@ def start(danger: str = "no", threshold: str = "significant_harm") -> list[tuple
 
 
 NO_DANGER = ("immediate_danger", {"immediate_danger": "no"})
-NOT_ASKED = [("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"], "reasons_text": T}),
-             ("sh_child_views", {"understanding": "no", "child_views": T}),
+NOT_ASKED = [("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"], "reasons_text": T, "understanding": "no",
+                            "child_views": T}),
              ("sh_approve", {"decision_reasons": T, "approve": "approve"})]
 PATHS = [
     ("immediate danger, not asked", POLICY, start("yes") + NOT_ASKED + [("share", SHARE), ("follow_up", FOLLOW)], "shared"),
@@ -101,15 +101,26 @@ def test_the_dsls_choice_of_model_is_recorded_and_signed() -> None:
     assert advance(POLICY, walk(*start(), ("sh_reasons", {}))).step.id == "sh_assign_seek"  # type: ignore[union-attr]
 
 
-def test_an_outcome_without_the_childs_views_is_missing_them() -> None:
-    steps = start(threshold="no_further_action") + [("nfa_record", {"decision_reasons": T, "review_date": "2026-12-08"})]
+def test_a_case_recorded_before_the_childs_views_were_asked_replays_and_says_what_it_lacks() -> None:
+    nfa = POLICY.steps["nfa_record"]
     with pytest.raises(IllegalAnswer, match="'understanding' in step 'nfa_record': is required"):
-        advance(POLICY, walk(*steps))
-    relaxed = dataclasses.replace(POLICY, steps={**POLICY.steps, "nfa_record": dataclasses.replace(
-        POLICY.steps["nfa_record"], fields=tuple(dataclasses.replace(f, optional=True)
-                                                 for f in POLICY.steps["nfa_record"].fields))})
-    outcome = advance(relaxed, walk(*steps)).outcome
+        validate_answer(POLICY, nfa, {"decision_reasons": T, "review_date": "2026-12-08"}, {})  # asked now
+    old = dict(RAISE)
+    del old["year_group"]  # raised before the year group was asked
+    steps = start(threshold="no_further_action") + [("nfa_record", {"decision_reasons": T, "review_date": "2026-12-08"})]
+    steps[1] = ("concern", old)
+    outcome = advance(POLICY, walk(*steps)).outcome  # stored answers are not checked again
     assert outcome is not None and outcome.missing == ("understanding", "child_views")
+
+
+def test_the_childs_views_are_required_on_the_reasons_step_only_when_a_reason_applies() -> None:
+    reasons = POLICY.steps["sh_reasons"]
+    assert validate_answer(POLICY, reasons, {"reasons_not_to_ask": []}, {}) == {"reasons_not_to_ask": []}
+    given = {"reasons_not_to_ask": ["risk_of_harm"], "reasons_text": T}
+    with pytest.raises(IllegalAnswer, match="'understanding' in step 'sh_reasons': is required"):
+        validate_answer(POLICY, reasons, given, {})
+    with pytest.raises(IllegalAnswer, match="'child_views' in step 'sh_reasons': is required"):
+        validate_answer(POLICY, reasons, {**given, "understanding": "no"}, {})
 
 
 PAST = [("child_dob", "concern", {**RAISE, "child_dob": "2016-05-01"}),
@@ -127,6 +138,15 @@ def test_a_date_or_time_of_something_that_happened_cannot_be_in_the_future(key: 
     with pytest.raises(IllegalAnswer, match=f"'{key}' in step '{step}': must not be in the future") as caught:
         validate_answer(POLICY, POLICY.steps[step], {**values, key: future}, {}, now=NOW)
     assert future not in str(caught.value)
+
+
+@pytest.mark.parametrize(("step", "values", "message"), [
+    ("concern", {"child": "A", "year_group": "year_4", "concern": "B"}, "'seen_at' in step 'concern': is required"),
+    ("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"]}, "'reasons_text' in step 'sh_reasons': is required"),
+], ids=["missing required field", "reason given without details"])
+def test_a_missing_answer_is_refused_when_typed(step: str, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(IllegalAnswer, match=message):
+        validate_answer(POLICY, POLICY.steps[step], values, {})
 
 
 def test_a_review_date_may_be_in_the_future_and_a_time_needs_its_zone() -> None:
@@ -165,12 +185,8 @@ def test_every_enumerated_path_records_everything_required(policy: Policy) -> No
 ILLEGAL = [
     ("answer to the wrong step", [("concern", RAISE)], "waiting for step 'immediate_danger'"),
     ("unknown option", [("immediate_danger", {"immediate_danger": "maybe"})], "not one of the allowed choices"),
-    ("missing required field", [NO_DANGER, ("concern", {"child": "A", "year_group": "year_4", "concern": "B"})],
-     "'seen_at' in step 'concern': is required"),
     ("unknown field", [NO_DANGER, ("concern", {**RAISE, "colour": "red"})], "unknown field(s) ['colour']"),
     ("option ruled out by an earlier answer", start("yes", "early_help"), "not one of the allowed choices"),
-    ("reason given without details", start() + [("sh_reasons", {"reasons_not_to_ask": ["risk_of_harm"]})],
-     "'reasons_text' in step 'sh_reasons': is required"),
     ("unknown reason code", start() + [("sh_reasons", {"reasons_not_to_ask": ["because"]})], "unknown code(s)"),
     ("historical legal reference", start() + NOT_ASKED + [("share", {**SHARE, "legal_refs": ["dpa1998_s29"]})],
      "unknown code(s) ['dpa1998_s29']"),
@@ -199,8 +215,9 @@ def answers_for(draw: st.DrawFn, policy: Policy) -> tuple[list[Answer], bool]:
         step = progress.step
         values = {f.key: draw(value_for(policy, step, f, progress.facts)) for f in step.fields}
         values = {k: v for k, v in values.items() if v is not None}
-        if values.get("reasons_not_to_ask") and "reasons_text" not in values:
-            values["reasons_text"] = "because"
+        if values.get("reasons_not_to_ask"):  # the details and the child's views are then required
+            values.setdefault("reasons_text", "because")
+            values.setdefault("child_views", "not asked: too young")
         significant |= values.get("threshold") == "significant_harm" or values.get("immediate_danger") == "yes"
         answers.append(Answer(step=step.id, values=values, by="1", at="t"))
     return answers, significant

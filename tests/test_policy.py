@@ -79,8 +79,8 @@ CASES = [
      "concern > staff_threshold[staff_threshold=significant_harm] > dsl_threshold[threshold=no_further_action] > "
      "nfa_record > end_no_further_action)", "  end_no_further_action:"),
     ("the reasons-given branch without the child's views (G4)",
-     "      - &child_views {key: child_views, type: longtext, label:",
-     "      - &child_views {key: child_views, type: longtext, optional: true, label:",
+     "        required_if_any: reasons_not_to_ask\n        label: \"If any reason applies: the child's views",
+     "        label: \"If any reason applies: the child's views",
      "outcome 'end_shared' is reached without recording: child_views; every path must record child_views "
      "(settings.every_path_records)",
      "  end_shared:"),

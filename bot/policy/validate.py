@@ -429,7 +429,7 @@ def sample_answers(policy: Policy, step: Step, facts: Any) -> list[dict[str, Any
 def _with_conditionals(policy: Policy, step: Step, values: dict[str, Any]) -> dict[str, Any]:
     for f in step.fields:
         if f.required_if_any and values.get(f.required_if_any) and f.key not in values:
-            values[f.key] = "recorded"
+            values[f.key] = f.options[0].value if f.options else "recorded"
     return values
 
 

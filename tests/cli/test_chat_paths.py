@@ -33,6 +33,7 @@ def raise_concern(bot: Bot, *, danger: bool, threshold: str) -> str:
 
 CHILD_DETAILS = [CHILD, "2016-05-01", "6"]  # name, date of birth, year group 6) Year 4
 UNDERSTANDS = "1"  # "Is the child old enough and able to understand...?" 1) Yes
+NO_REASON = ["", "", "", ""]  # no reason not to ask, so no details, and the child's views are asked later
 
 
 SHARE = ["1", "CSC-4471", "2026-11-24 15:00", "1", "Concern summary and attendance", "1",
@@ -218,7 +219,7 @@ def test_significant_harm_with_reason_not_to_ask_is_shared_without_consent(bot: 
 def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_each_database: Bot) -> None:
     bot = bot_on_each_database
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
-    assigned = bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
+    assigned = bot.chat(DSL, "2", "1", "", *NO_REASON, TEACHER, "")
     assert "You are asked to act on concern" in assigned
     bot.chat(TEACHER, "2", *CONSENT, "2", "Angry; refuses", UNDERSTANDS, "Wants Gran told")
     assert "needs your decision (Approve sharing without consent)" in "\n".join(bot.notifications())
@@ -244,7 +245,7 @@ def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> No
     policy.write_text(source.replace("consent_model: seek\n", "consent_model: inform\n", 1))
     bot.policy = policy
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
-    out = bot.chat(DSL, "2", "1", "", "", "", TEACHER, "2026-11-24T16:00:00+00:00")
+    out = bot.chat(DSL, "2", "1", "", *NO_REASON, TEACHER, "2026-11-24T16:00:00+00:00")
     assert "== Assign who informs the parents ==" in out
     bot.chat(TEACHER, "2", *CONSENT, "1", "", UNDERSTANDS, "Understands; agrees")
     bot.chat(DSL, "2", *SHARE, *FOLLOW_UP)
@@ -263,7 +264,7 @@ def test_significant_harm_with_the_dsl_choosing_the_model_for_the_case(bot: Bot,
     policy.write_text(source.replace("consent_model: seek\n", "consent_model: dsl_choice\n", 1))
     bot.policy = policy
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
-    out = bot.chat(DSL, "2", "1", "", "", "", "2", TEACHER, "")  # no reason not to ask; 2) Inform the parents
+    out = bot.chat(DSL, "2", "1", "", *NO_REASON, "2", TEACHER, "")  # 2) Inform the parents
     chose = out.split("== Seek the parents' consent, or inform them? ==")[1].split("==")[0]
     assert "1) Seek the parents' consent" in chose and "2) Inform the parents" in chose
     assert "== Assign who informs the parents ==" in out

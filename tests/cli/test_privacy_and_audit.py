@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.harness import Bot, case_ref, setup_school
-from tests.cli.test_chat_paths import CONSENT, DSL, FOLLOW_UP, SHARE, TEACHER, UNDERSTANDS
+from tests.cli.test_chat_paths import CONSENT, DSL, FOLLOW_UP, NO_REASON, SHARE, TEACHER, UNDERSTANDS
 
 CANARY = "Quillon Marchbanks-Oyelaran"
 CANARY_WORDS = ("Quillon", "Marchbanks", "Oyelaran")
@@ -30,7 +30,7 @@ def db_file(bot: Bot) -> Path:
 def run_whole_story(bot: Bot) -> str:
     ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "", "6", f"{CANARY} said her stepdad hit her", "2026-11-24 08:40",
                             "1"))  # no date of birth given; 6) Year 4
-    bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
+    bot.chat(DSL, "2", "1", "", *NO_REASON, TEACHER, "")
     bot.chat(TEACHER, "2", *CONSENT, "2", f"Refused; {CANARY}'s mum is angry", UNDERSTANDS, f"{CANARY} is scared")
     bot.chat(DSL, "2", f"Refused, but {CANARY} is at risk", "1", *SHARE, *FOLLOW_UP)
     return ref
@@ -66,7 +66,7 @@ def assigned_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bot, str]:
     bot = Bot(database_url=f"sqlite+aiosqlite:///{workdir}/test.db", workdir=workdir)
     setup_school(bot)
     ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "", "6", "text", "2026-11-24 08:40", "1"))
-    bot.chat(DSL, "2", "1", "", "", "", TEACHER, "")
+    bot.chat(DSL, "2", "1", "", *NO_REASON, TEACHER, "")
     return bot, ref
 
 
