@@ -149,10 +149,11 @@ def _lifespan(settings: Settings, services: Services) -> Any:
         yield
         if socket_mode is not None:
             await socket_mode.close_async()
-        stop_senders.set()
-        await asyncio.gather(*senders, return_exceptions=True)
+        # The scheduler first, so that nothing it queues is left behind by the senders' last pass.
         if scheduler is not None:
             await stop_scheduler(scheduler)
+        stop_senders.set()
+        await asyncio.gather(*senders, return_exceptions=True)
         await services.db.dispose()
 
     return lifespan
@@ -176,17 +177,18 @@ def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) 
     """The outbox senders (one per configured platform), as background tasks of the server."""
     from bot import sender
 
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
+    final = settings.shutdown_seconds  # what is left is sent once stopped, for at most this long
     if slack_configured(settings):
         from handlers.slack import sender_platform
 
-        tasks.append(asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop),
+        tasks.append(asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop, drain_on_stop=final),
                                          name="outbox-slack"))
     if settings.teams_configured:
         from handlers.teams import app as teams
 
-        tasks.append(asyncio.create_task(sender.run(services, teams.sender_platform(settings, services), stop=stop),
-                                         name="outbox-teams"))
+        tasks.append(asyncio.create_task(sender.run(services, teams.sender_platform(settings, services), stop=stop,
+                                                    drain_on_stop=final), name="outbox-teams"))
     return tasks
 
 

@@ -135,8 +135,12 @@ async def drain(svc: Services, chat: Chat, *, config: SenderConfig | None = None
         await asyncio.sleep(max(wait, 0.01))
 
 
-async def run(svc: Services, chat: Chat, *, stop: asyncio.Event, config: SenderConfig | None = None) -> None:
-    """Drain forever (until `stop` is set): the background task of `consentbot serve`."""
+async def run(svc: Services, chat: Chat, *, stop: asyncio.Event, config: SenderConfig | None = None,
+              drain_on_stop: float = 0.0) -> None:
+    """Drain forever (until `stop` is set): the background task of `consentbot serve`. Once
+    stopped, what is due is sent for at most `drain_on_stop` seconds (what the last requests
+    queued); a batch cut short stays leased, and the next start asks the platform before resending.
+    """
     config, pacer = config or SenderConfig(), Pacer()
     logger.info("outbox sender started platform=%s", chat.platform)
     while not stop.is_set():
@@ -150,7 +154,20 @@ async def run(svc: Services, chat: Chat, *, stop: asyncio.Event, config: SenderC
             await asyncio.wait_for(stop.wait(), timeout=config.poll)
         except TimeoutError:
             pass
+    if drain_on_stop > 0:
+        await _final_drain(svc, chat, config, pacer, drain_on_stop)
     logger.info("outbox sender stopped platform=%s", chat.platform)
+
+
+async def _final_drain(svc: Services, chat: Chat, config: SenderConfig, pacer: Pacer, seconds: float) -> None:
+    try:
+        report = await asyncio.wait_for(drain(svc, chat, config=config, pacer=pacer), timeout=seconds)
+        logger.info("outbox drained on stop platform=%s %s", chat.platform, report.counts)
+    except TimeoutError:
+        logger.warning("outbox not drained within %g s on stop platform=%s: the rest is sent on the next start",
+                       seconds, chat.platform)
+    except Exception as exc:  # noqa: BLE001 - stopping must not fail on a bad pass; the type says enough
+        logger.error("outbox final pass failed platform=%s error=%s", chat.platform, type(exc).__name__)
 
 
 async def _claim(svc: Services, platform: str, config: SenderConfig) -> list[Claimed]:
