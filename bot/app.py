@@ -193,7 +193,9 @@ def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) 
 
 
 async def _connect_socket_mode(app: FastAPI, settings: Settings) -> Any:
-    """With SLACK_APP_TOKEN, Slack also reaches the app over Socket Mode (local development)."""
+    """With SLACK_APP_TOKEN, Slack also reaches the app over Socket Mode (supported in production: a
+    school without a public HTTPS address needs no inbound connection).
+    """
     if not (settings.slack_app_token and slack_configured(settings)):
         return None
     from handlers.slack import connect_socket_mode

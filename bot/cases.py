@@ -157,7 +157,7 @@ async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any],
     from bot.children import earlier_case, note_link  # bot.children builds on this module
 
     start = svc.policy.steps[svc.policy.start]
-    clean = _validate(svc.policy, start, values, {})
+    clean = _validate(svc.policy, start, values, {}, now=svc.clock())
     now = svc.clock()
     try:
         async with refusals_logged(svc), svc.db.transaction() as s:
@@ -197,7 +197,7 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
                                               step=step)
                 _authorise(actor, case, current)
                 values = await _default_due(svc, s, case, current, values)
-                clean = _validate(svc.policy, current, values, progress.facts)
+                clean = _validate(svc.policy, current, values, progress.facts, now=svc.clock())
                 clean = await _resolve_assignee(s, case, current, clean)
                 await join_child(svc, s, case, current, clean)
                 return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform,
@@ -312,9 +312,10 @@ async def refusals_logged(svc: Services) -> AsyncIterator[None]:
         raise
 
 
-def _validate(policy: Policy, step: Step, values: dict[str, Any], facts: Any) -> dict[str, Any]:
+def _validate(policy: Policy, step: Step, values: dict[str, Any], facts: Any, *, now: datetime) -> dict[str, Any]:
+    """The answer checked against the step, by the service's clock ("not in the future")."""
     try:
-        return validate_answer(policy, step, values, facts)
+        return validate_answer(policy, step, values, facts, now=now)
     except IllegalAnswer as exc:
         raise InvalidAnswer(str(exc), step=exc.step, field=exc.field) from None
 

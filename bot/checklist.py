@@ -119,9 +119,15 @@ def _outcome(policy: Policy, end: Step, facts: dict[str, Any]) -> Outcome:
     if not end.shared:
         facts["decision"] = "not_share"
     code = str(end.end)
+    return Outcome(step=end, code=code, shared=end.shared, facts=facts, missing=missing_at_end(policy, code, facts))
+
+
+def missing_at_end(policy: Policy, code: str, facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a case that reached outcome `code` still lacks: the records every outcome of its kind
+    needs, and the facts the policy says every path records (the child's views, G4).
+    """
     missing = missing_records(code, facts)
-    missing += tuple(k for k in policy.every_path_records if k not in missing and not is_recorded(facts.get(k)))
-    return Outcome(step=end, code=code, shared=end.shared, facts=facts, missing=missing)
+    return missing + tuple(k for k in policy.every_path_records if k not in missing and not is_recorded(facts.get(k)))
 
 
 def resolve(policy: Policy, step_id: str) -> Step:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bot.checklist import missing_at_end
 from bot.policy.model import Policy
-from bot.policy.requirements import missing_records
 from bot.readable import DEFAULT_ZONE, Labels, coded, mid_sentence, on_day, platform_label, when, words
 
 MODELS = {"seek": "Seek the parents' consent", "inform": "Inform the parents"}  # a policy without the choice
@@ -106,7 +106,7 @@ def _missing(policy: Policy, facts: Mapping[str, Any]) -> list[dict[str, str]] |
     if not facts.get("outcome"):
         return None
     labels = {fl.key: fl.label for s in policy.steps.values() for fl in s.fields}
-    return [c for c in (coded(k, labels.get(k)) for k in missing_records(str(facts["outcome"]), facts)) if c]
+    return [c for c in (coded(k, labels.get(k)) for k in missing_at_end(policy, str(facts["outcome"]), facts)) if c]
 
 
 def signatures(policy: Policy, facts: Mapping[str, Any], names: Mapping[str, str],

@@ -185,7 +185,7 @@ def where_now(policy: Policy, case: CaseView) -> str:
     "notified" when no DSL could be reached.
     """
     if case.outcome:
-        return f"Case {case.ref} is complete: {case.outcome.replace('_', ' ')}."
+        return f"Case {case.ref} is complete: {policy.outcome_label(case.outcome)}."
     if case.step is None:
         return f"Case {case.ref} is saved."
     if case.told is not None and not case.told.reachable:

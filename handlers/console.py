@@ -14,6 +14,7 @@ from bot import cases, chronology, outbox, screens, views
 from bot.cases import CaseView, Person, Services
 from bot.errors import InvalidAnswer
 from bot.policy.model import FieldType
+from bot.readable import local_label
 from bot.record_text import NOT_RECORDED, sections
 from bot.screens import Question, Screen
 
@@ -71,7 +72,7 @@ class Console:
     async def menu(self, me: Person) -> str | None:
         """Offer a new concern and the cases waiting on this person."""
         mine = [c for c in await views.my_cases(self.svc, actor=me) if c.answerable_by(me)]
-        choices = [(NEW, "Raise a new concern")] + [(c.ref, render_case_line(c)) for c in mine]
+        choices = [(NEW, "Raise a new concern")] + [(c.ref, render_case_line(c, self.zone)) for c in mine]
         return self.choose("What would you like to do?", choices)
 
     def choose(self, prompt: str, choices: list[tuple[str, str]]) -> str:
@@ -204,7 +205,7 @@ class Console:
         if view is None:
             return
         if view.outcome:
-            self.say(f"Case {view.ref} is closed: {view.outcome}.")
+            self.say(f"Case {view.ref} is closed: {self.svc.policy.outcome_label(view.outcome)}.")
         elif view.step:
             waiting = self.svc.policy.role_label("dsl") if view.step.actor == "dsl" else "the person assigned"
             self.say(f"Case {view.ref} is now waiting for {waiting}: {view.step.title}.")
@@ -217,9 +218,9 @@ def render_details(record: dict[str, Any]) -> list[tuple[str, list[tuple[str, st
     return [(heading, rows) for heading, rows in shown if rows]
 
 
-def render_case_line(c: CaseView) -> str:
-    """One line of the menu: reference, urgency, what is waited for."""
-    due = f", due {c.due_at.isoformat(timespec='minutes')}" if c.due_at and c.status == "awaiting_outcome" else ""
+def render_case_line(c: CaseView, zone: ZoneInfo) -> str:
+    """One line of the menu: reference, urgency, what is waited for (and by when, in the school's time)."""
+    due = f", due {local_label(c.due_at.astimezone(zone))}" if c.due_at and c.status == "awaiting_outcome" else ""
     return f"{c.ref}{' URGENT' if c.urgent else ''}: {c.step.title if c.step else c.status}{due}"
 
 

@@ -164,3 +164,12 @@ def test_csv_rows_and_the_details_view_are_words(policy: Policy) -> None:
     assert shown["Immediate danger"] == "No" and shown["Assigned to"] == "Tina Teacher"
     assert NOT_RECORDED not in (shown["Decided by"], shown["Legal basis"])
     assert words([]) == "None" and words(None, empty="Not asked") == "Not asked" and words(True) == "Yes"
+
+
+def test_a_closed_case_without_the_childs_voice_says_so_in_missing(policy: Policy) -> None:
+    facts = refused_facts(understanding="yes")
+    del facts["child_views"]  # e.g. a case recorded before every path asked (G4)
+    missing = decision_record(policy, CASE, facts, NAMES)["missing"]
+    assert [m["code"] for m in missing] == ["child_views"]
+    assert missing[0]["label"].startswith("Child's views")
+    assert decision_record(policy, CASE, refused_facts(understanding="yes"), NAMES)["missing"] == []

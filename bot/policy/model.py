@@ -181,6 +181,13 @@ class Policy:
         """The school's name for a role (Wales: Designated Safeguarding Person...)."""
         return str(self.settings["role_labels"].get(role, role))
 
+    def outcome_label(self, code: str) -> str:
+        """How people read an outcome: the label of the end step with this code ("Not shared
+        (agreement refused); monitoring"), else the code in words.
+        """
+        end = next((s for s in self.steps.values() if s.kind is StepKind.END and s.end == code), None)
+        return end.title if end is not None and end.title else code.replace("_", " ")
+
     def due_hours(self, name: str) -> float:
         """A due time from the settings, in hours."""
         return float(self.settings["due_times"][name])

@@ -78,7 +78,9 @@ def mount(fastapi_app: FastAPI, settings: Settings, services: Services) -> Async
 
 
 async def connect_socket_mode(bolt: AsyncApp, settings: Settings) -> Any:
-    """Open a Socket Mode connection (SLACK_APP_TOKEN): for local development without a public URL."""
+    """Open a Socket Mode connection (SLACK_APP_TOKEN): supported in production, for a school
+    without a public HTTPS address.
+    """
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)

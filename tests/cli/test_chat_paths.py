@@ -283,7 +283,7 @@ def test_early_help_refused_is_not_shared_and_the_decision_recorded(bot_on_each_
     bot.chat(DSL, "2", "2", "Pastoral lead", TEACHER, "")
     bot.chat(TEACHER, "2", *CONSENT, "2", "Prefers to manage at home", UNDERSTANDS, "Child agrees with mum")
     closed = bot.chat(DSL, "2", "Refusal respected; below threshold; weekly check-ins", "2026-12-15")
-    assert "is closed: not_shared" in closed
+    assert "is closed: Not shared (agreement refused); monitoring." in closed
     check(bot.export(ref), base_record(
         ref, outcome=code("not_shared", "Not shared (agreement refused); monitoring"),
         threshold={"staff_view": code("early_help", "Below that threshold (early help or support)"),
