@@ -20,6 +20,7 @@ Block = dict[str, Any]
 OPEN_CASE = "open_case"  # the action id of every button that opens a case in a modal
 ACKNOWLEDGE = "acknowledge"  # an urgent alert's "I have it": stops the escalation (bot.ack.acknowledge)
 SNOOZE = "snooze"  # a routine reminder's "not yet": opens the snooze form (bot.ack.snooze)
+RAISE_FROM = "raise_from"  # a case window's "Raise a new concern about this child" (G5 re-escalation)
 EXPORT_PDF = "export_pdf"  # a case window's "Download the record (PDF)": the file goes to the clicker's DM
 FALLBACK_ZONE = ZoneInfo("Europe/London")  # UK schools; Slack shows each reader their own time instead
 DATE_MARK = "\x00"  # brackets a date token inside text about to be escaped (never in a message)
@@ -73,11 +74,21 @@ def open_button(case_ref: str, label: str, *, primary: bool = True) -> Block:
     return button
 
 
-def export_block(case_ref: str) -> Block:
-    """The case window's download button (the bot decides who may have the file)."""
-    button = {"type": "button", "action_id": EXPORT_PDF, "value": case_ref,
-              "text": plain("Download the record (PDF)", 75)}
-    return {"type": "actions", "block_id": f"export:{case_ref}", "elements": [button]}
+def raise_from_button(case_ref: str) -> Block:
+    """A case window's "Raise a new concern about this child": the checklist again, linked to this case."""
+    return {"type": "button", "action_id": RAISE_FROM, "value": case_ref,
+            "text": plain("Raise a new concern about this child", 75)}
+
+
+def case_actions(case_ref: str, *, export: bool) -> Block:
+    """A case window's buttons: a new concern about the same child, and for a DSL or deputy the
+    download (the bot decides again, when clicked, who may have either).
+    """
+    buttons = [raise_from_button(case_ref)]
+    if export:
+        buttons.append({"type": "button", "action_id": EXPORT_PDF, "value": case_ref,
+                        "text": plain("Download the record (PDF)", 75)})
+    return {"type": "actions", "block_id": f"export:{case_ref}", "elements": buttons}
 
 
 def acknowledge_button(case_ref: str) -> Block:

@@ -6,6 +6,7 @@ so we ack first; the trigger_id stays valid for views.open for those same 3 seco
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -13,12 +14,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import screens
 from bot.cases import Services
+from handlers.slack.blocks import RAISE_FROM
 from handlers.slack.modals import render_modal
 from handlers.slack.parse import message_text, user_id
 
 
 def register(app: AsyncApp, svc: Services) -> None:
-    """The three ways in."""
+    """The three ways in, and a fourth from a case's window: a new concern about the same child (G5)."""
 
     @app.command("/concern")
     async def on_command(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -29,6 +31,13 @@ def register(app: AsyncApp, svc: Services) -> None:
     async def on_global_shortcut(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         await open_first_step(svc, client, body)
+
+    @app.action(RAISE_FROM)
+    async def on_raise_from(ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        screen = await screens.first_screen(svc, slack_user_id=user_id(body))
+        linked = replace(screen, raised_from=str(action.get("value") or "")[:20]) if screen.submittable else screen
+        await client.views_push(trigger_id=body["trigger_id"], view=render_modal(linked))
 
     @app.shortcut("concern_from_message")
     async def on_message_shortcut(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:

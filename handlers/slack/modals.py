@@ -19,6 +19,7 @@ from handlers.slack.blocks import Block, clip, context, escape, option, plain, s
 
 TITLE = "Safeguarding concern"
 STEP_CALLBACK = "step:"
+RAISED_FROM = "from:"  # private_metadata of a new concern raised from an earlier case
 QUOTED = "quoted"  # block_id of the message a concern was raised from, carried until the concern step
 RADIO_MAX, CHECKBOX_MAX, SELECT_MAX = 10, 10, 100
 BLOCKS_MAX, DETAILS_MAX, ERROR_MAX = 100, 60, 150  # Slack's caps: blocks in a modal, ours for details, error text
@@ -32,6 +33,9 @@ def render_modal(screen: Screen) -> dict[str, Any]:
         blocks.append(section(escape(screen.text)))
         return {"type": "modal", "callback_id": "note", "private_metadata": _metadata(screen),
                 "title": plain(TITLE, 24), "close": plain("Close", 24), "blocks": blocks[:BLOCKS_MAX]}
+    if screen.raised_from:
+        blocks.append(context(f"A new concern about the same child as case {escape(screen.raised_from)}: "
+                              "the two cases will show the link."))
     blocks += _step(screen)
     if screen.carried:
         blocks.append(quoted_block(screen.carried))
@@ -56,8 +60,12 @@ def step_modal(step: Step, *, view: CaseView | None, policy: Policy) -> dict[str
 
 
 def _metadata(screen: Screen) -> str:
-    """The only state a modal carries: case reference and the version the person saw."""
-    return f"{screen.case_ref}:{screen.version}" if screen.case_ref else ""
+    """The only state a modal carries: case reference and the version the person saw; for a new
+    concern raised from an earlier case, that case's reference (`from:C-...`).
+    """
+    if screen.case_ref:
+        return f"{screen.case_ref}:{screen.version}"
+    return f"{RAISED_FROM}{screen.raised_from}" if screen.raised_from else ""
 
 
 def _notices(screen: Screen) -> list[Block]:

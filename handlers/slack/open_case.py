@@ -14,7 +14,7 @@ from bot import cases, screens
 from bot.cases import Services
 from bot.errors import BotError
 from bot.screens import Screen
-from handlers.slack.blocks import OPEN_CASE, export_block
+from handlers.slack.blocks import OPEN_CASE, case_actions
 from handlers.slack.modals import BLOCKS_MAX, note_modal, render_modal
 from handlers.slack.parse import user_id
 
@@ -32,16 +32,16 @@ def register(app: AsyncApp, svc: Services) -> None:
             await refuse(client, body, str(refusal))
             return
         modal = render_modal(screen)
-        await client.views_open(trigger_id=body["trigger_id"], view=with_export(modal, screen) if me.is_decider else modal)
+        await client.views_open(trigger_id=body["trigger_id"], view=with_actions(modal, screen, export=me.is_decider))
 
 
-def with_export(modal: dict[str, Any], screen: Screen) -> dict[str, Any]:
-    """A DSL's or deputy's case window with the download button under the details (bot.views.export_for
-    checks the role again when it is clicked).
+def with_actions(modal: dict[str, Any], screen: Screen, *, export: bool) -> dict[str, Any]:
+    """A case window with its buttons under the details: a new concern about the same child, and
+    for a DSL or deputy the download (the bot checks again when either is clicked).
     """
     blocks = list(modal["blocks"])
     after = next((i + 1 for i, b in enumerate(blocks) if b.get("type") == "divider"), len(blocks))
-    blocks.insert(after, export_block(str(screen.case_ref)))
+    blocks.insert(after, case_actions(str(screen.case_ref), export=export))
     return {**modal, "blocks": blocks[:BLOCKS_MAX]}
 
 

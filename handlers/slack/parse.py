@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.policy.model import FieldType, Step
-from handlers.slack.modals import QUOTED, STEP_CALLBACK
+from handlers.slack.modals import QUOTED, RAISED_FROM, STEP_CALLBACK
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Submission:
     case_ref: str | None
     version: int
     idempotency_key: str
+    raised_from: str | None = None  # a new concern raised from this earlier case
 
 
 def user_id(body: dict[str, Any]) -> str:
@@ -34,10 +35,12 @@ def parse_submission(view: dict[str, Any]) -> Submission:
     which Slack changes on every update, so a double submit of one screen replays.
     """
     step_id = str(view.get("callback_id", ""))[len(STEP_CALLBACK):]
-    ref, _, version = str(view.get("private_metadata") or "").partition(":")
+    metadata = str(view.get("private_metadata") or "")
+    raised_from = metadata.removeprefix(RAISED_FROM) if metadata.startswith(RAISED_FROM) else None
+    ref, _, version = ("" if raised_from else metadata).partition(":")
     digest = hashlib.sha256(f"{view.get('id')}:{view.get('hash')}".encode()).hexdigest()[:32]
     return Submission(step_id=step_id, case_ref=ref or None, version=int(version) if version.isdigit() else -1,
-                      idempotency_key=f"slack:view:{digest}")
+                      idempotency_key=f"slack:view:{digest}", raised_from=(raised_from or "")[:20] or None)
 
 
 def parse_values(step: Step, view: dict[str, Any]) -> dict[str, Any]:

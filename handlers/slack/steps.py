@@ -47,4 +47,4 @@ def parse_reply(policy: Policy, view: dict[str, Any]) -> Reply:
     step = policy.steps.get(sub.step_id)
     return Reply(step_id=sub.step_id, case_ref=sub.case_ref, version=sub.version,
                  values=parse_values(step, view) if step else {}, idempotency_key=sub.idempotency_key,
-                 quoted=quoted_text(view))
+                 quoted=quoted_text(view), raised_from=sub.raised_from)
