@@ -81,5 +81,5 @@ async def test_the_dsl_digest_arrives_in_slack_with_references_only(slack_servic
     digests = [t for t in texts_to(fake_slack, "U0D") if t.startswith("Safeguarding digest")]
     daily, weekly = sorted(digests, key=lambda t: "Week to" in t)  # the first digest of a week brings the summary
     assert f"{view.ref} due Tue 24 Nov 2026, 11:00, assigned to Tia" in daily and "Outcomes overdue: 1" in daily
-    assert "Week to 2026-11-25: raised 1, decided 1" in weekly
+    assert "Week to Wed 25 Nov 2026: raised 1, decided 1" in weekly
     assert all(CHILD.split()[0] not in t for t in digests)
