@@ -15,7 +15,7 @@ from storage.models import AccessLog
 from .conftest import london, outbox_rows, reminder_rows
 
 DETAILS = {"child": "Ada Lovelace (Y4)", "year_group": "year_4", "concern": "Bruise on the arm",
-           "seen_at": "2026-11-24T08:30:00+00:00"}
+           "seen_at": "2026-11-22T08:30:00+00:00"}
 
 
 async def answer(svc, actor, ref, step, values):
@@ -73,7 +73,7 @@ async def test_recording_the_outcome_stops_the_ladder(svc, oak, tick):
     ref = await early_help_case(svc, oak, due)
     await sweep_at(svc, tick, due)
     await answer(svc, oak.teacher2, ref, "eh_outcome", {
-        "asked_who": "Mother", "asked_how": "phone", "asked_at": "2026-11-24T11:30:00+00:00",
+        "asked_who": "Mother", "asked_how": "phone", "asked_at": "2026-11-24T10:30:00+00:00",
         "consent_outcome": "given", "understanding": "no", "child_views": "Not asked: age"})
 
     assert len(await sweep_at(svc, tick, due + timedelta(days=3), OUTCOME)) == 1
