@@ -23,7 +23,8 @@ def _row(label: str, value: Any, empty: str = NOT_RECORDED) -> Row:
 def sections(r: Mapping[str, Any]) -> list[Section]:
     """The whole record, section by section, in the order a reader follows the case."""
     return [_case(r), _child(r), _concern(r), _threshold(r), _parents(r), _decision(r), _shared(r),
-            _follow_up(r), (SIGNATURES, [(s["step"], words(s)) for s in r["signatures"]] or [("None", "")]),
+            _follow_up(r),
+            (SIGNATURES, [(s["step"], words(s)) for s in r["signatures"]] or [("Signed so far", "Nobody yet")]),
             (REFERRAL_FORM, [*r["referral_form"]["fields"].items(), ("As text", r["referral_form"]["text"])])]
 
 

@@ -135,9 +135,10 @@ class Console:
             try:
                 view = await screens.record(self.svc, actor=me, reply=reply, platform="console")
             except InvalidAnswer as exc:
-                self.say(f"! {exc}")
-                bad = screen.question(screens.field_error(self.svc.policy.steps.get(reply.step_id), exc).key)
-                bad = bad or screen.questions[0]
+                error = screens.field_error(self.svc.policy.steps.get(reply.step_id), exc)
+                bad = screen.question(error.key) or screen.questions[0]
+                asked = bad.label if bad.label.endswith("?") else bad.label + ":"  # as asked, never a field key
+                self.say(f"! {asked} {error.text.rstrip('.')}.")
                 values[bad.key] = self.ask_question(bad)
                 continue
             for notice in view.notices:  # the notices first (999, then who knows): never under other output
