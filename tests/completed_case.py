@@ -51,16 +51,18 @@ def values_for(step: Step, view: CaseView | None, answers: Mapping[str, Any], as
 
 
 async def complete(svc: Services, *, teacher: Person, dsl: Person, assignee: Person | None = None,
-                   answers: Mapping[str, Any] = SIGNIFICANT_HARM_REFUSED, platform: str = "slack") -> CaseView:
-    """Raise a concern as `teacher` and answer every step (the DSL's as `dsl`, the assigned person's as
-    `assignee`, default the teacher) until the checklist ends.
+                   answers: Mapping[str, Any] = SIGNIFICANT_HARM_REFUSED, platform: str = "slack",
+                   linked_to: str | None = None, until: Actor | None = None) -> CaseView:
+    """Raise a concern as `teacher` (from the case `linked_to`, if given) and answer every step (the
+    DSL's as `dsl`, the assigned person's as `assignee`, default the teacher) until the checklist
+    ends, or until it waits on `until` (e.g. Actor.DSL: the teacher's part done).
     """
     assignee = assignee or teacher
     start = svc.policy.steps[svc.policy.start]
     view = await cases.raise_concern(svc, actor=teacher, values=values_for(start, None, answers, assignee),
-                                     platform=platform)
+                                     platform=platform, linked_to=linked_to)
     for _ in range(len(svc.policy.steps) * 2):
-        if view.step is None:
+        if view.step is None or view.step.actor is until:
             return view
         actor = {Actor.DSL: dsl, Actor.ASSIGNEE: assignee}.get(view.step.actor or Actor.STAFF, teacher)
         view = await cases.answer(svc, actor=actor, case_ref=view.ref, version=view.version, step=view.step.id,

@@ -8,7 +8,6 @@ import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -19,11 +18,12 @@ from bot.chronology import chronology
 from bot.crypto import Keyring
 from bot.errors import NotAuthorised, NotFound
 from bot.policy.loader import load_policy
-from bot.policy.model import Field, FieldType
+from bot.policy.model import Actor
 from storage import repo
 from storage.db import create_database
 from storage.models import AccessLog
 from tests.cli.harness import Bot, setup_school
+from tests.completed_case import SIGNIFICANT_HARM_REFUSED, complete
 from tests.conftest import Clock
 from tests.test_cases import rows
 
@@ -31,38 +31,20 @@ People = dict[str, Person]
 CHILD = "Zebedee Canary-Quill"
 
 
-def plain_answer(view: CaseView, f: Field, people: People) -> Any:
-    """A plain answer to a required field the test does not care about."""
-    if f.type is FieldType.CHOICE:
-        return view.choices[f.key][-1].value
-    return {FieldType.REASONS: [], FieldType.LEGAL_REFS: ["gdpr_6_1_e"], FieldType.ASSIGNEE: people["teacher"].email,
-            FieldType.DUE: None, FieldType.DATE: "2026-12-08"}.get(
-        f.type, "2026-11-24T09:00:00+00:00" if f.type.value == "datetime" else f"{f.key} words")
+EARLY_HELP_REFUSED = {**SIGNIFICANT_HARM_REFUSED, "staff_threshold": "early_help", "threshold": "early_help",
+                      "consent_outcome": "refused", "child_dob": None, "asked_at": "2026-11-23T12:00:00+00:00"}
 
 
-def filled(view: CaseView, people: People, given: dict[str, Any]) -> dict[str, Any]:
-    """Answers to the step `view` waits on: `given`, and a plain answer to every other required field."""
-    assert view.step is not None
-    return {f.key: given[f.key] if f.key in given else plain_answer(view, f, people)
-            for f in view.step.fields if f.key in given or not f.optional}
-
-
-async def walk(svc: Services, people: People, view: CaseView, **given: Any) -> CaseView:
-    """Answer step after step, each by whoever it waits on, until the case closes."""
-    while view.step is not None:
-        who = {"staff": people["teacher"], "dsl": people["dsl"], "assignee": people["teacher"]}[str(view.step.actor)]
-        view = await cases.answer(svc, actor=who, case_ref=view.ref, version=view.version, step=view.step.id,
-                                  values=filled(view, people, given), platform="test")
-    return view
-
-
-async def concern(svc: Services, people: People, *, child: str = CHILD, linked_to: str | None = None,
-                  **given: Any) -> CaseView:
+async def concern(svc: Services, people: People, *, child: str = CHILD, linked_to: str | None = None) -> CaseView:
     """A concern about `child`, walked to its end: early help, agreement refused, not shared."""
-    view = await cases.raise_concern(svc, actor=people["teacher"], values={"immediate_danger": "no"}, platform="test",
-                                     linked_to=linked_to)
-    return await walk(svc, people, view, child=child, staff_threshold="early_help", threshold="early_help",
-                      consent_outcome="refused", **given)
+    return await complete(svc, teacher=people["teacher"], dsl=people["dsl"], platform="test", linked_to=linked_to,
+                          answers={**EARLY_HELP_REFUSED, "child": child})
+
+
+async def walk_until_dsl(svc: Services, people: People) -> CaseView:
+    """A concern described by the teacher, waiting on the DSL's threshold decision."""
+    return await complete(svc, teacher=people["teacher"], dsl=people["dsl"], platform="test", until=Actor.DSL,
+                          answers={**EARLY_HELP_REFUSED, "child": CHILD})
 
 
 async def test_three_cases_one_reescalated_read_in_order_with_the_link(services: Services, school: People,
@@ -143,9 +125,7 @@ async def test_a_concern_from_a_case_the_person_may_not_see_is_refused_and_logge
 
 async def test_a_teacher_opening_a_case_on_a_dsl_step_is_told_whose_it_is_and_logged(services: Services,
                                                                                     school: People) -> None:
-    view = await cases.raise_concern(services, actor=school["teacher"], values={"immediate_danger": "no"},
-                                     platform="test")
-    view = await walk_until_dsl(services, school, view)
+    view = await walk_until_dsl(services, school)
     said = await cases.not_theirs(services, actor=school["teacher"], view=view)
     assert said == (f"Case {view.ref} is waiting for 'Confirm the threshold', which only a Designated Safeguarding "
                     "Lead or Deputy DSL can answer, so it is not offered to you here. This attempt has been recorded.")
@@ -154,14 +134,6 @@ async def test_a_teacher_opening_a_case_on_a_dsl_step_is_told_whose_it_is_and_lo
     assert refused == [(school["teacher"].id, {"role": "staff", "step": "dsl_threshold",
                                                "why": "opened a step that is not theirs"})]
 
-
-async def walk_until_dsl(svc: Services, people: People, view: CaseView) -> CaseView:
-    while view.step is not None and str(view.step.actor) == "staff":
-        view = await cases.answer(svc, actor=people["teacher"], case_ref=view.ref, version=view.version,
-                                  step=view.step.id, values=filled(view, people, {"child": CHILD,
-                                                                                  "staff_threshold": "early_help"}),
-                                  platform="test")
-    return view
 
 
 def test_the_terminal_shows_the_link_and_the_chronology_and_logs_the_readers(sqlite_url: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from bot import cases
-from bot.cases import CaseView, Person, Services
+from bot.cases import Person, Services
 from bot.errors import Conflict
 from handlers.console import Console
 from storage.db import create_database
@@ -37,12 +37,6 @@ class Typist(io.StringIO):
         return self.lines[self.read - 1] + "\n" if self.read <= len(self.lines) else ""
 
 
-async def raised(svc: Services, people: People) -> CaseView:
-    """A concern described by the teacher, waiting on the DSL's threshold decision."""
-    view = await cases.raise_concern(svc, actor=people["teacher"], values={"immediate_danger": "no"}, platform="test")
-    return await walk_until_dsl(svc, people, view)
-
-
 def in_another_process(svc: Services, work: Callable[[Services], object]) -> Callable[[], None]:
     """Run `work` on its own connection and event loop, as a colleague's session would."""
     url = svc.db.engine.url.render_as_string(hide_password=False)
@@ -61,7 +55,7 @@ def in_another_process(svc: Services, work: Callable[[Services], object]) -> Cal
 
 
 async def test_a_teacher_opening_a_case_on_a_dsl_step_is_told_and_logged(services: Services, school: People) -> None:
-    view = await raised(services, school)
+    view = await walk_until_dsl(services, school)
     out = io.StringIO()
     code = await Console(services, io.StringIO(""), out).session(email="tina@oak.sch.uk", case_ref=view.ref)
     said = out.getvalue()
@@ -74,7 +68,7 @@ async def test_a_teacher_opening_a_case_on_a_dsl_step_is_told_and_logged(service
 
 async def test_a_dsl_who_loses_the_race_in_the_terminal_is_told_who_won_and_logged(services: Services,
                                                                                   school: People) -> None:
-    view = await raised(services, school)
+    view = await walk_until_dsl(services, school)
 
     async def deputy_decides(other: Services) -> None:
         await cases.answer(other, actor=school["deputy"], case_ref=view.ref, version=view.version,
