@@ -247,8 +247,8 @@ class Child(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     ref: str = Field(unique=True, max_length=16)
     school_id: int = Field(foreign_key="schools.id")
-    name: str = Field(max_length=1000)  # an encrypted token
-    date_of_birth: str | None = Field(default=None, max_length=200)  # an encrypted token
+    name: str  # an encrypted token: no length cap, as the name typed may be as long as the form allows
+    date_of_birth: str | None = Field(default=None)  # an encrypted token
     name_index: str = Field(max_length=64)
     index_key_id: str = Field(max_length=64)  # the key the blind index was made under
     created_at: datetime = _when(default_factory=utcnow)
