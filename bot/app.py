@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot import keys
 from bot.cases import Services
 from bot.config import Settings
+from bot.logs import RequestIds
 from bot.metrics import CONTENT_TYPE, RequestMetrics, exposition
 from storage.migrate import is_current
 
@@ -55,6 +56,7 @@ def build_app(settings: Settings, services: Services) -> FastAPI:
         teams.mount(app, settings, services)
     _add_health_routes(app, services)
     app.add_middleware(RequestMetrics, routes=[getattr(route, "path", "") for route in app.routes])
+    app.add_middleware(RequestIds)  # outermost: every log line of the request carries its id
     return app
 
 

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(16 * 1024, alias="CONSENTBOT_MAX_HEADER_BYTES", ge=1024)
     max_body_bytes: int = Field(1024 * 1024, alias="CONSENTBOT_MAX_BODY_BYTES", ge=1024)
     log_level: str = Field("INFO", alias="CONSENTBOT_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", alias="CONSENTBOT_LOG_FORMAT")  # json: one object per line
     slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET", repr=False)
     slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN", repr=False)
     slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN", repr=False)

@@ -16,9 +16,6 @@ from bot.crypto import Keyring, load_keyring
 from bot.policy.loader import DEFAULT_POLICY, load_policy
 from storage.db import Database, create_database
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
 # Libraries that would log SQL parameters or request bodies stay at WARNING whatever our level.
 QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "asyncpg", "alembic", "httpx", "httpcore", "slack_bolt", "slack_sdk",
                    "apscheduler", "uvicorn.access", "microsoft_teams", "msgraph", "kiota_http",
@@ -26,8 +23,12 @@ QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "asyncpg", "alembic", "httpx", "ht
 
 
 def configure_logging(settings: Settings) -> None:
-    """Log to stderr. Log lines carry ids and references only, never content."""
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    """Log to stderr, as text or JSON (CONSENTBOT_LOG_FORMAT), each line with its request id. Log
+    lines carry ids and references only, never content.
+    """
+    from bot.logs import handler
+
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler(settings.log_format)])
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
 
