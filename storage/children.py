@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Collection
 
 from sqlalchemy import update
@@ -10,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from storage.models import Case, Child
-from storage.repo import REF_ALPHABET
+from storage.repo import insert_with_fresh_ref
 
 
 async def find_child(session: AsyncSession, *, school_id: int, name_indexes: Collection[str]) -> list[Child]:
@@ -22,14 +21,8 @@ async def find_child(session: AsyncSession, *, school_id: int, name_indexes: Col
 
 async def insert_child(session: AsyncSession, child: Child) -> Child:
     """Insert a child under a fresh random reference (it reveals nothing and no counts)."""
-    for _ in range(20):
-        ref = "CH-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(6))
-        if (await child_by_ref(session, ref)) is None:
-            child.ref = ref
-            session.add(child)
-            await session.flush()
-            return child
-    raise RuntimeError("could not allocate a child reference")
+    inserted: Child = await insert_with_fresh_ref(session, child, prefix="CH-", taken=child_by_ref)
+    return inserted
 
 
 async def child_by_ref(session: AsyncSession, ref: str) -> Child | None:

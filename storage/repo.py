@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -76,14 +76,22 @@ async def list_staff(session: AsyncSession, *, school_id: int | None = None, rol
 
 async def insert_case(session: AsyncSession, case: Case) -> Case:
     """Insert a case under a fresh random reference (not guessable, reveals no counts)."""
+    return await insert_with_fresh_ref(session, case, prefix="C-", taken=case_by_ref)
+
+
+async def insert_with_fresh_ref(session: AsyncSession, row: Any, *, prefix: str,
+                                taken: Callable[[AsyncSession, str], Awaitable[object | None]]) -> Any:
+    """Insert `row` under a fresh random reference `prefix` + six letters: not guessable, and it
+    reveals no counts. `taken` finds a row already holding a reference.
+    """
     for _ in range(20):
-        ref = "C-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(6))
-        if (await case_by_ref(session, ref)) is None:
-            case.ref = ref
-            session.add(case)
+        ref = prefix + "".join(secrets.choice(REF_ALPHABET) for _ in range(6))
+        if (await taken(session, ref)) is None:
+            row.ref = ref
+            session.add(row)
             await session.flush()
-            return case
-    raise RuntimeError("could not allocate a case reference")
+            return row
+    raise RuntimeError(f"could not allocate a {prefix} reference")
 
 
 async def case_by_ref(session: AsyncSession, ref: str) -> Case | None:

@@ -7,7 +7,7 @@ Revises: 0006
 
 from alembic import op
 import sqlalchemy as sa
-import sqlmodel
+from sqlmodel.sql.sqltypes import AutoString
 
 
 revision = '0007'
@@ -21,8 +21,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ref', sa.String(length=16), nullable=False),
     sa.Column('school_id', sa.Integer(), nullable=False),
-    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('date_of_birth', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('name', AutoString(), nullable=False),
+    sa.Column('date_of_birth', AutoString(), nullable=True),
     sa.Column('name_index', sa.String(length=64), nullable=False),
     sa.Column('index_key_id', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
