@@ -90,7 +90,6 @@ def export(case_ref: str, format: str = typer.Option("json", "--format", help="j
                                                       "standard output; a PDF goes to REF.pdf unless given "
                                                       "(- for standard output, never a terminal)")) -> None:
     """Write a case's consent decision record, with the referral form section (S10)."""
-    from bot.crypto import write_private
     from bot.record import flatten
     from bot.views import export_as_operator
 
@@ -103,13 +102,21 @@ def export(case_ref: str, format: str = typer.Option("json", "--format", help="j
         _write_pdf(details.record, out)
         return
     text = json.dumps(details.record, indent=2) + "\n" if format == "json" else _csv(flatten(details.record))
+    _emit(text, out)
+
+
+def _emit(text: str, out: Path | None) -> bool:
+    """Print `text`, or write it to `out`, created private (0600). True when written to a file."""
+    from bot.crypto import write_private
+
     if not out:
         typer.echo(text, nl=False)
-        return
+        return False
     try:
         write_private(out, text, replace=True)
     except OSError as exc:
         fail(f"cannot write {out}: {exc.strerror or type(exc).__name__}")
+    return True
 
 
 def _write_pdf(record: dict[str, Any], out: Path | None) -> None:
@@ -185,17 +192,10 @@ def audit_checkpoint(out: Path | None = typer.Option(None, help="Write to this f
     `audit verify --checkpoint FILE` then catches a chain cut short or a case deleted.
     """
     from bot.checkpoint import take_logged
-    from bot.crypto import write_private
 
     text = run_as(as_, lambda svc, who: take_logged(svc, by=who))
-    if not out:
-        typer.echo(text, nl=False)
-        return
-    try:
-        write_private(out, text, replace=True)
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or type(exc).__name__}")
-    typer.echo(f"wrote {out}", err=True)
+    if _emit(text, out):
+        typer.echo(f"wrote {out}", err=True)
 
 
 @audit_app.command("show")
