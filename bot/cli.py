@@ -236,6 +236,7 @@ def main() -> None:
         cli_commands,  # noqa: F401 - registers staff, chat, export and audit commands
         cli_directory,  # noqa: F401 - registers staff sync-teams
         cli_outbox,  # noqa: F401 - registers outbox retry
+        cli_people,  # noqa: F401 - registers staff edit, reactivate and import
         cli_reminders,  # noqa: F401 - registers remind, digest, reminders and calendar commands
         cli_teams,  # noqa: F401 - registers teams package
     )

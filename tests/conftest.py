@@ -229,7 +229,7 @@ async def school(services: Services) -> dict[str, Person]:
     from bot import people
 
     async def add(email: str, role: str, name: str, school: str) -> Person:
-        slack_id = "U0" + email.split("@")[0].upper()
+        slack_id = f"U0{email.split('@')[0].upper():0<8}"
         return await people.add(services, email=email, role=role, name=name, school=school, slack_user_id=slack_id)
 
     return {

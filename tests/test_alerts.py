@@ -46,9 +46,9 @@ async def test_yes_to_danger_queues_the_urgent_alert_with_the_answer_and_says_so
 
 async def test_a_school_with_no_reachable_dsl_gets_the_fallback_contacts_not_alerted(services: Services) -> None:
     teacher = await people.add(services, email="t@ash.sch.uk", role="staff", name="Tess", school="ash",
-                               slack_user_id="U0TESS")
+                               slack_user_id="U0TESS0001")
     head = await people.add(services, email="h@ash.sch.uk", role="admin", name="Hana Head", school="ash",
-                            slack_user_id="U0HANA")
+                            slack_user_id="U0HANA0001")
     await people.add(services, email="d@ash.sch.uk", role="dsl", name="Dora", school="ash")  # no chat id
     await set_school(services, "ash", dsl_phone="01632 960 001", front_door_phone="0300 123 4567",
                      escalation_staff_id=head.id)
@@ -102,7 +102,7 @@ async def test_urgency_follows_the_dsl_once_the_threshold_is_confirmed(services:
 
 async def test_a_case_waiting_on_a_decision_climbs_its_own_ladder(services: Services, school: People) -> None:
     head = await people.add(services, email="hal@oak.sch.uk", role="admin", name="Hal Head", school="oak",
-                            slack_user_id="U0HAL")
+                            slack_user_id="U0HAL00001")
     view = await raised(services, school, view="early_help")
     ladder = sorted((r.level, r.recipient_id) for r in await rows(services, Reminder) if r.kind == "decision")
     assert ladder == [(0, school["dsl"].id), (1, school["deputy"].id), (2, head.id)]

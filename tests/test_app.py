@@ -90,7 +90,7 @@ async def test_metrics_count_unalertable_schools_and_the_oldest_unsent_message(d
     await upgrade(db)
     svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy(), clock=clock,
                    delivering=frozenset({"slack"}))
-    dee = await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak", slack_user_id="U0DEE")
+    dee = await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak", slack_user_id="U0DEE00001")
     await people.add(svc, email="olu@elm.sch.uk", role="dsl", name="Olu", school="elm")  # no chat id: unalertable
     async with db.transaction() as s:
         await repo.enqueue(s, [OutboxMessage(school_id=dee.school_id, recipient_id=dee.id, platform=platform,

@@ -24,7 +24,8 @@ from tests.cli.harness import Bot, setup_school
 
 SLACK_ON = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "test"}  # Slack configured: it is "delivering"
 SLACK_OFF = {"SLACK_BOT_TOKEN": "", "SLACK_SIGNING_SECRET": ""}
-HEALTHY = (("dee@oak.sch.uk", "dsl", "U0DEE"), ("pat@oak.sch.uk", "deputy", "U0PAT"), ("tina@oak.sch.uk", "staff", None))
+HEALTHY = (("dee@oak.sch.uk", "dsl", "U0DEE00001"), ("pat@oak.sch.uk", "deputy", "U0PAT00001"),
+           ("tina@oak.sch.uk", "staff", None))
 
 
 def cli_school(bot: Bot, *people_: tuple[str, str, str | None], school: str = "oak") -> None:
@@ -70,7 +71,7 @@ def seed_outbox(bot: Bot, *rows: tuple[str, str, timedelta]) -> None:
 
 def test_a_school_whose_dsl_has_no_chat_id_cannot_be_alerted(db_url: str, tmp_path: Path) -> None:
     bot = Bot(database_url=db_url, workdir=tmp_path, extra_env=SLACK_ON, in_process=True)
-    cli_school(bot, ("dee@oak.sch.uk", "dsl", None), ("tina@oak.sch.uk", "staff", "U0TINA"))
+    cli_school(bot, ("dee@oak.sch.uk", "dsl", None), ("tina@oak.sch.uk", "staff", "U0TINA0001"))
     done = bot.run("doctor", check=False)
     assert done.returncode == 1, done.stdout
     lines = done.stdout.splitlines()
@@ -103,7 +104,8 @@ def test_a_mistyped_school_is_refused_and_flagged_once_created_on_purpose(sqlite
     add_tom = ("staff", "add", "tom@oak.sch.uk", "--role", "staff", "--name", "Tom", "--school", "oka")
     refused = bot.run(*add_tom, check=False)
     assert refused.returncode == 1
-    assert refused.stderr.splitlines()[-1] == "error: no school 'oka'. Known schools: oak. Add --create-school to create it."
+    assert refused.stderr.splitlines()[-1] == ("error: no school 'oka'. Known schools: oak. "
+                                                 "Did you mean 'oak'? Add --create-school to create it.")
     assert "tom@oak.sch.uk" not in bot.run("staff", "list").stdout
     bot.run(*add_tom, "--create-school")
     done = bot.run("doctor", check=False)
@@ -146,8 +148,8 @@ def test_staff_add_refuses_malformed_chat_ids_through_the_cli(sqlite_url: str, t
     assert teams.returncode == 1
     assert "is not a Teams user id" in teams.stderr and "Object ID" in teams.stderr
     assert "tom@oak.sch.uk" not in bot.run("staff", "list").stdout
-    bot.run(*add, "--slack-id", "U0TOM", "--teams-id", "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
-    assert "tom@oak.sch.uk\tTom\tstaff\toak\tU0TOM" in bot.run("staff", "list").stdout
+    bot.run(*add, "--slack-id", "U0TOM00001", "--teams-id", "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
+    assert "tom@oak.sch.uk\tTom\tstaff\toak\tU0TOM00001" in bot.run("staff", "list").stdout
 
 
 @pytest.mark.parametrize("slack_id", ["u012abcdef", "C012ABCDEF", "U0", "<@U012ABCDEF>", "U012 ABCDEF", "U" + "A" * 21])
@@ -175,7 +177,8 @@ async def test_well_formed_chat_ids_are_accepted(services: Services, school: dic
 
 
 async def test_an_unknown_school_is_created_only_on_request(services: Services, school: dict[str, Person]) -> None:
-    with pytest.raises(NotFound, match=r"^no school 'ok'. Known schools: elm, oak. Add --create-school to create it.$"):
+    typo = r"^no school 'ok'. Known schools: elm, oak. Did you mean 'oak'\? Add --create-school to create it.$"
+    with pytest.raises(NotFound, match=typo):
         await people.add(services, email="x@oak.sch.uk", role="staff", name="X", school="ok", create_school=False)
     await people.add(services, email="x@ash.sch.uk", role="staff", name="X", school="ash", create_school=True)
     assert [r[0] for r in await people.listing(services, school="ash")] == ["x@ash.sch.uk"]

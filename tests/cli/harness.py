@@ -67,8 +67,8 @@ class Bot:
 
         from bot import cli as command
 
-        for module in ("cli_admin", "cli_children", "cli_commands", "cli_directory", "cli_outbox", "cli_reminders",
-                       "cli_teams"):
+        for module in ("cli_admin", "cli_children", "cli_commands", "cli_directory", "cli_outbox", "cli_people",
+                       "cli_reminders", "cli_teams"):
             __import__(f"bot.{module}")
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
         env.update(self.env())
@@ -101,8 +101,9 @@ def case_ref(output: str) -> str:
     raise AssertionError(f"no case raised in:\n{output}")
 
 
-PEOPLE = (("tina@oak.sch.uk", "staff", "Tina Teacher", "U0TINA"), ("dee@oak.sch.uk", "dsl", "Dee DSL", "U0DEE"),
-          ("pat@oak.sch.uk", "deputy", "Pat Deputy", "U0PAT"))
+PEOPLE = (("tina@oak.sch.uk", "staff", "Tina Teacher", "U0TINA0001"),
+          ("dee@oak.sch.uk", "dsl", "Dee DSL", "U0DEE00001"),
+          ("pat@oak.sch.uk", "deputy", "Pat Deputy", "U0PAT00001"))
 
 
 def setup_school(bot: Bot, *, through_cli: bool = False) -> None:

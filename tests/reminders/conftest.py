@@ -60,7 +60,7 @@ async def oak(svc: Services) -> People:
 
     async def add(email: str, role: str, name: str, school: str = "oak") -> Person:
         return await people.add(svc, email=email, role=role, name=name, school=school,
-                                slack_user_id=f"U{email.split('@')[0].upper()}")
+                                slack_user_id=f"U{email.split('@')[0].upper():0<9}")
 
     return People(
         teacher=await add("tina@oak.sch.uk", "staff", "Tina Teacher"),

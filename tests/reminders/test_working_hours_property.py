@@ -58,7 +58,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         svc = Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=policy)
         try:
             return {name: await people.add(svc, email=f"{name}@oak.sch.uk", role=role, name=name.title(),
-                                           school="oak", slack_user_id=f"U{name.upper()}")
+                                           school="oak", slack_user_id=f"U{name.upper():0<9}")
                     for name, role in ROLES.items()}
         finally:
             await db.dispose()

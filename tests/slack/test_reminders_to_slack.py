@@ -28,8 +28,9 @@ async def step(svc: Services, who: Person, view: CaseView, values: dict) -> Case
 
 async def assigned_case(svc: Services) -> tuple[CaseView, dict[str, Person]]:
     add = people.add
-    who = {"teacher": await add(svc, email="t@s.uk", role="staff", name="Tia", school="s", slack_user_id="U0T"),
-           "dsl": await add(svc, email="d@s.uk", role="dsl", name="Dev", school="s", slack_user_id="U0D")}
+    who = {"teacher": await add(svc, email="t@s.uk", role="staff", name="Tia", school="s",
+                                slack_user_id="U0T0000001"),
+           "dsl": await add(svc, email="d@s.uk", role="dsl", name="Dev", school="s", slack_user_id="U0D0000001")}
     view = await cases.raise_concern(svc, actor=who["teacher"], platform="slack", values={"immediate_danger": "no"})
     for actor, values in (("teacher", {"child": CHILD, "year_group": "year_4", "concern": f"{CHILD} said so",
                                        "seen_at": "2026-11-24T09:10:00+00:00"}),
@@ -54,14 +55,14 @@ async def test_an_overdue_outcome_reminds_the_assignee_in_slack_once(slack_servi
     svc = slack_services
     view, _ = await assigned_case(svc)
     await deliver(svc, fake_slack)  # the assignment DM and the DSL's messages
-    before = len(texts_to(fake_slack, "U0T"))
+    before = len(texts_to(fake_slack, "U0T0000001"))
 
     late = TUESDAY_10 + timedelta(hours=1, minutes=5)
     first = await reminders.sweep(svc, now=late)
     again = await reminders.sweep(svc, now=late + timedelta(minutes=1))
     await deliver(svc, fake_slack)
 
-    reminded = texts_to(fake_slack, "U0T")[before:]
+    reminded = texts_to(fake_slack, "U0T0000001")[before:]
     assert first.sent == 1 and again.sent == 0
     assert reminded == [f"Reminder: concern {view.ref} is waiting for you: Record the request for agreement and its "
                         f"outcome, due {reminded[0].rsplit('due ', 1)[1]}"]
@@ -78,7 +79,7 @@ async def test_the_dsl_digest_arrives_in_slack_with_references_only(slack_servic
     svc.clock = Clock(wednesday_8 + timedelta(minutes=1))  # the sender sends what is due by its clock
     await deliver(svc, fake_slack)
 
-    digests = [t for t in texts_to(fake_slack, "U0D") if t.startswith("Safeguarding digest")]
+    digests = [t for t in texts_to(fake_slack, "U0D0000001") if t.startswith("Safeguarding digest")]
     daily, weekly = sorted(digests, key=lambda t: "Week to" in t)  # the first digest of a week brings the summary
     assert f"{view.ref} due Tue 24 Nov 2026, 11:00, assigned to Tia" in daily and "Outcomes overdue: 1" in daily
     assert "Week to Wed 25 Nov 2026: raised 1, decided 1" in weekly

@@ -62,7 +62,7 @@ async def seed(svc: Services) -> None:
     await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee DSL", school="oak", teams_user_id=DEE.id)
     await people.add(svc, email="pat@oak.sch.uk", role="deputy", name="Pat Deputy", school="oak")
     await people.add(svc, email="tina@oak.sch.uk", role="staff", name="Tina Teacher", school="oak",
-                     slack_user_id="U0TINA")
+                     slack_user_id="U0TINA0001")
     await people.add(svc, email="ada@oak.sch.uk", role="admin", name="Ada Admin", school="oak", teams_user_id=aad(9))
     await people.add(svc, email="lee@oak.sch.uk", role="staff", name="Lee Leaver", school="oak", teams_user_id=aad(8))
     await people.add(svc, email="olu@elm.sch.uk", role="dsl", name="Olu DSL", school="elm", teams_user_id=aad(7))
@@ -85,7 +85,7 @@ async def test_members_are_added_linked_and_given_their_group_roles(services: Se
     assert (rows["nia@oak.sch.uk"].role, rows["nia@oak.sch.uk"].teams_user_id) == ("dsl", NEW.id)
     assert rows["nia@oak.sch.uk"].display_name == "Nia New"
     assert (rows["pat@oak.sch.uk"].role, rows["pat@oak.sch.uk"].teams_user_id) == ("deputy", PAT.id)  # deputy kept
-    assert (rows["tina@oak.sch.uk"].teams_user_id, rows["tina@oak.sch.uk"].slack_user_id) == (TINA.id, "U0TINA")
+    assert (rows["tina@oak.sch.uk"].teams_user_id, rows["tina@oak.sch.uk"].slack_user_id) == (TINA.id, "U0TINA0001")
     assert not rows["lee@oak.sch.uk"].active
     assert rows["ada@oak.sch.uk"].active and rows["ada@oak.sch.uk"].role == "admin"  # in no group, never touched
     assert rows["olu@elm.sch.uk"].active  # another school's people are not this sync's
