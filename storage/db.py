@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,16 +12,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 if TYPE_CHECKING:
     from storage.audit import Sealer
+
+logger = logging.getLogger(__name__)
 
 # Slack gives an interaction 3 s: a database that does not answer within this must fail the
 # request with an error while there is still time to say so, not hang it for a minute.
 TIMEOUT_SECONDS = 2.0
 _READ_ONLY = "consentbot_read_only"  # execution option: this connection's transactions only read
 SEALER = "consentbot.sealer"  # Session.info key read by storage.audit.sealer_of
+# A pooled PostgreSQL connection is replaced after this long, before a firewall or a proxy drops
+# it silently (a half-open connection would only fail at command_timeout).
+RECYCLE_SECONDS = 600
 
 
 @dataclass
@@ -43,7 +50,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One transaction: commits on success, rolls back on any exception. Not re-entrant."""
         if not self.is_sqlite:
-            async with self.sessions() as session, session.begin():
+            async with _postgres_transaction(self.sessions) as session:
                 session.info[SEALER] = self.sealer
                 yield session
             return
@@ -64,9 +71,11 @@ class Database:
         nor makes them wait: on SQLite a deferred BEGIN (WAL lets readers run beside the one
         writer) outside the writers' queue; on PostgreSQL a READ ONLY transaction.
         """
+        if not self.is_sqlite:
+            async with _postgres_transaction(self.readers, read_only=True) as session:
+                yield session
+            return
         async with self.readers() as session, session.begin():
-            if not self.is_sqlite:
-                await session.execute(text("SET TRANSACTION READ ONLY"))
             yield session
 
     async def dispose(self) -> None:
@@ -88,8 +97,9 @@ def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_tim
         engine = create_async_engine(url, connect_args={"timeout": timeout}, **engine_args)
         _serialise_sqlite_writers(engine, busy_ms=int(timeout * 1000))
     else:
-        engine = create_async_engine(url, pool_pre_ping=True, pool_timeout=timeout,
+        engine = create_async_engine(url, pool_recycle=RECYCLE_SECONDS, pool_timeout=timeout,
                                      connect_args=_postgres_timeouts(timeout, statement_timeout), **engine_args)
+        _discard_closed_postgres_connections(engine)
     return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),
                     readers=async_sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False))
 
@@ -102,6 +112,69 @@ def _postgres_timeouts(timeout: float, statement_timeout: float | None) -> dict[
         return {"timeout": timeout}
     return {"timeout": timeout, "command_timeout": statement_timeout + 1,
             "server_settings": {"statement_timeout": str(int(statement_timeout * 1000))}}
+
+
+def _discard_closed_postgres_connections(engine: AsyncEngine) -> None:
+    # No pre-ping: SQLAlchemy's costs three round trips per checkout (BEGIN, ";", ROLLBACK), 6 of
+    # an answer's 16 (issue 12). A connection the server closed (restart, pg_terminate_backend,
+    # idle timeout) has told asyncpg so, and asyncpg marks it closed without a round trip: such a
+    # connection is discarded at checkout and the pool hands out another (DisconnectionError is
+    # the pool's own signal for this). One that died unnoticed is caught by _begin_postgres.
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+
+
+@asynccontextmanager
+async def _postgres_transaction(factory: async_sessionmaker[AsyncSession], *,
+                                read_only: bool = False) -> AsyncIterator[AsyncSession]:
+    """A session whose transaction has begun on the server: commits on success, rolls back on any
+    exception.
+    """
+    session = await _begun(factory, read_only=read_only)
+    async with session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+async def _begun(factory: async_sessionmaker[AsyncSession], *, read_only: bool) -> AsyncSession:
+    """A session whose transaction has begun on the server, retried once on a fresh connection if
+    the pooled one turns out dead. BEGIN is a round trip the caller's first statement would make
+    anyway; made here, nothing of the caller's has run yet, so the retry is safe. A connection
+    lost later, mid-transaction, fails the transaction: nothing of it is committed, and the
+    caller's idempotency key makes a resubmission safe.
+    """
+    for attempt in (1, 2):
+        session = factory()
+        conn = await session.connection()  # a checkout: a connection known closed is skipped there
+        try:
+            if read_only:
+                await conn.execute(text("SET TRANSACTION READ ONLY"))  # its BEGIN goes with it
+            else:
+                await _start_transaction(await conn.get_raw_connection())
+            return session
+        except Exception:
+            # Whatever failed, it was BEGIN on a pooled connection: a connection whose server has
+            # gone (asyncpg may still be consuming the server's farewell, so not yet `closed`).
+            if not conn.invalidated:
+                await conn.invalidate()
+            await session.close()
+            if attempt == 2:
+                raise
+            logger.warning("postgresql: BEGIN failed on a pooled connection; retrying on a new one")
+    raise AssertionError("unreachable")
+
+
+async def _start_transaction(fairy: Any) -> None:
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement; this sends it now.
+    adapted = fairy.dbapi_connection
+    if adapted._transaction is None:
+        await adapted._start_transaction()
 
 
 def _create_private_sqlite_file(url: str) -> None:
