@@ -28,11 +28,11 @@ from starlette.requests import ClientDisconnect
 from bot import cases
 from bot.cases import Services
 from bot.config import Settings
-from handlers.slack import concern, export, home, open_case, reminder_actions, steps
+from handlers.slack import concern, export, first_contact, home, open_case, reminder_actions, steps
 from handlers.slack.platform import SlackPlatform
 
 logger = logging.getLogger(__name__)
-LISTENERS = (concern, steps, open_case, export, home, reminder_actions)
+LISTENERS = (first_contact, concern, steps, open_case, export, home, reminder_actions)
 SENDER_TIMEOUT = 10  # seconds; a post that takes longer is treated as possibly delivered
 
 

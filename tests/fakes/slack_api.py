@@ -24,6 +24,10 @@ slack_sdk 3.48's source):
   answers 200 "OK - <length>"); ``files.completeUploadExternal`` (``files`` a JSON list of
   {"id", "title"}, ``channel_id``) shares the file into a conversation the bot is in, with
   ``initial_comment`` as the message beside it. Until completed, a file is shared nowhere.
+* Scopes (https://docs.slack.dev/reference/methods/users.info): every scope is granted unless a
+  test withholds it (``withhold_scopes``). ``users.info`` without ``users:read`` answers
+  ``{"ok": false, "error": "missing_scope", "needed": "users:read", "provided": ...}``; without
+  ``users:read.email`` it answers, but the profile carries no ``email``, as Slack's does.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ TEAM_NAME = "Consentbot Test School"
 BOT_USER_ID = "U0BOT00001"
 BOT_ID = "B0BOT00001"
 APP_ID = "A0APP00001"
+# What the app asks for (slack/manifest.yml), with the optional scopes that link people by email.
+SCOPES = frozenset({"commands", "chat:write", "files:write", "im:write", "im:history", "users:read",
+                    "users:read.email"})
 
 # Form fields Slack documents as "JSON-based ..., presented as a URL-encoded string".
 JSON_STRING_FIELDS = frozenset({"blocks", "attachments", "view", "metadata", "unfurls", "files"})
@@ -114,6 +121,7 @@ class _State:
     home_views: dict[str, str] = field(default_factory=dict)
     users: dict[str, Body] = field(default_factory=dict)
     uploads: dict[str, Upload] = field(default_factory=dict)  # by file id, from getUploadURLExternal on
+    withheld_scopes: set[str] = field(default_factory=set)  # scopes the app was not granted
 
 
 def _ok(**fields: Any) -> Body:
@@ -209,6 +217,11 @@ class FakeSlack(LoopbackFake):
             self._state.users[user_id] = {**self._default_user(user_id), **fields}
 
     # ------------------------------------------------------------- scripting
+
+    def withhold_scopes(self, *scopes: str) -> None:
+        """The app was installed without ``scopes`` (e.g. ``users:read.email``)."""
+        with self._lock:
+            self._state.withheld_scopes.update(scopes)
 
     def fail_next(self, method: str, *, status: int = 429, retry_after: int = 1, times: int = 1) -> None:
         """The next ``times`` calls to ``method`` fail with ``status``.
@@ -351,12 +364,19 @@ class FakeSlack(LoopbackFake):
         )
 
     def _users_info(self, params: Params) -> Body:
+        withheld = self._state.withheld_scopes
+        if "users:read" in withheld:
+            return _error("missing_scope", needed="users:read", provided=",".join(sorted(SCOPES - withheld)))
         user_id = str(params.get("user", ""))
         if user_id in self._state.users:
-            return _ok(user=self._state.users[user_id])
-        if user_id[:1] not in ("U", "W"):
+            user = json.loads(json.dumps(self._state.users[user_id]))
+        elif user_id[:1] not in ("U", "W"):
             return _error("user_not_found")
-        return _ok(user=self._default_user(user_id))
+        else:
+            user = self._default_user(user_id)
+        if "users:read.email" in withheld:
+            user.get("profile", {}).pop("email", None)
+        return _ok(user=user)
 
     @staticmethod
     def _default_user(user_id: str) -> Body:

@@ -1,0 +1,77 @@
+"""First contact: a Slack user the bot does not know by member id, but who is registered by the
+email address of their Slack profile, is linked to that registration before their request is
+handled, so they go on (raise a concern) in the same interaction and nobody copies ids.
+
+Reading a profile's email needs the optional `users:read` and `users:read.email` scopes
+(docs/slack-setup.md). Without them the person is told to ask for `consentbot staff edit
+--slack-id`. The email comes from Slack, never from what a user typed; people.py links and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import contacts, people
+from bot.cases import Services
+from handlers.slack.parse import user_id
+
+logger = logging.getLogger(__name__)
+NOT_LINKED = "consentbot_not_linked"  # the context key a listener reads the note from
+SCOPE_NOTE = ("You are not linked to consentbot yet, and it may not read your Slack email address to find your "
+              "registration. Ask your DSL or administrator to link you: consentbot staff edit YOUR-EMAIL "
+              "--slack-id {user_id}")
+
+
+def register(app: AsyncApp, svc: Services) -> None:
+    """Link unknown users by their Slack email before any listener runs."""
+    app.use(link_on_first_contact(svc))
+
+
+def acting_user(body: dict[str, Any]) -> str:
+    """Who acts: a command's or interaction's user, or whoever opened the Home tab; "" for other events."""
+    event = body.get("event")
+    if isinstance(event, dict):
+        return str(event.get("user") or "") if event.get("type") == "app_home_opened" else ""
+    return user_id(body)
+
+
+def link_on_first_contact(svc: Services) -> Any:
+    """Bolt middleware: an unknown user is looked up (users.info) and linked when their email is
+    registered to an active person with no Slack id; when the email cannot be read, the note for
+    them is left in the context under NOT_LINKED.
+    """
+
+    async def middleware(body: dict[str, Any], client: AsyncWebClient, context: Any, next: Any) -> None:  # noqa: A002
+        who = acting_user(body)
+        if who and await contacts.known(svc, platform="slack", user_id=who) is None:
+            if note := await link(svc, client, who):
+                context[NOT_LINKED] = note
+        await next()
+
+    return middleware
+
+
+async def link(svc: Services, client: AsyncWebClient, who: str) -> str | None:
+    """Link `who` by their profile email; the note to show them when it cannot be read, else None."""
+    try:
+        found = await client.users_info(user=who)
+    except SlackApiError as exc:
+        code = exc.response.get("error") if isinstance(exc.response.data, dict) else exc.response.status_code
+        logger.warning("slack users.info failed on first contact error=%s", code)
+        return SCOPE_NOTE.format(user_id=who) if code == "missing_scope" else None
+    user = found.get("user") or {}
+    if user.get("is_bot") or user.get("deleted"):
+        return None
+    email = str((user.get("profile") or {}).get("email") or "")
+    if not email:  # without users:read.email, Slack leaves the email out of the profile
+        logger.info("slack profile without an email on first contact (users:read.email not granted?)")
+        return SCOPE_NOTE.format(user_id=who)
+    person = await people.link_on_first_contact(svc, platform="slack", user_id=who, email=email)
+    if person is not None:
+        logger.info("slack user linked by profile email staff_id=%s", person.id)
+    return None

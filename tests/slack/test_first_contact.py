@@ -1,0 +1,110 @@
+"""First contact in Slack: someone registered by email only (no Slack id copied by hand) is linked
+by their Slack profile's email, through signed requests against the fake Slack, and raises a
+concern in the same interaction; without the email scope they are told how to get linked."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from bot import people
+from bot.audit import verify
+from storage import repo
+from tests.slack.conftest import USERS, Driver, decision_dm
+from tests.slack.test_raise import ABOUT, CHILD
+
+NIA = "U0NIA00001"
+
+
+def users_of(slack: Driver) -> dict[str, str]:
+    """The USERS the Driver reads (pytest may load conftest.py under another module name)."""
+    users: dict[str, str] = sys.modules[type(slack).__module__].USERS
+    return users
+
+
+@pytest.fixture
+async def nia(slack: Driver, monkeypatch: pytest.MonkeyPatch) -> Driver:
+    """Nia is registered by email only; Slack knows her as NIA with that email (any case)."""
+    await people.add(slack.svc, email="nia@oak.sch.uk", role="staff", name="Nia New", school="oak")
+    monkeypatch.setitem(users_of(slack), "newcomer", NIA)
+    slack.fake.add_user(NIA, real_name="Nia New", profile={"real_name": "Nia New", "email": "Nia@Oak.sch.uk"})
+    return slack
+
+
+async def staff_log(slack: Driver) -> list[tuple[str, int | None, dict[str, Any]]]:
+    async with slack.svc.db.read() as s:
+        return [(r.action, r.actor_id, json.loads(r.detail)) for r in await repo.access_log(s)
+                if r.action.startswith(("staff_", "refused"))]
+
+
+async def test_a_registered_email_is_linked_on_first_contact_and_raises_a_concern(nia: Driver) -> None:
+    slack = nia
+    assert (await slack.command("newcomer")).status_code == 200
+    view = slack.last_opened_view()
+    assert view["callback_id"] == "step:immediate_danger"  # the checklist, not "you are not registered"
+    assert slack.fake.calls_to("users.info")[0].params["user"] == NIA
+    view = (await slack.submit("newcomer", view, {"immediate_danger": "no"})).json()["view"]
+    ref = view["private_metadata"].split(":")[0]
+    view = (await slack.submit("newcomer", view, {**ABOUT, "concern": f"{CHILD} said she is scared"})).json()["view"]
+    await slack.submit("newcomer", view, {"staff_threshold": "significant_harm"})
+    await slack.drain()
+    assert ref in json.dumps(decision_dm(slack.fake, "dsl"))
+    row = next(r for r in await people.listing(slack.svc, school="oak") if r[0] == "nia@oak.sch.uk")
+    assert row[4] == NIA
+    [(action, actor, detail)] = [e for e in await staff_log(slack) if e[0] == "staff_linked"]
+    assert detail["platform"] == "slack" and detail["operator"] == "first_contact" and actor == detail["staff_id"]
+    assert "nia" not in json.dumps(detail).lower() and "fingerprint" in detail
+    assert not (await verify(slack.svc)).problems
+    await slack.command("newcomer")  # known by id now: Slack is not asked again
+    assert len(slack.fake.calls_to("users.info")) == 1
+
+
+async def test_an_email_nobody_registered_links_nobody(slack: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(users_of(slack), "stranger", "U0STRANGE1")
+    slack.fake.add_user("U0STRANGE1", profile={"email": "someone@elsewhere.example"})
+    await slack.command("stranger")
+    assert slack.last_opened_view()["callback_id"] != "step:immediate_danger"
+    assert "not registered" in json.dumps(slack.last_opened_view())
+    assert [a for a, _, _ in await staff_log(slack)].count("staff_linked") == 0
+
+
+async def test_someone_already_linked_elsewhere_or_removed_is_not_relinked(nia: Driver) -> None:
+    slack = nia
+    await people.edit(slack.svc, email="nia@oak.sch.uk", changes=people.Edit(slack_user_id="U0NIAOLD01"))
+    await slack.command("newcomer")  # her email matches, but she has another Slack id already
+    assert slack.last_opened_view()["callback_id"] != "step:immediate_danger"
+    await people.remove(slack.svc, email="tina@oak.sch.uk")
+    slack.fake.add_user(USERS["teacher"], profile={"email": "tina@oak.sch.uk"})
+    await slack.command("teacher")  # removed: still refused, her id is never moved
+    assert "access to consentbot has been removed" in json.dumps(slack.last_opened_view())
+    assert [a for a, _, _ in await staff_log(slack)].count("staff_linked") == 0
+
+
+@pytest.mark.parametrize("withheld", [("users:read.email",), ("users:read", "users:read.email")])
+async def test_without_the_email_scope_the_person_is_told_to_ask_for_staff_edit(nia: Driver,
+                                                                             withheld: tuple[str, ...]) -> None:
+    slack = nia
+    slack.fake.withhold_scopes(*withheld)
+    await slack.command("newcomer")
+    shown = json.dumps(slack.last_opened_view())
+    assert slack.last_opened_view()["callback_id"] != "step:immediate_danger"
+    assert f"consentbot staff edit YOUR-EMAIL --slack-id {NIA}" in shown
+    assert "Nia" not in shown and [a for a, _, _ in await staff_log(slack)].count("staff_linked") == 0
+    assert [a for a, _, _ in await staff_log(slack)][-1] == "refused_unregistered"  # still logged as a refusal
+
+
+async def test_the_fake_answers_missing_scope_like_slack(nia: Driver) -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    client = AsyncWebClient(token="xoxb-test", base_url=nia.fake.url)
+    assert (await client.users_info(user=NIA))["user"]["profile"]["email"] == "Nia@Oak.sch.uk"
+    nia.fake.withhold_scopes("users:read.email")
+    assert "email" not in (await client.users_info(user=NIA))["user"]["profile"]
+    nia.fake.withhold_scopes("users:read")
+    with pytest.raises(SlackApiError) as refused:
+        await client.users_info(user=NIA)
+    assert refused.value.response["error"] == "missing_scope" and refused.value.response["needed"] == "users:read"
