@@ -4,26 +4,29 @@ modules of bot/ that reach into handlers/ (lazily), to wire the platforms in.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
-from bot.config import ENV_FILE_VARIABLE, Settings, SettingsFileError, settings_file
 from bot.errors import BotError
-from bot.policy.loader import PolicyError
 
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+# `consentbot --help` must answer in well under 0.2 s (issue 12): this module and the cli_*
+# modules that register commands import only typer at the top; the database, pydantic, the
+# policy and the platforms are imported by the commands that use them. Help is click's plain
+# text: typer's rich formatting alone imports ~0.15 s of rich.
 app = typer.Typer(help="consentbot: the information-sharing consent checklist.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-staff_app = typer.Typer(help="People and their roles.", no_args_is_help=True)
-policy_app = typer.Typer(help="Checklist policy files.", no_args_is_help=True)
-audit_app = typer.Typer(help="The verifiable audit trail.", no_args_is_help=True)
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=None)
+staff_app = typer.Typer(help="People and their roles.", no_args_is_help=True, rich_markup_mode=None)
+policy_app = typer.Typer(help="Checklist policy files.", no_args_is_help=True, rich_markup_mode=None)
+audit_app = typer.Typer(help="The verifiable audit trail.", no_args_is_help=True, rich_markup_mode=None)
 for sub, name in ((db_app, "db"), (staff_app, "staff"), (policy_app, "policy"), (audit_app, "audit")):
     app.add_typer(sub, name=name)
 
@@ -50,7 +53,9 @@ def _start(*, migrating: bool = False) -> tuple[Settings, Any]:
     """The settings and the services (logging configured), or a one-line error."""
     from pydantic import ValidationError
 
+    from bot.config import Settings, SettingsFileError
     from bot.crypto import KeyringError
+    from bot.policy.loader import PolicyError
     from bot.runtime import DatabaseUrlError, ProductionRefused, build_services, configure_logging
 
     try:
@@ -72,6 +77,8 @@ def _log_settings_source(settings: Settings) -> None:
     """Say which settings file was read: a command run from the wrong folder shows it at once."""
     import logging
 
+    from bot.config import settings_file
+
     file = settings_file()
     source = str(file.resolve()) if file is not None and file.is_file() else "the environment only"
     logging.getLogger(__name__).debug("settings from %s (env=%s)", source, settings.env)
@@ -82,6 +89,10 @@ def _within(services: Any, make: Callable[[Any], Awaitable[T]], *, check_keys: b
     check first), close the database. Errors become one line naming the cause: the database
     unreachable, migrations pending, or the wrong key.
     """
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
     from bot.keys import check
     from bot.runtime import schema_problem
 
@@ -109,6 +120,10 @@ def _database_problem(services: Any) -> str | None:
     """After a database error: the schema's problem when the database answers (a missing table is
     a pending migration, not an unreachable database); None when it does not.
     """
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
     from bot.runtime import schema_problem
 
     async def go() -> str | None:
@@ -132,6 +147,8 @@ def options(config: Path | None = typer.Option(
         None, "--config", dir_okay=False,
         help="The settings file to read (else the one CONSENTBOT_ENV_FILE names, else .env in this folder).")) -> None:
     """Options for every command."""
+    from bot.config import ENV_FILE_VARIABLE
+
     if config is not None:  # the environment, so every Settings() of this process (and its children) reads it
         os.environ[ENV_FILE_VARIABLE] = str(config.expanduser().resolve())
 
@@ -150,6 +167,8 @@ def serve() -> None:
     On SIGTERM it stops taking requests, then sends what is left in the outbox
     (CONSENTBOT_SHUTDOWN_SECONDS each, at most).
     """
+    import asyncio
+
     import uvicorn
 
     from bot.app import build_app
@@ -203,7 +222,7 @@ def db_upgrade(as_: str | None = typer.Option(None, "--as", help="Your email, as
 @policy_app.command("check")
 def policy_check(file: Path) -> None:
     """Validate a policy file; prints every problem with its line."""
-    from bot.policy.loader import load_policy
+    from bot.policy.loader import PolicyError, load_policy
 
     try:
         policy = load_policy(file)
@@ -216,7 +235,7 @@ def policy_check(file: Path) -> None:
 def policy_diagram(file: Path = typer.Argument(None), out: Path | None = typer.Option(None)) -> None:
     """Print (or write to --out) the mermaid diagram of a policy's flow."""
     from bot.policy.diagram import render_markdown
-    from bot.policy.loader import DEFAULT_POLICY, load_policy
+    from bot.policy.loader import DEFAULT_POLICY, PolicyError, load_policy
 
     try:
         text = render_markdown(load_policy(file or DEFAULT_POLICY))

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from bot.cli import fail, run, staff_app
-from bot.config import Settings
 from bot.errors import BotError
 
 if TYPE_CHECKING:
+    from bot.config import Settings
     from bot.directory import DirectoryPerson, SyncReport
     from bot.ports import DeliveryError
 
@@ -42,6 +42,8 @@ def staff_sync_teams(school: str = typer.Option(..., help="School slug (must exi
 
 def _settings() -> Settings:
     from pydantic import ValidationError
+
+    from bot.config import Settings
 
     try:
         settings = Settings()

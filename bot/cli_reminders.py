@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 import typer
 
 from bot.cli import app, fail, run
-from bot.config import Settings
 
 reminders_app = typer.Typer(help="Reminder rows.", no_args_is_help=True)
 calendar_app = typer.Typer(help="School term dates and closures.", no_args_is_help=True)
@@ -27,6 +26,8 @@ def parse_now(text: str | None) -> datetime | None:
     except ValueError:
         fail(f"--now must be an ISO date-time such as 2026-03-02T09:00+00:00, not {text!r}")
         raise
+    from bot.config import Settings
+
     return when if when.tzinfo else when.replace(tzinfo=ZoneInfo(Settings().timezone))
 
 
@@ -57,6 +58,7 @@ def digest(now: str | None = typer.Option(None, help="Build as of this ISO time 
     """Build today's digest for every DSL whose school is open and whose digest time has come, in the
     school's timezone (its own time, else CONSENTBOT_DIGEST_TIME); the weekly summary, once a week.
     """
+    from bot.config import Settings
     from bot.digest import run_digests
     from bot.messages import Message
     from bot.scheduler import digest_time

@@ -7,10 +7,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import typer
-from pydantic import ValidationError
 
 from bot.cli import app, fail
-from bot.config import Settings
 
 teams_app = typer.Typer(help="Microsoft Teams: the app package and the directory.", no_args_is_help=True)
 app.add_typer(teams_app, name="teams")
@@ -55,6 +53,10 @@ def package(out: Path = typer.Option(Path("consentbot-teams.zip"), help="Where t
 
 def _client_id() -> str:
     """TEAMS_CLIENT_ID from the environment or .env, or a one-line error (before the Teams SDK is loaded)."""
+    from pydantic import ValidationError
+
+    from bot.config import Settings
+
     try:
         client_id = (Settings().teams_client_id or "").strip()
     except ValidationError as exc:  # names the settings only: a value may be a secret
