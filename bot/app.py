@@ -27,9 +27,11 @@ READY_TIMEOUT_SECONDS = 2.0
 def platform_status(settings: Settings) -> dict[str, str]:
     """Which platforms are on, and how to turn on the others."""
     ways = [w for w, on in (("HTTP at POST /slack/events", settings.slack_signing_secret),
-                            ("Socket Mode", settings.slack_app_token)) if on]
+                            ("Socket Mode", settings.slack_app_token),
+                            ("several workspaces: install at GET /slack/install", settings.slack_oauth)) if on]
     slack = f"on ({' and '.join(ways)})" if slack_configured(settings) else (
-        "off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for Socket Mode; see docs/slack-setup.md)")
+        "off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for Socket Mode), or for several "
+        "workspaces SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (see docs/slack-setup.md)")
     teams = "on (HTTP at POST /api/messages)" if settings.teams_configured else (
         "off: set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID (see docs/teams-setup.md)")
     return {"slack": slack, "teams": teams}
@@ -184,8 +186,8 @@ def _start_senders(settings: Settings, services: Services, stop: asyncio.Event) 
     if slack_configured(settings):
         from handlers.slack import sender_platform
 
-        tasks.append(asyncio.create_task(sender.run(services, sender_platform(settings), stop=stop, drain_on_stop=final),
-                                         name="outbox-slack"))
+        slack = sender_platform(settings, services)
+        tasks.append(asyncio.create_task(sender.run(services, slack, stop=stop, drain_on_stop=final), name="outbox-slack"))
     if settings.teams_configured:
         from handlers.teams import app as teams
 

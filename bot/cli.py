@@ -53,7 +53,7 @@ def _start(*, migrating: bool = False) -> tuple[Settings, Any]:
     """The settings and the services (logging configured), or a one-line error."""
     from pydantic import ValidationError
 
-    from bot.config import Settings, SettingsFileError
+    from bot.config import Settings, SettingsFileError, invalid_settings
     from bot.crypto import KeyringError
     from bot.policy.loader import PolicyError
     from bot.runtime import DatabaseUrlError, ProductionRefused, build_services, configure_logging
@@ -61,7 +61,7 @@ def _start(*, migrating: bool = False) -> tuple[Settings, Any]:
     try:
         settings = Settings()
     except ValidationError as exc:  # names the settings only: a value may be a secret
-        fail(f"invalid setting: {', '.join(str(e['loc'][0]) for e in exc.errors())}")
+        fail(f"invalid setting: {invalid_settings(exc)}")
     except SettingsFileError as exc:
         fail(str(exc))
     configure_logging(settings)
@@ -257,6 +257,7 @@ def main() -> None:
         cli_outbox,  # noqa: F401 - registers outbox retry
         cli_people,  # noqa: F401 - registers staff edit, reactivate and import
         cli_reminders,  # noqa: F401 - registers remind, digest, reminders and calendar commands
+        cli_slack,  # noqa: F401 - registers slack workspaces and link
         cli_teams,  # noqa: F401 - registers teams package
     )
 

@@ -43,12 +43,12 @@ def staff_sync_teams(school: str = typer.Option(..., help="School slug (must exi
 def _settings() -> Settings:
     from pydantic import ValidationError
 
-    from bot.config import Settings
+    from bot.config import Settings, invalid_settings
 
     try:
         settings = Settings()
     except ValidationError as exc:  # names the settings only: a value may be a secret
-        fail(f"invalid setting: {', '.join(str(e['loc'][0]) for e in exc.errors())}")
+        fail(f"invalid setting: {invalid_settings(exc)}")
     missing = [name for name, field in REQUIRED if not getattr(settings, field)]
     if missing:
         fail(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the Entra app registration and "

@@ -55,12 +55,12 @@ def _client_id() -> str:
     """TEAMS_CLIENT_ID from the environment or .env, or a one-line error (before the Teams SDK is loaded)."""
     from pydantic import ValidationError
 
-    from bot.config import Settings
+    from bot.config import Settings, invalid_settings
 
     try:
         client_id = (Settings().teams_client_id or "").strip()
     except ValidationError as exc:  # names the settings only: a value may be a secret
-        fail(f"invalid setting: {', '.join(str(e['loc'][0]) for e in exc.errors())}")
+        fail(f"invalid setting: {invalid_settings(exc)}")
         raise AssertionError("unreachable") from exc
     if not client_id:
         fail(f"TEAMS_CLIENT_ID is not set: set it to the Entra app registration's Application (client) id (see {SETUP})")

@@ -12,12 +12,20 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./consentbot.db"
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
 ENV_FILE_VARIABLE = "CONSENTBOT_ENV_FILE"  # read from the environment only: it names the file
+
+
+def invalid_settings(exc: ValidationError) -> str:
+    """One line for settings that failed validation: the names of the bad ones (a value may be a
+    secret), or what a combination lacks (our own words, which quote no value).
+    """
+    return ", ".join(str(e["loc"][0]) if e["loc"] else str(e["msg"]).removeprefix("Value error, ")
+                     for e in exc.errors())
 
 
 class SettingsFileError(ValueError):
@@ -68,6 +76,11 @@ class Settings(BaseSettings):
     slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN", repr=False)
     slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN", repr=False)
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+    # Several workspaces (a trust): each installs the app through OAuth at /slack/install instead of
+    # SLACK_BOT_TOKEN (docs/slack-setup.md, "Several workspaces").
+    slack_client_id: str | None = Field(None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: str | None = Field(None, alias="SLACK_CLIENT_SECRET", repr=False)
+    slack_redirect_uri: str | None = Field(None, alias="SLACK_REDIRECT_URI")
     teams_client_id: str | None = Field(None, alias="TEAMS_CLIENT_ID")
     teams_client_secret: str | None = Field(None, alias="TEAMS_CLIENT_SECRET", repr=False)
     teams_tenant_id: str | None = Field(None, alias="TEAMS_TENANT_ID")
@@ -125,10 +138,34 @@ class Settings(BaseSettings):
         """Production refuses to start without an encryption key."""
         return self.env == "production"
 
+    @model_validator(mode="after")
+    def _one_slack_mode(self) -> Settings:
+        """One workspace (SLACK_BOT_TOKEN) or several (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET), never a mix."""
+        oauth = [name for name, value in (("SLACK_CLIENT_ID", self.slack_client_id),
+                                          ("SLACK_CLIENT_SECRET", self.slack_client_secret)) if value]
+        if oauth and self.slack_bot_token:
+            raise ValueError(f"Slack is set up twice: SLACK_BOT_TOKEN (one workspace) and {' and '.join(oauth)} "
+                             "(several workspaces through OAuth); keep one (docs/slack-setup.md)")
+        if len(oauth) == 1:
+            missing = "SLACK_CLIENT_SECRET" if oauth == ["SLACK_CLIENT_ID"] else "SLACK_CLIENT_ID"
+            raise ValueError(f"{oauth[0]} is set without {missing}: several Slack workspaces need both")
+        if oauth and not self.slack_signing_secret:
+            raise ValueError("SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set without SLACK_SIGNING_SECRET: "
+                             "several Slack workspaces need it to verify every request")
+        return self
+
+    @property
+    def slack_oauth(self) -> bool:
+        """Several workspaces: each installed through OAuth, tokens in the database (no SLACK_BOT_TOKEN)."""
+        return bool(self.slack_client_id and self.slack_client_secret and self.slack_signing_secret
+                    and not self.slack_bot_token)
+
     @property
     def slack_configured(self) -> bool:
-        """Slack is on with a bot token and a way in: the signing secret (HTTP) or an app token (Socket Mode)."""
-        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
+        """Slack is on with a bot token and a way in: the signing secret (HTTP) or an app token (Socket
+        Mode); or with several workspaces through OAuth.
+        """
+        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token)) or self.slack_oauth
 
     @property
     def teams_configured(self) -> bool:

@@ -252,3 +252,26 @@ class Child(SQLModel, table=True):
     name_index: str = Field(max_length=64)
     index_key_id: str = Field(max_length=64)  # the key the blind index was made under
     created_at: datetime = _when(default_factory=utcnow)
+
+
+class SlackInstallation(SQLModel, table=True):
+    """A Slack workspace (or Enterprise Grid org) that installed the app through OAuth, and the
+    school it serves once an administrator has linked it (`consentbot slack link`). One school is
+    served by at most one workspace. The bot token is an encrypted token.
+    """
+
+    __tablename__ = "slack_installations"
+    __table_args__ = (sa.UniqueConstraint("enterprise_id", "team_id", name="uq_slack_installations_workspace"),)
+    id: int | None = Field(default=None, primary_key=True)
+    # "" rather than NULL when absent, so that the unique constraint holds on every backend.
+    enterprise_id: str = Field(default="", max_length=32)
+    team_id: str = Field(default="", max_length=32)
+    team_name: str = Field(default="", max_length=200)
+    app_id: str = Field(default="", max_length=32)
+    is_enterprise_install: bool = False
+    bot_token: str  # an encrypted token
+    bot_id: str = Field(default="", max_length=32)
+    bot_user_id: str = Field(default="", max_length=32)
+    bot_scopes: str = Field(default="", max_length=2000)  # comma-separated, as Slack grants them
+    installed_at: datetime = _when(default_factory=utcnow)
+    school_id: int | None = Field(default=None, foreign_key="schools.id", unique=True)

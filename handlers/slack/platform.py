@@ -15,14 +15,18 @@ post can no longer land (`settle_after`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import workspaces
+from bot.cases import Services
 from bot.messages import Message
 from bot.ports import Permanent, RateLimited, Transient
+from bot.workspaces import Workspace
 from handlers.slack.blocks import render_message
 
 logger = logging.getLogger(__name__)
@@ -59,8 +63,7 @@ class SlackPlatform:
         on Slack's backend) the post may still be under way: our timeout plus a margin, so
         that `find` cannot miss a stalled post that then lands beside a second one.
         """
-        answered = code.startswith("slack:") or (code.startswith("http_") and code not in GATEWAY_STATUSES)
-        return 0.0 if answered else self.settle
+        return _settle_after(code, self.settle)
 
     async def send(self, recipient: str, message: Message, *, key: str) -> str:
         """Post a DM; returns "channel:ts"."""
@@ -98,6 +101,11 @@ class SlackPlatform:
         granted = {v.strip() for v in _header(response.headers, "x-oauth-scopes").split(",")}
         logger.info("slack lost-post check %s", "on" if needed <= granted else "off (no im:history and im:write)")
         return needed <= granted
+
+
+def _settle_after(code: str, settle: float) -> float:
+    answered = code.startswith("slack:") or (code.startswith("http_") and code not in GATEWAY_STATUSES)
+    return 0.0 if answered else settle
 
 
 async def _call(request: Any) -> Any:
@@ -139,3 +147,49 @@ def _retry_after(headers: Any) -> float:
         return float(_header(headers, "retry-after") or 1.0)
     except ValueError:
         return 1.0
+
+
+class WorkspacesPlatform:
+    """Several workspaces: each DM goes with the token of the workspace serving the recipient's
+    school (bot.workspaces), through that workspace's own `SlackPlatform`. References are
+    "INSTALLATION/channel:ts", so that an update goes with the token that posted.
+    """
+
+    platform = "slack"
+
+    def __init__(self, svc: Services, make_client: Callable[[str], AsyncWebClient], *,
+                 landing_margin: float = LANDING_MARGIN) -> None:
+        """`make_client(token)` builds a client (without retry handlers) for one workspace's token."""
+        self.svc, self.make_client, self.landing_margin = svc, make_client, landing_margin
+        self.settle = float(make_client("").timeout) + landing_margin
+        self._platforms: dict[str, SlackPlatform] = {}  # by token: a reinstall's new token gets a new client
+
+    def _of(self, workspace: Workspace | None) -> SlackPlatform:
+        if workspace is None:
+            raise Permanent("slack:no_workspace_for_school")
+        if workspace.bot_token not in self._platforms:
+            client = self.make_client(workspace.bot_token)
+            self._platforms[workspace.bot_token] = SlackPlatform(client, landing_margin=self.landing_margin)
+        return self._platforms[workspace.bot_token]
+
+    def settle_after(self, code: str) -> float:
+        """As `SlackPlatform.settle_after` (every workspace's client has the same timeout)."""
+        return _settle_after(code, self.settle)
+
+    async def send(self, recipient: str, message: Message, *, key: str) -> str:
+        """Post a DM with the token of the recipient's school's workspace."""
+        workspace = await workspaces.of_slack_user(self.svc, slack_user_id=recipient)
+        ref = await self._of(workspace).send(recipient, message, key=key)
+        return f"{workspace.id}/{ref}" if workspace else ref
+
+    async def update(self, ref: str, message: Message) -> None:
+        """Rewrite a DM with the token of the workspace that posted it."""
+        installation, _, inner = ref.partition("/")
+        workspace = await workspaces.by_id(self.svc, int(installation)) if installation.isdigit() else None
+        await self._of(workspace).update(inner, message)
+
+    async def find(self, recipient: str, key: str) -> str | None:
+        """A DM already carrying `key`, looked for in the recipient's workspace."""
+        workspace = await workspaces.of_slack_user(self.svc, slack_user_id=recipient)
+        found = await self._of(workspace).find(recipient, key)
+        return f"{workspace.id}/{found}" if workspace and found else None

@@ -28,12 +28,21 @@ slack_sdk 3.48's source):
   test withholds it (``withhold_scopes``). ``users.info`` without ``users:read`` answers
   ``{"ok": false, "error": "missing_scope", "needed": "users:read", "provided": ...}``; without
   ``users:read.email`` it answers, but the profile carries no ``email``, as Slack's does.
+* OAuth (https://docs.slack.dev/reference/methods/oauth.v2.access): after a person approves the
+  app at slack.com/oauth/v2/authorize (``grant`` here), the app exchanges the one-time ``code``
+  for a bot token with its client id and secret (HTTP Basic, or form fields). Errors are
+  ``invalid_client_id``, ``bad_client_secret``, ``invalid_code`` (unknown or already used) and
+  ``bad_redirect_uri``. Every token issued belongs to one workspace: what is posted with it lands
+  in that workspace only, and ``auth.test`` names that workspace. Tokens not issued here (the
+  single-token tests' ``xoxb-...``) all belong to the default workspace ``TEAM_ID``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import json
 import threading
 import time
@@ -124,6 +133,33 @@ class _State:
     withheld_scopes: set[str] = field(default_factory=set)  # scopes the app was not granted
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a token speaks as: the workspace and its bot."""
+
+    team_id: str = TEAM_ID
+    team_name: str = TEAM_NAME
+    bot_user_id: str = BOT_USER_ID
+    bot_id: str = BOT_ID
+
+
+@dataclass
+class _Workspace:
+    identity: Identity
+    state: _State = field(default_factory=_State)
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """A person's approval at slack.com/oauth/v2/authorize, waiting to be exchanged once."""
+
+    client_id: str
+    identity: Identity
+    installer: str
+    scope: str
+    redirect_uri: str | None
+
+
 def _ok(**fields: Any) -> Body:
     return {"ok": True, **fields}
 
@@ -184,6 +220,11 @@ class FakeSlack(LoopbackFake):
         self._delays: dict[str, deque[float]] = {}
         self._windows: dict[str, _Window] = {}
         self._state = _State()
+        self._identity = Identity()
+        self._apps: dict[str, str] = {}  # client id -> client secret
+        self._grants: dict[str, _Grant] = {}  # one-time codes
+        self._workspaces: dict[str, _Workspace] = {}  # by team id, for the workspaces installed through OAuth
+        self._tokens: dict[str, str] = {}  # bot token -> team id
 
     # ------------------------------------------------------------- inspection
 
@@ -191,14 +232,59 @@ class FakeSlack(LoopbackFake):
         with self._lock:
             return [call for call in self.calls if call.method == method]
 
-    def messages_to(self, channel: str) -> list[Body]:
-        """Messages currently in ``channel`` (a user id means the bot's DM with them), oldest first.
+    def messages_to(self, channel: str, *, team: str | None = None) -> list[Body]:
+        """Messages currently in ``channel`` (a user id means the bot's DM with them), oldest first,
+        in workspace ``team`` (default: the default workspace).
 
         Reflects later ``chat.update`` edits, as a Slack client would show them.
         """
         with self._lock:
             channel_id = self._resolve_channel(channel)
-            return [json.loads(json.dumps(m)) for m in self._state.messages.get(channel_id, [])]
+            state = self._workspaces[team].state if team in self._workspaces else self._state
+            return [json.loads(json.dumps(m)) for m in state.messages.get(channel_id, [])]
+
+    # ------------------------------------------------------------- OAuth
+
+    def register_app(self, client_id: str, client_secret: str) -> None:
+        """The app's credentials, as on its Basic Information page."""
+        with self._lock:
+            self._apps[client_id] = client_secret
+
+    def grant(self, client_id: str, team_id: str, team_name: str, *, installer: str = "U0INSTALL1",
+              scope: str = "commands,chat:write,files:write,im:write", redirect_uri: str | None = None) -> str:
+        """A person in workspace ``team_id`` approves the app: the one-time code Slack puts on the
+        redirect to the app's /slack/oauth_redirect.
+        """
+        with self._lock:
+            code = f"{team_id}.{self._next_id('code')}"
+            identity = Identity(team_id=team_id, team_name=team_name, bot_user_id=f"U0BOT{team_id[-5:]}",
+                                bot_id=f"B0BOT{team_id[-5:]}")
+            self._grants[code] = _Grant(client_id, identity, installer, scope, redirect_uri)
+            return code
+
+    def token_of(self, team_id: str) -> str | None:
+        """The bot token last issued to workspace ``team_id``."""
+        with self._lock:
+            return next((t for t, team in reversed(self._tokens.items()) if team == team_id), None)
+
+    def _oauth_v2_access(self, params: Params, basic: tuple[str, str] | None) -> Body:
+        client_id, secret = basic or (str(params.get("client_id") or ""), str(params.get("client_secret") or ""))
+        if client_id not in self._apps:
+            return _error("invalid_client_id")
+        if not hmac.compare_digest(secret, self._apps[client_id]):
+            return _error("bad_client_secret")
+        grant = self._grants.pop(str(params.get("code") or ""), None)  # a code works once
+        if grant is None or grant.client_id != client_id:
+            return _error("invalid_code")
+        if grant.redirect_uri is not None and params.get("redirect_uri") != grant.redirect_uri:
+            return _error("bad_redirect_uri")
+        identity = grant.identity
+        workspace = self._workspaces.setdefault(identity.team_id, _Workspace(identity))
+        token = f"xoxb-{identity.team_id}-{self._next_id('')}"
+        self._tokens[token] = identity.team_id
+        return _ok(access_token=token, token_type="bot", scope=grant.scope, bot_user_id=workspace.identity.bot_user_id,
+                   app_id=APP_ID, team={"name": identity.team_name, "id": identity.team_id}, enterprise=None,
+                   authed_user={"id": grant.installer}, is_enterprise_install=False)
 
     def files_in(self, channel: str) -> list[Upload]:
         """Files completed into ``channel`` (a user id means the bot's DM with them), oldest first."""
@@ -281,6 +367,9 @@ class FakeSlack(LoopbackFake):
             refusal = check(method)
             if refusal is not None:
                 return refusal
+        if method == "oauth.v2.access":  # authenticated by the app's client id and secret, not a token
+            with self._lock:
+                return JSONResponse(self._oauth_v2_access(params, _basic_auth(request)))
         return JSONResponse(self._dispatch(method, params, token, parse_error))
 
     def _dispatch(self, method: str, params: Params, token: str | None, parse_error: str | None) -> Body:
@@ -294,7 +383,16 @@ class FakeSlack(LoopbackFake):
         if parse_error is not None:
             return _error(parse_error)
         with self._lock:
-            return handler(params)
+            workspace = self._workspaces.get(self._tokens.get(token, ""))
+            if workspace is None:
+                return handler(params)
+            # The token's workspace: its own messages, views and ids, and its own identity.
+            saved = self._state, self._identity
+            self._state, self._identity = workspace.state, workspace.identity
+            try:
+                return handler(params)
+            finally:
+                self._state, self._identity = saved
 
     async def _sleep_if_scripted(self, method: str) -> None:
         with self._lock:
@@ -353,13 +451,14 @@ class FakeSlack(LoopbackFake):
     # ------------------------------------------------------------- auth / users
 
     def _auth_test(self, params: Params) -> Body:
+        me = self._identity
         return _ok(
-            url="https://consentbot-test.slack.com/",
-            team=TEAM_NAME,
+            url="https://consentbot-test.slack.com/" if me.team_id == TEAM_ID else f"https://{me.team_id.lower()}.slack.com/",
+            team=me.team_name,
             user="consentbot",
-            team_id=TEAM_ID,
-            user_id=BOT_USER_ID,
-            bot_id=BOT_ID,
+            team_id=me.team_id,
+            user_id=me.bot_user_id,
+            bot_id=me.bot_id,
             is_enterprise_install=False,
         )
 
@@ -426,10 +525,10 @@ class FakeSlack(LoopbackFake):
         # Modern bot-token posts carry both the bot user and bot ids.
         message: Body = {
             "type": "message",
-            "user": BOT_USER_ID,
-            "bot_id": BOT_ID,
+            "user": self._identity.bot_user_id,
+            "bot_id": self._identity.bot_id,
             "app_id": APP_ID,
-            "team": TEAM_ID,
+            "team": self._identity.team_id,
             "text": params.get("text", ""),
             "ts": self._next_ts(),
         }
@@ -537,7 +636,7 @@ class FakeSlack(LoopbackFake):
         # Field set from the documented views.open success response.
         return {
             "id": view_id,
-            "team_id": TEAM_ID,
+            "team_id": self._identity.team_id,
             "type": payload.get("type", "modal"),
             "private_metadata": "",
             "callback_id": "",
@@ -550,7 +649,7 @@ class FakeSlack(LoopbackFake):
             "root_view_id": view_id,
             "previous_view_id": previous_view_id,
             "app_id": APP_ID,
-            "bot_id": BOT_ID,
+            "bot_id": self._identity.bot_id,
         }
 
     def _views_update(self, params: Params) -> Body:
@@ -634,6 +733,17 @@ def _bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return credentials.strip() or None
+
+
+def _basic_auth(request: Request) -> tuple[str, str] | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(credentials.strip()).decode().partition(":")
+    except ValueError:
+        return None
+    return user, password
 
 
 def _pop_token(params: Params) -> str | None:
