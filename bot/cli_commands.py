@@ -220,11 +220,12 @@ def outbox_drain(platform: str = typer.Option("slack", help="Which platform's qu
 
     settings = Settings()
     if platform == "slack":
-        if not settings.slack_bot_token:
-            fail("Slack is not configured: set SLACK_BOT_TOKEN (see docs/slack-setup.md)")
+        if not (settings.slack_bot_token or settings.slack_oauth):
+            fail("Slack is not configured: set SLACK_BOT_TOKEN, or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for "
+                 "several workspaces (see docs/slack-setup.md)")
         from handlers.slack import sender_platform  # composition root: wires the platform in
 
-        report = run(lambda svc: drain(svc, sender_platform(settings), max_wait=wait))
+        report = run(lambda svc: drain(svc, sender_platform(settings, svc), max_wait=wait))
     elif platform == "teams":
         if not settings.teams_configured:
             fail("Teams is not configured: set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID "

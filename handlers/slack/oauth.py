@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_callback_options import AsyncCallbackOptions, AsyncFailureArgs, AsyncSuccessArgs
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
@@ -167,6 +168,11 @@ def oauth_flow(settings: Settings, svc: Services, client: AsyncWebClient, flow_l
         redirect_uri=settings.slack_redirect_uri, installation_store=DatabaseInstallationStore(svc),
         installation_store_bot_only=True, state_store=SignedStateStore(svc), state_expiration_seconds=STATE_SECONDS,
         callback_options=AsyncCallbackOptions(success=_installed, failure=_refused), logger=flow_logger)
+    # Bolt checks each request's token with auth.test, a round trip to Slack inside its 3 seconds:
+    # once per token is enough (a revoked token still fails every call it makes, and is forgotten).
+    oauth.authorize = AsyncInstallationStoreAuthorize(
+        logger=flow_logger, client_id=oauth.client_id, client_secret=oauth.client_secret,
+        installation_store=oauth.installation_store, bot_only=True, cache_enabled=True)
     return AsyncOAuthFlow(client=client, logger=flow_logger, settings=oauth)
 
 

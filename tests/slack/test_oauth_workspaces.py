@@ -6,8 +6,11 @@ and a DSL of the other school is neither told nor able to open the case.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,10 +26,15 @@ from bot import people, workspaces
 from bot.app import build_app, platform_status
 from bot.cases import Services
 from bot.config import Settings, invalid_settings
+from bot.crypto import Keyring, generate_key
 from bot.errors import NotFound
+from bot.policy.loader import load_policy
 from bot.sender import DrainReport, SenderConfig, drain
+from bot.workspaces import Workspace
 from handlers.slack import sender_platform
+from storage.db import create_database
 from storage.models import AccessLog, SlackInstallation
+from tests.cli.harness import CONSENTBOT
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_signing import form_body, sign
 from tests.slack.conftest import SECRET, fill
@@ -178,6 +186,8 @@ async def test_a_concern_raised_in_one_workspace_stays_in_that_workspace(linked:
     assert posts and {c.token for c in posts} == {oak_token}
     assert {c.token for c in linked.fake.calls_to("views.open")} == {oak_token}
     assert CHILD not in json.dumps([c.params for c in posts])
+    # Bolt checked A's token once for the four requests (the install's own check, then one cached).
+    assert len([c for c in linked.fake.calls_to("auth.test") if c.token == oak_token]) == 2
 
 
 async def test_the_other_schools_dsl_cannot_open_the_case(linked: Trust) -> None:
@@ -338,3 +348,37 @@ async def test_linking_names_an_installed_workspace_and_an_existing_school(linke
     await workspaces.link(linked.svc, team_id=BIRCH, school="oak")
     listed = {w.team_id: slug for w, slug in await workspaces.listing(linked.svc)}
     assert listed == {OAK: None, BIRCH: "oak"}
+
+
+def test_the_command_lists_and_links_workspaces_and_refuses_a_double_set_up(migrated_sqlite_url: str) -> None:
+    key = generate_key("k1")
+
+    async def installed() -> None:
+        svc = Services(db=create_database(migrated_sqlite_url), keyring=Keyring.parse(key), policy=load_policy())
+        await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak", slack_user_id="U0OAKDSL01")
+        await workspaces.save(svc, workspace=Workspace(team_id=OAK, team_name="Oak Primary", bot_token="xoxb-oak-1"))
+        await svc.db.dispose()
+
+    asyncio.run(installed())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
+    env.update(DATABASE_URL=migrated_sqlite_url, CONSENTBOT_ENCRYPTION_KEY=key, CONSENTBOT_ENV_FILE=os.devnull,
+               SLACK_SIGNING_SECRET=SECRET, SLACK_CLIENT_ID=CLIENT_ID, SLACK_CLIENT_SECRET=CLIENT_SECRET)
+
+    def consentbot(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CONSENTBOT, *args], env={**env, **extra}, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    before = consentbot("slack", "workspaces")
+    mistyped = consentbot("slack", "link", OAK, "--school", "okk")
+    linked = consentbot("slack", "link", OAK, "--school", "oak")
+    after = consentbot("slack", "workspaces")
+    twice = consentbot("slack", "workspaces", SLACK_BOT_TOKEN="xoxb-single")
+
+    assert before.returncode == 0 and OAK in before.stdout and "not linked" in before.stdout
+    assert mistyped.returncode == 1 and "No school 'okk'" in mistyped.stderr
+    assert linked.returncode == 0 and f"{OAK} (Oak Primary) now serves oak" in linked.stdout
+    assert after.returncode == 0 and "serves oak" in after.stdout
+    assert twice.returncode == 1 and "Slack is set up twice" in twice.stderr and "Traceback" not in twice.stderr
+    assert len(twice.stderr.strip().splitlines()) == 1
+    for done in (before, mistyped, linked, after, twice):
+        assert "xoxb-oak-1" not in done.stdout + done.stderr and CLIENT_SECRET not in done.stdout + done.stderr
