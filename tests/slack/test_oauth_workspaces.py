@@ -28,7 +28,9 @@ from bot.cases import Services
 from bot.config import Settings, invalid_settings
 from bot.crypto import Keyring, generate_key
 from bot.errors import NotFound
+from bot.messages import Kind, Message
 from bot.policy.loader import load_policy
+from bot.ports import Permanent
 from bot.sender import DrainReport, SenderConfig, drain
 from bot.workspaces import Workspace
 from handlers.slack import sender_platform
@@ -382,3 +384,20 @@ def test_the_command_lists_and_links_workspaces_and_refuses_a_double_set_up(migr
     assert len(twice.stderr.strip().splitlines()) == 1
     for done in (before, mistyped, linked, after, twice):
         assert "xoxb-oak-1" not in done.stdout + done.stderr and CLIENT_SECRET not in done.stdout + done.stderr
+
+
+async def test_a_school_without_a_linked_workspace_gets_no_dm_with_another_schools_token(trust: Trust) -> None:
+    await trust.install(OAK, "Oak Primary")
+    await workspaces.link(trust.svc, team_id=OAK, school="oak")
+    platform = sender_platform(trust.settings, trust.svc)
+    notice = Message(kind=Kind.DECISION_NEEDED, case_ref="C-TEST01")
+
+    ref = await platform.send(PEOPLE["oak_dsl"][0], notice, key="test:oak")
+    with pytest.raises(Permanent, match="no_workspace_for_school"):
+        await platform.send(PEOPLE["birch_dsl"][0], notice, key="test:birch")
+    await platform.update(ref, Message(kind=Kind.DECIDED, case_ref="C-TEST01", by="Dee"))
+
+    assert [c.token for c in trust.fake.calls_to("chat.postMessage")] == [trust.tokens[OAK]]
+    assert [c.token for c in trust.fake.calls_to("chat.update")] == [trust.tokens[OAK]]
+    [shown] = trust.fake.messages_to(PEOPLE["oak_dsl"][0], team=OAK)
+    assert shown["ts"] == ref.rsplit(":", 1)[1]
