@@ -6,6 +6,7 @@ import difflib
 import getpass
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -286,8 +287,12 @@ async def log_change(svc: Services, s: AsyncSession, staff: Staff, action: str, 
                               detail={**detail, **by.detail})
 
 
-async def colleagues(svc: Services, *, actor: Person) -> list[tuple[str, str, str]]:
-    """(email, name, role label) of the active staff of the actor's school, to pick an assignee."""
-    async with svc.db.transaction() as s:
-        rows = await repo.list_staff(s, school_id=actor.school_id)
-    return [(r.email, r.display_name, svc.policy.role_label(r.role)) for r in rows if r.role != "admin"]
+async def colleagues(svc: Services, *, actor: Person,
+                     roles: Sequence[str] = ("staff", "dsl", "deputy")) -> list[tuple[str, str, str]]:
+    """(email, name, role label) of the active staff of the actor's school with one of `roles`, to
+    pick an assignee, by name.
+    """
+    async with svc.db.read() as s:
+        rows = await repo.list_staff(s, school_id=actor.school_id, roles=roles)
+    rows.sort(key=lambda r: (r.display_name.casefold(), r.email))
+    return [(r.email, r.display_name, svc.policy.role_label(r.role)) for r in rows]

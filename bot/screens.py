@@ -22,6 +22,9 @@ from storage.models import School
 
 TYPED = (FieldType.TEXT, FieldType.LONGTEXT, FieldType.ASSIGNEE)  # free text the bot limits (an assignee may be an email)
 CARRIED_LEAD = "Your concern will start from the message you chose: "  # before a quoted message carried along
+# Options one search answers with: Slack shows at most 100
+# (https://docs.slack.dev/reference/block-kit/block-elements/select-menu-element).
+SEARCH_MAX = 100
 Pairs = tuple[tuple[str, str], ...]
 
 
@@ -208,10 +211,31 @@ def owns(me: Person, case: CaseView) -> bool:
 
 
 async def colleagues_for(svc: Services, me: Person, step: Step) -> list[tuple[str, str]]:
-    """(email, "name (role)") choices, only when the step asks for an assignee."""
-    if not any(f.type is FieldType.ASSIGNEE for f in step.fields):
+    """(email, "name (role)") choices of the roles the step's assignee field allows, only when it asks for one."""
+    field = next((f for f in step.fields if f.type is FieldType.ASSIGNEE), None)
+    if field is None:
         return []
-    return [(email, f"{name} ({role})") for email, name, role in await people.colleagues(svc, actor=me)]
+    return [(email, f"{name} ({role})")
+            for email, name, role in await people.colleagues(svc, actor=me, roles=field.assignable())]
+
+
+async def assignee_search(svc: Services, *, actor: Person, case_ref: str, step_id: str, key: str,
+                          typed: str) -> list[tuple[str, str]]:
+    """At most SEARCH_MAX (email, "name (role)") whose name or email contains `typed`, from the case's
+    school and the roles the assignee field `key` allows, for someone who may answer the step the
+    case waits on; nothing otherwise (someone who may not see the case is refused and logged by
+    views.status_of). The choice made is checked again when the answer is recorded.
+    """
+    step = svc.policy.steps.get(step_id)
+    field = next((f for f in step.fields if f.key == key and f.type is FieldType.ASSIGNEE), None) if step else None
+    if step is None or field is None:
+        return []
+    case = await views.status_of(svc, actor=actor, case_ref=case_ref)
+    if case.step is None or case.step.id != step_id or not case.answerable_by(actor):
+        return []
+    needle = " ".join(typed.split()).casefold()
+    found = await colleagues_for(svc, actor, step)
+    return [(email, label) for email, label in found if needle in label.casefold() or needle in email][:SEARCH_MAX]
 
 
 async def next_screen(svc: Services, me: Person, case: CaseView, *, owner_only: bool = False, quoted: str = "",

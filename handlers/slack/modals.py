@@ -4,7 +4,9 @@ Every question is an `input` block whose block_id and action_id are the field's 
 validation error can be shown in place (`response_action: errors` is keyed by block_id:
 https://docs.slack.dev/surfaces/modals#displaying_errors). Only elements the Slack mobile
 app renders are used: plain_text_input, radio_buttons, checkboxes, static_select,
-multi_static_select, datepicker, datetimepicker (no number_input, no rich_text_input).
+multi_static_select, external_select, datepicker, datetimepicker (no number_input, no
+rich_text_input). An assignee is picked from radio buttons in a small school, else searched:
+an external_select that handlers/slack/assignee_search.py answers, so nobody is cut off at 100.
 `private_metadata` holds the case reference and version only; the step is in callback_id.
 """
 
@@ -121,7 +123,7 @@ def _element(q: Question) -> dict[str, Any]:
     if q.kind is FieldType.CHOICE:
         return _single(q.choices)
     if q.kind is FieldType.ASSIGNEE:
-        return _single(q.choices, placeholder="Choose a member of staff")
+        return _assignee(q.choices)
     if q.kind in (FieldType.DUE, FieldType.DATETIME):
         return {"type": "datetimepicker"}
     if q.kind is FieldType.DATE:
@@ -134,6 +136,13 @@ def _single(pairs: tuple[tuple[str, str], ...], placeholder: str = "Choose one")
         return {"type": "radio_buttons", "options": [option(v, label, described=True) for v, label in pairs]}
     return {"type": "static_select", "placeholder": plain(placeholder, 150),
             "options": [option(v, label) for v, label in pairs[:SELECT_MAX]]}
+
+
+def _assignee(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    if len(pairs) <= RADIO_MAX:
+        return _single(pairs)
+    # min_query_length 0: the first names (alphabetical) show at once, and typing narrows them.
+    return {"type": "external_select", "placeholder": plain("Type a name to search", 150), "min_query_length": 0}
 
 
 def _multi(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:

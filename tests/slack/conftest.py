@@ -164,6 +164,8 @@ def element_state(element: dict[str, Any], value: Any) -> dict[str, Any]:
     if kind in ("radio_buttons", "static_select"):
         chosen = next(o for o in element["options"] if o["value"] == value)
         return {"type": kind, "selected_option": chosen}
+    if kind == "external_select":  # the option our search answered with (any text: the value is what is read)
+        return {"type": kind, "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value}}
     if kind == "datetimepicker":
         return {"type": kind, "selected_date_time": value}
     if kind == "datepicker":
