@@ -34,55 +34,77 @@ from handlers.slack import (
     export,
     first_contact,
     home,
+    oauth,
     open_case,
     reminder_actions,
     steps,
 )
-from handlers.slack.platform import SlackPlatform
+from handlers.slack.platform import SlackPlatform, WorkspacesPlatform
 
 logger = logging.getLogger(__name__)
 LISTENERS = (first_contact, concern, steps, assignee_search, open_case, export, home, reminder_actions)
 SENDER_TIMEOUT = 10  # seconds; a post that takes longer is treated as possibly delivered
 
 
-def quiet_logger(name: str) -> logging.Logger:
+def quiet_logger(name: str, level: int = logging.WARNING) -> logging.Logger:
     """Bolt and slack_sdk log whole request and response bodies (modals hold case details) at
-    DEBUG: their loggers stop at WARNING whatever the root level is.
+    DEBUG: their loggers stop at WARNING (or `level`) whatever the root level is.
     """
     quiet = logging.getLogger(name)
-    quiet.setLevel(logging.WARNING)
+    quiet.setLevel(level)
     return quiet
 
 
-def web_client(settings: Settings, *, timeout: int = 30) -> AsyncWebClient:
-    """A Web API client for SLACK_API_URL (the fake Slack in tests)."""
-    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=timeout,
+def web_client(settings: Settings, *, timeout: int = 30, token: str | None = None) -> AsyncWebClient:
+    """A Web API client for SLACK_API_URL (the fake Slack in tests): SLACK_BOT_TOKEN's unless `token`."""
+    return AsyncWebClient(token=token or settings.slack_bot_token, base_url=settings.slack_api_url, timeout=timeout,
                           logger=quiet_logger("handlers.slack.sdk"))
 
 
 def build_bolt_app(settings: Settings, services: Services) -> AsyncApp:
-    """The Bolt app with every listener registered."""
-    app = AsyncApp(client=web_client(settings), signing_secret=settings.slack_signing_secret,
-                   process_before_response=True, logger=quiet_logger("handlers.slack.bolt"))
+    """The Bolt app with every listener registered: one workspace with SLACK_BOT_TOKEN, or several
+    through OAuth (settings.slack_oauth; handlers/slack/oauth.py), each kept to its own school.
+    """
+    bolt_logger = quiet_logger("handlers.slack.bolt")
+    flow = None
+    if settings.slack_oauth:
+        flow = oauth.oauth_flow(settings, services, web_client(settings), quiet_logger("handlers.slack.oauth_flow",
+                                                                                      logging.ERROR))
+    app = AsyncApp(client=web_client(settings), signing_secret=settings.slack_signing_secret, oauth_flow=flow,
+                   process_before_response=True, logger=bolt_logger)
     app.use(skip_retried_events)
     app.use(skip_seen_events(services))
     app.error(on_error)
     for module in LISTENERS:
         module.register(app, services)
+    if flow is not None:
+        # Last of the middleware, so it judges the person any earlier middleware (first contact) found.
+        app.use(oauth.workspace_guard(services))
+        app.enable_token_revocation_listeners()
     return app
 
 
-def sender_platform(settings: Settings) -> SlackPlatform:
-    """The `Chat` the outbox sender delivers through (its own client, without retry handlers)."""
-    return SlackPlatform(web_client(settings, timeout=SENDER_TIMEOUT))
+def sender_platform(settings: Settings, services: Services | None = None) -> SlackPlatform | WorkspacesPlatform:
+    """The `Chat` the outbox sender delivers through (its own clients, without retry handlers). With
+    several workspaces it picks each recipient's workspace token, which needs `services`.
+    """
+    if not settings.slack_oauth:
+        return SlackPlatform(web_client(settings, timeout=SENDER_TIMEOUT))
+    if services is None:
+        raise ValueError("several Slack workspaces: the sender needs the services to find each school's token")
+    return WorkspacesPlatform(services, lambda token: web_client(settings, timeout=SENDER_TIMEOUT, token=token))
 
 
 def mount(fastapi_app: FastAPI, settings: Settings, services: Services) -> AsyncApp:
-    """Serve Slack at POST /slack/events (only with a signing secret: without one nothing could be verified)."""
+    """Serve Slack at POST /slack/events (only with a signing secret: without one nothing could be
+    verified), and with several workspaces Bolt's GET /slack/install and GET /slack/oauth_redirect.
+    """
     bolt = build_bolt_app(settings, services)
     fastapi_app.state.slack = bolt
     if settings.slack_signing_secret:
         _route(fastapi_app, bolt, SignatureVerifier(settings.slack_signing_secret))
+    if bolt.oauth_flow is not None:
+        _route_oauth(fastapi_app, bolt)
     return bolt
 
 
@@ -117,6 +139,21 @@ def _route(fastapi_app: FastAPI, bolt: AsyncApp, verifier: SignatureVerifier) ->
             return await handler.handle(request)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:  # Bolt could not even read the body's shape
             return _unreadable(type(exc).__name__)
+
+
+def _route_oauth(fastapi_app: FastAPI, bolt: AsyncApp) -> None:
+    """Bolt's install page and OAuth redirect: a browser's, not Slack's, so unsigned; the redirect
+    is checked by Bolt against its state (cookie and SignedStateStore) before any code is exchanged.
+    """
+    handler = AsyncSlackRequestHandler(bolt)
+
+    @fastapi_app.get("/slack/install")
+    async def slack_install(request: Request) -> Response:
+        return await handler.handle(request)
+
+    @fastapi_app.get("/slack/oauth_redirect")
+    async def slack_oauth_redirect(request: Request) -> Response:
+        return await handler.handle(request)
 
 
 def _unreadable(reason: str) -> Response:
