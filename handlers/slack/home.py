@@ -14,6 +14,7 @@ from bot import cases, views
 from bot.cases import CaseView, Person, Services
 from bot.errors import NotFound
 from handlers.slack.blocks import render_home
+from handlers.slack.first_contact import NOT_LINKED
 
 Group = tuple[str, list[tuple[CaseView, bool]]]
 
@@ -22,19 +23,21 @@ def register(app: AsyncApp, svc: Services) -> None:
     """Publish the Home tab whenever someone opens it."""
 
     @app.event("app_home_opened")
-    async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_home_opened(event: dict[str, Any], client: AsyncWebClient, context: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
             return  # the Messages tab
         who = str(event.get("user") or "")
-        await client.views_publish(user_id=who, view=await home_view(svc, who))
+        await client.views_publish(user_id=who, view=await home_view(svc, who, not_linked=context.get(NOT_LINKED)))
 
 
-async def home_view(svc: Services, slack_user: str) -> dict[str, Any]:
-    """The Home tab for one Slack user."""
+async def home_view(svc: Services, slack_user: str, *, not_linked: str | None = None) -> dict[str, Any]:
+    """The Home tab for one Slack user; `not_linked`: what to tell someone unknown whose Slack email
+    could not be read (handlers/slack/first_contact.py).
+    """
     try:
         me = await cases.identify(svc, slack_user_id=slack_user)
     except NotFound as refusal:
-        return render_home([], intro=str(refusal))
+        return render_home([], intro=not_linked or str(refusal))
     mine = await views.my_cases(svc, actor=me)
     role = svc.policy.role_label(me.role)
     return render_home(group(me, mine, svc.clock()), intro=f"Signed in as {me.name} ({role}).")

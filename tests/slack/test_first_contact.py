@@ -108,3 +108,19 @@ async def test_the_fake_answers_missing_scope_like_slack(nia: Driver) -> None:
     with pytest.raises(SlackApiError) as refused:
         await client.users_info(user=NIA)
     assert refused.value.response["error"] == "missing_scope" and refused.value.response["needed"] == "users:read"
+
+
+async def test_opening_the_home_tab_links_too(nia: Driver) -> None:
+    slack = nia
+    await slack.event({"type": "app_home_opened", "user": NIA, "channel": "D0NIA", "tab": "home"})
+    [published] = slack.fake.calls_to("views.publish")
+    assert "Signed in as Nia New" in json.dumps(published.params["view"])
+    assert [a for a, _, _ in await staff_log(slack)].count("staff_linked") == 1
+
+
+async def test_the_home_tab_says_how_to_get_linked_without_the_scope(nia: Driver) -> None:
+    slack = nia
+    slack.fake.withhold_scopes("users:read.email")
+    await slack.event({"type": "app_home_opened", "user": NIA, "channel": "D0NIA", "tab": "home"})
+    [published] = slack.fake.calls_to("views.publish")
+    assert f"--slack-id {NIA}" in json.dumps(published.params["view"])
