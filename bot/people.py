@@ -261,17 +261,19 @@ async def _anyone(s: AsyncSession, email: str) -> Staff:
     return staff
 
 
-async def link_on_first_contact(svc: Services, *, platform: str, user_id: str, email: str) -> Person | None:
+async def link_on_first_contact(svc: Services, *, platform: str, user_id: str, email: str,
+                                school_id: int | None = None) -> Person | None:
     """Link `user_id` on `platform` to the active member of staff registered with `email` who has no id
     there yet (logged with the fingerprint, the person as their own operator); None when nobody fits.
     The email must come from the platform itself (a verified profile), never from what a user typed.
+    `school_id`: only someone of this school (the school a Slack workspace serves, with several).
     """
     column = {"slack": "slack_user_id", "teams": "teams_user_id"}[platform]
     async with svc.db.transaction() as s:
         if await repo.staff_by(s, include_inactive=True, **{column: user_id}) is not None:
             return None  # the id is someone's already (perhaps a removed person's): never moved silently
         staff = await repo.staff_by(s, email=email.strip().lower())
-        if staff is None or getattr(staff, column) is not None:
+        if staff is None or getattr(staff, column) is not None or school_id not in (None, staff.school_id):
             return None
         setattr(staff, column, user_id)
         who = Operator(staff_id=staff.id, detail={"operator": "first_contact"})

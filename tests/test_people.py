@@ -195,3 +195,19 @@ async def test_a_collision_while_applying_rolls_every_row_back(services: Service
     with pytest.raises(ImportRefused, match="line 2: no school"):
         parse_rows("email,name,role\nx@oak.sch.uk,X,staff\n", school=None)
     await assert_verified(services)
+
+
+async def test_first_contact_links_only_an_active_unlinked_person_of_the_given_school(services: Services,
+                                                                                     school: dict[str, Person]) -> None:
+    await people.add(services, email="nia@oak.sch.uk", role="staff", name="Nia", school="oak")
+    link = people.link_on_first_contact
+    elm = school["other_dsl"].school_id
+    assert await link(services, platform="slack", user_id="U0NIA00001", email="nia@oak.sch.uk", school_id=elm) is None
+    assert await link(services, platform="slack", user_id="U0NIA00001", email="dee@oak.sch.uk") is None  # has an id
+    linked = await link(services, platform="slack", user_id="U0NIA00001", email="NIA@oak.sch.uk",
+                        school_id=school["dsl"].school_id)
+    assert linked is not None and linked.email == "nia@oak.sch.uk"
+    assert await link(services, platform="slack", user_id="U0NIA00001", email="nia@oak.sch.uk") is None  # taken
+    action, detail = (await access(services))[-1]
+    assert action == "staff_linked" and detail["operator"] == "first_contact" and detail["platform"] == "slack"
+    await assert_verified(services)

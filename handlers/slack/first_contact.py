@@ -16,7 +16,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import contacts, people
+from bot import contacts, people, workspaces
 from bot.cases import Services
 from handlers.slack.parse import user_id
 
@@ -49,15 +49,23 @@ def link_on_first_contact(svc: Services) -> Any:
     async def middleware(body: dict[str, Any], client: AsyncWebClient, context: Any, next: Any) -> None:  # noqa: A002
         who = acting_user(body)
         if who and await contacts.known(svc, platform="slack", user_id=who) is None:
-            if note := await link(svc, client, who):
+            if note := await link(svc, client, who, team_id=context.get("team_id"),
+                                  enterprise_id=context.get("enterprise_id")):
                 context[NOT_LINKED] = note
         await next()
 
     return middleware
 
 
-async def link(svc: Services, client: AsyncWebClient, who: str) -> str | None:
-    """Link `who` by their profile email; the note to show them when it cannot be read, else None."""
+async def link(svc: Services, client: AsyncWebClient, who: str, *, team_id: str | None = None,
+               enterprise_id: str | None = None) -> str | None:
+    """Link `who` by their profile email; the note to show them when it cannot be read, else None.
+    With several workspaces (OAuth) only someone of the school the workspace serves is linked: the
+    admins of one workspace vouch for emails in it, not for another school's people.
+    """
+    served = await workspaces.find(svc, enterprise_id=enterprise_id, team_id=team_id)
+    if served is not None and served.school_id is None:
+        return None  # a workspace not linked to a school yet links nobody
     try:
         found = await client.users_info(user=who)
     except SlackApiError as exc:
@@ -71,7 +79,8 @@ async def link(svc: Services, client: AsyncWebClient, who: str) -> str | None:
     if not email:  # without users:read.email, Slack leaves the email out of the profile
         logger.info("slack profile without an email on first contact (users:read.email not granted?)")
         return SCOPE_NOTE.format(user_id=who)
-    person = await people.link_on_first_contact(svc, platform="slack", user_id=who, email=email)
+    person = await people.link_on_first_contact(svc, platform="slack", user_id=who, email=email,
+                                                school_id=served.school_id if served else None)
     if person is not None:
         logger.info("slack user linked by profile email staff_id=%s", person.id)
     return None

@@ -297,10 +297,13 @@ class FakeSlack(LoopbackFake):
         with self._lock:
             return list(self._state.uploads.values())
 
-    def add_user(self, user_id: str, **fields: Any) -> None:
-        """Override fields of the user object ``users.info`` returns for ``user_id``."""
+    def add_user(self, user_id: str, *, team: str | None = None, **fields: Any) -> None:
+        """Override fields of the user object ``users.info`` returns for ``user_id`` (in workspace
+        ``team``, one installed through OAuth; default: the default workspace).
+        """
         with self._lock:
-            self._state.users[user_id] = {**self._default_user(user_id), **fields}
+            state = self._workspaces[team].state if team in self._workspaces else self._state
+            state.users[user_id] = {**self._default_user(user_id), **fields}
 
     # ------------------------------------------------------------- scripting
 

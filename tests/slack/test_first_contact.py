@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -14,6 +15,7 @@ from bot import people
 from bot.audit import verify
 from storage import repo
 from tests.slack.conftest import USERS, Driver, decision_dm
+from tests.slack.test_oauth_workspaces import BIRCH, OAK, Trust, linked, trust  # noqa: F401 - fixtures
 from tests.slack.test_raise import ABOUT, CHILD
 
 NIA = "U0NIA00001"
@@ -124,3 +126,19 @@ async def test_the_home_tab_says_how_to_get_linked_without_the_scope(nia: Driver
     await slack.event({"type": "app_home_opened", "user": NIA, "channel": "D0NIA", "tab": "home"})
     [published] = slack.fake.calls_to("views.publish")
     assert f"--slack-id {NIA}" in json.dumps(published.params["view"])
+
+
+async def test_with_several_workspaces_only_the_workspaces_own_school_is_linked(linked: Trust) -> None:  # noqa: F811
+    await people.add(linked.svc, email="nia@oak.sch.uk", role="staff", name="Nia New", school="oak")
+    profile = {"real_name": "Nia New", "email": "nia@oak.sch.uk"}
+    linked.fake.add_user("U0NIABIRCH", team=BIRCH, profile=profile)  # Birch's admins vouch for Birch's people only
+    linked.fake.add_user("U0NIAOAK01", team=OAK, profile=profile)
+    body = {"command": "/concern", "text": "", "team_id": BIRCH, "channel_id": "C0STAFFROOM", "response_url": ""}
+    await linked.post(urlencode({**body, "user_id": "U0NIABIRCH", "trigger_id": linked.trigger()}),
+                      "application/x-www-form-urlencoded")
+    assert not [r for r in await people.listing(linked.svc, school="oak") if r[4] == "U0NIABIRCH"]
+    await linked.post(urlencode({**body, "team_id": OAK, "user_id": "U0NIAOAK01", "trigger_id": linked.trigger()}),
+                      "application/x-www-form-urlencoded")
+    assert ("nia@oak.sch.uk", "Nia New", "staff", "oak", "U0NIAOAK01", "-") in await people.listing(linked.svc,
+                                                                                                   school="oak")
+    assert linked.opened_views(OAK)[-1]["callback_id"] == "step:immediate_danger"
