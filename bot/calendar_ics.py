@@ -15,9 +15,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import icalendar
-import recurring_ical_events
-
 DateRange = tuple[date, date]
 # "Half term" is a closure, and "determination" is not a term: match the word, not the letters.
 _TERM_WORD = re.compile(r"\bterms?\b", re.IGNORECASE)
@@ -28,6 +25,8 @@ LONDON = ZoneInfo("Europe/London")
 
 def parse_calendar_ics(text: str, zone: ZoneInfo = LONDON) -> tuple[list[DateRange], list[DateRange]]:
     """(terms, closures) as inclusive date ranges in `zone`. ValueError names the event that is wrong."""
+    import recurring_ical_events  # with icalendar, ~90 ms and ~15 MiB: loaded by a calendar import, not by `serve`
+
     calendar = _calendar(text)
     events = list(calendar.walk("VEVENT"))
     for event in events:
@@ -44,6 +43,8 @@ def parse_calendar_ics(text: str, zone: ZoneInfo = LONDON) -> tuple[list[DateRan
 
 
 def _calendar(text: str) -> Any:
+    import icalendar
+
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise ValueError("empty calendar: expected BEGIN:VCALENDAR")
