@@ -48,13 +48,19 @@ def link_on_first_contact(svc: Services) -> Any:
 
     async def middleware(body: dict[str, Any], client: AsyncWebClient, context: Any, next: Any) -> None:  # noqa: A002
         who = acting_user(body)
-        if who and await contacts.known(svc, platform="slack", user_id=who) is None:
-            if note := await link(svc, client, who, team_id=context.get("team_id"),
-                                  enterprise_id=context.get("enterprise_id")):
+        # Only a well-formed member id is looked up (a malformed payload's is not Slack's to answer).
+        if people.SLACK_USER_ID.fullmatch(who) and await contacts.known(svc, platform="slack", user_id=who) is None:
+            if note := await link(svc, client, who, team_id=_text(context.get("team_id")),
+                                  enterprise_id=_text(context.get("enterprise_id"))):
                 context[NOT_LINKED] = note
         await next()
 
     return middleware
+
+
+def _text(value: Any) -> str | None:
+    """A workspace id as Bolt read it from the payload: a string, or nothing (a malformed one)."""
+    return value if isinstance(value, str) else None
 
 
 async def link(svc: Services, client: AsyncWebClient, who: str, *, team_id: str | None = None,
