@@ -40,7 +40,8 @@ async def test_a_requests_log_lines_carry_the_id_its_answer_returns(empty_db_url
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["request_id"] for line in lines] == [first.headers["x-request-id"], "proxy-42",
                                                        forged.headers["x-request-id"]]
-    assert len(first.headers["x-request-id"]) == 16 and forged.headers["x-request-id"] != 'a b"<script>'
+    assert len(first.headers["x-request-id"]) == 16 and given.headers["x-request-id"] == "proxy-42"
+    assert forged.headers["x-request-id"] != 'a b"<script>'  # not an id: a fresh one instead
     assert {"time", "level", "logger", "message"} <= set(lines[0]) and lines[0]["level"] == "WARNING"
 
 
