@@ -151,7 +151,11 @@ async def _begun(factory: async_sessionmaker[AsyncSession], *, read_only: bool) 
     """
     for attempt in (1, 2):
         session = factory()
-        conn = await session.connection()  # a checkout: a connection known closed is skipped there
+        try:
+            conn = await session.connection()  # a checkout: a connection known closed is skipped there
+        except BaseException:
+            await session.close()
+            raise
         try:
             if read_only:
                 await conn.execute(text("SET TRANSACTION READ ONLY"))  # its BEGIN goes with it
