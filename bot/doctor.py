@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import Services
-from bot.notify import DECIDER_ROLES, escalation_contacts, platform_of, reachable
+from bot.notify import DECIDER_ROLES, delivering_to, escalation_contacts, platform_of, reachable
 from storage import outbox, repo
 from storage.models import School, Staff
 
@@ -79,7 +79,8 @@ async def count_unalertable(svc: Services) -> int:
     async with svc.db.transaction() as s:
         schools = await repo.list_schools(s)
         staff = await repo.list_staff(s)
-    return sum(cannot_be_alerted(_of(staff, school), svc.delivering) for school in schools)
+        reaching = {school.id: await delivering_to(s, school.id or 0, svc.delivering) for school in schools}
+    return sum(cannot_be_alerted(_of(staff, school), reaching[school.id]) for school in schools)
 
 
 async def oldest_unsent_ages(svc: Services, *, now: datetime) -> dict[str, float]:
@@ -102,8 +103,9 @@ async def check(svc: Services) -> Report:
         sizes = {school.slug: _of(staff, school) for school in schools}
         for school in schools:
             report.schools += 1
-            report.reach.append(reach_line(school, sizes[school.slug], svc.delivering))
-            report.findings += await _school(s, school, sizes, svc.delivering)
+            reaching = await delivering_to(s, school.id or 0, svc.delivering)  # an unlinked workspace reaches none
+            report.reach.append(reach_line(school, sizes[school.slug], reaching))
+            report.findings += await _school(s, school, sizes, reaching)
             report.findings += [_stuck(school, b, now) for b in backlog if b.school_id == school.id]
     return report
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.checklist import Progress
 from bot.messages import Kind, Message
 from bot.policy.model import Actor, Policy, Step
-from storage import repo
+from storage import repo, slack_installations
 from storage.audit import append_access
 from storage.models import Case, OutboxMessage, Reminder, School, Staff
 
@@ -41,6 +41,18 @@ def platform_of(staff: Staff, *, prefer: str | None = None, delivering: frozense
     if prefer in usable:
         return str(prefer)
     return (usable or mine or ["console"])[0]
+
+
+async def delivering_to(s: AsyncSession, school_id: int, delivering: frozenset[str]) -> frozenset[str]:
+    """The platforms that reach a school's people. With Slack workspaces installed (a trust's
+    set-up of several), Slack reaches a school only through the workspace linked to it: a school
+    left unlinked must not be told its DSL was alerted.
+    """
+    if "slack" not in delivering or not await slack_installations.any_installed(s):
+        return delivering
+    if await slack_installations.installation_of_school(s, school_id) is not None:
+        return delivering
+    return delivering - {"slack"}
 
 
 def reachable(staff: Staff, delivering: frozenset[str]) -> bool:
@@ -114,6 +126,7 @@ async def follow_up(s: AsyncSession, policy: Policy, case: Case, answered: Answe
     alert, or a decision now waiting), so the person answering can be told the truth.
     """
     a, nxt = answered, answered.after.step
+    delivering = await delivering_to(s, case.school_id, delivering)
     alert = a.after.urgent and not a.before.urgent and a.step.actor is not Actor.DSL  # a DSL deciding needs no alert
     decided = a.step.actor is Actor.DSL and (a.prior is None or a.prior.actor is not Actor.DSL)
     needed = nxt is not None and nxt.actor is Actor.DSL and a.step.actor is not Actor.DSL

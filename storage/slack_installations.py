@@ -44,6 +44,11 @@ async def installation_of_school(session: AsyncSession, school_id: int) -> Slack
     return (await session.execute(query)).scalars().first()
 
 
+async def any_installed(session: AsyncSession) -> bool:
+    """True once any workspace is installed through OAuth (a trust's set-up of several workspaces)."""
+    return (await session.execute(select(SlackInstallation.id).limit(1))).first() is not None
+
+
 async def installation_of_slack_user(session: AsyncSession, slack_user_id: str) -> SlackInstallation | None:
     """The workspace serving the school of the person with this Slack user id."""
     query = (select(SlackInstallation).join(Staff, col(Staff.school_id) == col(SlackInstallation.school_id))

@@ -401,3 +401,21 @@ async def test_a_school_without_a_linked_workspace_gets_no_dm_with_another_schoo
     assert [c.token for c in trust.fake.calls_to("chat.update")] == [trust.tokens[OAK]]
     [shown] = trust.fake.messages_to(PEOPLE["oak_dsl"][0], team=OAK)
     assert shown["ts"] == ref.rsplit(":", 1)[1]
+
+
+async def test_a_teacher_whose_school_has_no_linked_workspace_is_never_told_the_dsl_was_alerted(
+        trust: Trust) -> None:
+    from bot import cases, doctor
+
+    await trust.install(OAK, "Oak Primary")
+    await workspaces.link(trust.svc, team_id=OAK, school="oak")  # birch's workspace is not linked yet
+    svc = trust.svc
+    told = {}
+    for school in ("oak", "birch"):
+        teacher = await cases.identify(svc, email=f"{school}_teacher@{school}.sch.uk")
+        view = await cases.raise_concern(svc, actor=teacher, values={"immediate_danger": "yes"}, platform="slack")
+        told[school] = view.told
+    assert told["oak"] is not None and told["oak"].reachable
+    assert told["birch"] is not None and not told["birch"].reachable  # the fallback contacts instead
+    assert "alerted as urgent" not in (told["birch"].text or "") and "Phone the DSL" in (told["birch"].text or "")
+    assert await doctor.count_unalertable(svc) == 1  # /metrics and doctor say so too
