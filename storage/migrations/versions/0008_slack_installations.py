@@ -1,8 +1,8 @@
 """Slack installations: the workspaces that installed the app through OAuth (several workspaces
 mode), each with its encrypted bot token and the school it serves.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0008
+Revises: 0007
 """
 
 from alembic import op
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlmodel.sql.sqltypes import AutoString
 
 
-revision = '0009'
-down_revision = '0007'  # TEMPORARY until 0008 lands: then '0008'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
