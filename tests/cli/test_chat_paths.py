@@ -239,11 +239,16 @@ def test_significant_harm_consent_refused_is_shared_with_dsl_approval(bot_on_eac
         in record["referral_form"]["text"]
 
 
-def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> None:
-    policy = tmp_path / "inform.yaml"
+def policy_with_model(folder: Path, model: str) -> Path:
+    """The England policy with another consent model (inform, or the DSL's choice per case)."""
+    policy = folder / f"{model}.yaml"
     source = (Path(__file__).parents[2] / "bot/policy/england.yaml").read_text()
-    policy.write_text(source.replace("consent_model: seek\n", "consent_model: inform\n", 1))
-    bot.policy = policy
+    policy.write_text(source.replace("consent_model: seek\n", f"consent_model: {model}\n", 1))
+    return policy
+
+
+def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> None:
+    bot.policy = policy_with_model(tmp_path, "inform")
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
     out = bot.chat(DSL, "2", "1", "", *NO_REASON, TEACHER, "2026-11-24T16:00:00+00:00")
     assert "== Assign who informs the parents ==" in out
@@ -259,10 +264,7 @@ def test_significant_harm_under_the_inform_model(bot: Bot, tmp_path: Path) -> No
 
 
 def test_significant_harm_with_the_dsl_choosing_the_model_for_the_case(bot: Bot, tmp_path: Path) -> None:
-    policy = tmp_path / "choice.yaml"
-    source = (Path(__file__).parents[2] / "bot/policy/england.yaml").read_text()
-    policy.write_text(source.replace("consent_model: seek\n", "consent_model: dsl_choice\n", 1))
-    bot.policy = policy
+    bot.policy = policy_with_model(tmp_path, "dsl_choice")
     ref = raise_concern(bot, danger=False, threshold="significant_harm")
     out = bot.chat(DSL, "2", "1", "", *NO_REASON, "2", TEACHER, "")  # 2) Inform the parents
     chose = out.split("== Seek the parents' consent, or inform them? ==")[1].split("==")[0]
