@@ -4,10 +4,14 @@ References, staff names and counts only: never a child's details.
 
 Each school's digest goes at its own `digest_time` (else CONSENTBOT_DIGEST_TIME) in its own
 timezone: the scheduler runs `run_digests` every few minutes and it builds for the schools whose
-time has come. Idempotent per (DSL, day): the outbox dedupe key is `digest:daily:<staff id>:<date>`
-and a `digest_runs` row records it, so every replica may run it and a restart may run it
-again. The digest folds in routine reminders to the DSL that fall due soon after it: those rows
-are marked `sent_by_digest` in the same transaction, so the DSL gets one message, not both.
+time has come. A digest goes to a *seat*, a person at one school: someone who is a DSL at two
+schools (home role or membership) gets each school's digest, on that school's clock, with that
+school's cases only. Idempotent per (seat, day): the outbox dedupe key is
+`digest:daily:<staff id>:<date>` (with `:s<school id>` after it for a membership seat) and a
+`digest_runs` row records it, so every replica may run it and a restart may run it again. The
+digest folds in routine reminders to the DSL about that school's cases that fall due soon after
+it: those rows are marked `sent_by_digest` in the same transaction, so the DSL gets one message,
+not both.
 """
 
 from __future__ import annotations
@@ -51,6 +55,28 @@ class Recipient:
         return cls(id=staff.id or 0, email=staff.email, display_name=staff.display_name)
 
 
+@dataclass(frozen=True)
+class Seat:
+    """A digest reader at one school: a person with a digest role there, at home or as a member."""
+
+    staff: Staff
+    school_id: int
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(recipient id, school id), as digest_runs records it."""
+        return (self.staff.id or 0, self.school_id)
+
+    def dedupe_key(self, kind: str, period: str) -> str:
+        """The outbox key of this seat's digest for a period.
+
+        A home seat keeps the key digests had before memberships, so a deploy during the day does not
+        send that day's digest again; a membership seat names its school, or it would clash with home's.
+        """
+        key = f"digest:{kind}:{self.staff.id}:{period}"
+        return key if self.school_id == self.staff.school_id else f"{key}:s{self.school_id}"
+
+
 @dataclass
 class DigestReport:
     """The digests built (or, in a dry run, that would be built)."""
@@ -82,10 +108,11 @@ class _DryRun(Exception):
 
 async def run_digests(svc: Services, *, now: datetime | None = None, default_time: time = DEFAULT_TIME,
                       dry_run: bool = False) -> DigestReport:
-    """Build today's digests (and this week's summaries) for every DSL whose school is open today and
-    whose digest time has come, in the school's own timezone: its `digest_time`, else `default_time`.
+    """Build today's digests (and this week's summaries) for every DSL of each school open today whose
+    digest time has come, in the school's own timezone: its `digest_time`, else `default_time`. A DSL
+    of two schools gets one from each, when each school's time comes.
 
-    Safe to run every few minutes: a DSL who has had today's digest is skipped.
+    Safe to run every few minutes: a DSL who has had today's digest from a school is skipped there.
     """
     now = now or svc.clock()
     report = DigestReport()
@@ -140,34 +167,34 @@ async def _due_schools(svc: Services, s: Any, now: datetime, default_time: time)
 
 
 async def _waiting(svc: Services, s: Any, open_: dict[int, _School],
-                   now: datetime) -> tuple[list[Staff], dict[int, datetime]]:
-    """The DSLs of these schools without today's digest, and when each had their last one."""
-    people = [p for p in await reminder_repo.digest_recipients(s, roles=_rules(svc).get("to") or ["dsl"])
-              if p.school_id in open_]
-    today = {p.id or 0: open_[p.school_id].today.isoformat() for p in people}
-    done = await reminder_repo.digested(s, recipient_ids=list(today), kind=DAILY, periods=list(today.values()))
-    people = [p for p in people if (p.id or 0, today[p.id or 0]) not in done]
-    last = await reminder_repo.last_built(s, recipient_ids=[p.id or 0 for p in people], kind=DAILY)
-    return people, {p.id or 0: last.get(p.id or 0, now - timedelta(days=1)) for p in people}
+                   now: datetime) -> tuple[list[Seat], dict[tuple[int, int], datetime]]:
+    """The DSL seats at these schools without today's digest, and when each had its last one."""
+    found = await reminder_repo.digest_recipients(s, roles=_rules(svc).get("to") or ["dsl"], school_ids=sorted(open_))
+    seats = [Seat(staff, school_id) for staff, school_id in found]
+    today = {seat.key: open_[seat.school_id].today.isoformat() for seat in seats}
+    done = await reminder_repo.digested(s, seats=list(today), kind=DAILY, periods=list(today.values()))
+    seats = [seat for seat in seats if (*seat.key, today[seat.key]) not in done]
+    last = await reminder_repo.last_built(s, seats=[seat.key for seat in seats], kind=DAILY)
+    return seats, {seat.key: last.get(seat.key, now - timedelta(days=1)) for seat in seats}
 
 
 async def _build(svc: Services, s: Any, now: datetime, default_time: time, report: DigestReport) -> None:
     open_ = await _due_schools(svc, s, now, default_time)
-    people, since = await _waiting(svc, s, open_, now)
-    if not people:
+    seats, since = await _waiting(svc, s, open_, now)
+    if not seats:
         return
-    facts = await _facts(s, sorted({p.school_id for p in people}), open_, min(since.values()), now)
-    folded = await _fold(svc, s, people, now)
+    facts = await _facts(s, sorted({seat.school_id for seat in seats}), open_, min(since.values()), now)
+    folded = await _fold(svc, s, seats, now)
     report.folded += sum(len(v) for v in folded.values())
-    for person in people:
-        where, known = open_[person.school_id], facts[person.school_id]
-        mine = replace(known, closed=[c for c in known.closed if c.updated_at >= since[person.id or 0]])
-        lines = daily_lines(svc, mine, where.calendar, now, folded=folded.get(person.id or 0, set()))
-        key = f"{DAILY}:{person.id}:{where.today}"
-        report.messages.append((Recipient.of(person), _digest_row(person, lines, key, now)))
-    await _weekly(svc, s, people, open_, now, report)
+    for seat in seats:
+        where, known = open_[seat.school_id], facts[seat.school_id]
+        mine = replace(known, closed=[c for c in known.closed if c.updated_at >= since[seat.key]])
+        lines = daily_lines(svc, mine, where.calendar, now, folded=folded.get(seat.key, set()))
+        key = seat.dedupe_key(DAILY, where.today.isoformat())
+        report.messages.append((Recipient.of(seat.staff), _digest_row(seat, lines, key, now)))
+    await _weekly(svc, s, seats, open_, now, report)
     await notify.route(s, [row for _, row in report.messages], svc.delivering)
-    await _record(s, report, people, open_, now)
+    await _record(s, report, seats, open_, now)
 
 
 async def _facts(s: Any, school_ids: list[int], open_: dict[int, _School], since: datetime,
@@ -204,14 +231,20 @@ def _group(cases: list[Case]) -> dict[int, list[Case]]:
     return grouped
 
 
-async def _fold(svc: Services, s: Any, people: list[Staff], now: datetime) -> dict[int, set[int]]:
-    """Routine reminders to these DSLs due soon after now go out in the digest instead."""
+async def _fold(svc: Services, s: Any, seats: list[Seat], now: datetime) -> dict[tuple[int, int], set[int]]:
+    """Routine reminders to these DSLs about their seat's school's cases, due soon after now, go out in
+    that school's digest instead. Case ids by seat.
+    """
     until = now + timedelta(minutes=int(_rules(svc).get("fold_minutes", 0)))
-    pairs = await reminder_repo.fold_into_digest(s, recipient_ids=[p.id or 0 for p in people],
-                                                 kinds=[notify.OUTCOME_REMINDER], until=until, now=now)
-    folded: dict[int, set[int]] = defaultdict(set)
-    for recipient_id, case_id in pairs:
-        folded[recipient_id].add(case_id)
+    by_school: dict[int, list[int]] = defaultdict(list)
+    for seat in seats:
+        by_school[seat.school_id].append(seat.staff.id or 0)
+    folded: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for school_id, recipient_ids in sorted(by_school.items()):
+        pairs = await reminder_repo.fold_into_digest(s, school_id=school_id, recipient_ids=recipient_ids,
+                                                     kinds=[notify.OUTCOME_REMINDER], until=until, now=now)
+        for recipient_id, case_id in pairs:
+            folded[(recipient_id, school_id)].add(case_id)
     return folded
 
 
@@ -269,11 +302,11 @@ def _follow_ups(svc: Services, facts: SchoolFacts, follow_steps: set[str]) -> li
             + [f"{c.ref} (review date)" for c in facts.reviews if c.id not in listed])
 
 
-def _digest_row(person: Staff, lines: list[str], key: str, now: datetime) -> OutboxMessage:
+def _digest_row(seat: Seat, lines: list[str], key: str, now: datetime) -> OutboxMessage:
     message = Message(kind=Kind.DIGEST, case_ref="", lines=tuple(lines))
-    return OutboxMessage(school_id=person.school_id, case_id=None, recipient_id=person.id or 0,
-                         platform=notify.platform_of(person), kind=Kind.DIGEST.value, payload=message.to_json(),
-                         dedupe_key=f"digest:{key}", next_attempt_at=now, created_at=now)
+    return OutboxMessage(school_id=seat.school_id, case_id=None, recipient_id=seat.staff.id or 0,
+                         platform=notify.platform_of(seat.staff), kind=Kind.DIGEST.value, payload=message.to_json(),
+                         dedupe_key=key, next_attempt_at=now, created_at=now)
 
 
 def _week(day: date) -> str:
@@ -281,25 +314,25 @@ def _week(day: date) -> str:
     return f"{year}-W{week:02d}"
 
 
-async def _weekly(svc: Services, s: Any, people: list[Staff], open_: dict[int, _School], now: datetime,
+async def _weekly(svc: Services, s: Any, seats: list[Seat], open_: dict[int, _School], now: datetime,
                   report: DigestReport) -> None:
-    """On the first school day of each ISO week, a summary of the seven days before."""
-    weeks = {p.id or 0: _week(open_[p.school_id].today) for p in people}
-    done = await reminder_repo.digested(s, recipient_ids=list(weeks), kind=WEEKLY, periods=list(weeks.values()))
-    due = [p for p in people if (p.id or 0, weeks[p.id or 0]) not in done]
+    """On the first school day of each ISO week, a summary of the seven days before, per seat."""
+    weeks = {seat.key: _week(open_[seat.school_id].today) for seat in seats}
+    done = await reminder_repo.digested(s, seats=list(weeks), kind=WEEKLY, periods=list(weeks.values()))
+    due = [seat for seat in seats if (*seat.key, weeks[seat.key]) not in done]
     if not due:
         return
-    school_ids = sorted({p.school_id for p in due})
+    school_ids = sorted({seat.school_id for seat in due})
     raised = await reminder_repo.cases_created_since(s, school_ids=school_ids, since=now - WEEK)
     closed = await reminder_repo.closed_since(s, school_ids=school_ids, since=now - WEEK)
     still_open = await reminder_repo.open_cases(s, school_ids=school_ids)
     decided = await _decision_hours(svc, s, raised)
     raised_in, closed_in, open_in = _group(raised), _group(closed), _group(still_open)
-    for person in due:
-        sid = person.school_id
+    for seat in due:
+        sid = seat.school_id
         lines = weekly_lines(raised_in[sid], closed_in[sid], open_in[sid], decided, now)
-        key = f"{WEEKLY}:{person.id}:{_week(open_[sid].today)}"
-        report.messages.append((Recipient.of(person), _digest_row(person, lines, key, now)))
+        key = seat.dedupe_key(WEEKLY, weeks[seat.key])
+        report.messages.append((Recipient.of(seat.staff), _digest_row(seat, lines, key, now)))
 
 
 async def _decision_hours(svc: Services, s: Any, cases: list[Case]) -> dict[int, float]:
@@ -328,11 +361,11 @@ def weekly_lines(raised: list[Case], closed: list[Case], still_open: list[Case],
     return lines
 
 
-async def _record(s: Any, report: DigestReport, people: list[Staff], open_: dict[int, _School],
+async def _record(s: Any, report: DigestReport, seats: list[Seat], open_: dict[int, _School],
                   now: datetime) -> None:
     await reminder_repo.enqueue_rows(s, [row.model_dump(exclude={"id"}) for _, row in report.messages])
-    runs = [DigestRun(school_id=p.school_id, recipient_id=p.id or 0, kind=DAILY,
-                      period=open_[p.school_id].today.isoformat(), built_at=now) for p in people]
+    runs = [DigestRun(school_id=seat.school_id, recipient_id=seat.staff.id or 0, kind=DAILY,
+                      period=open_[seat.school_id].today.isoformat(), built_at=now) for seat in seats]
     runs += [DigestRun(school_id=row.school_id, recipient_id=row.recipient_id, kind=WEEKLY,
                        period=_week(open_[row.school_id].today), built_at=now)
              for _, row in report.messages if row.dedupe_key.startswith(f"digest:{WEEKLY}:")]

@@ -24,6 +24,7 @@ from storage.models import (
     Case,
     CaseEvent,
     DigestRun,
+    Membership,
     OutboxMessage,
     Reminder,
     School,
@@ -221,11 +222,19 @@ async def listing(session: AsyncSession, *, overdue_at: datetime | None) -> list
     return [(r, ref, name) for r, ref, name in (await session.execute(query)).all()]
 
 
-async def digest_recipients(session: AsyncSession, *, roles: Sequence[str]) -> list[Staff]:
-    """Active staff who get digests, by school."""
-    query = (select(Staff).where(col(Staff.active).is_(True), col(Staff.role).in_(roles))
-             .order_by(col(Staff.school_id), col(Staff.id)))
-    return list((await session.execute(query)).scalars())
+async def digest_recipients(session: AsyncSession, *, roles: Sequence[str],
+                            school_ids: Sequence[int]) -> list[tuple[Staff, int]]:
+    """(person, school) seats of active staff with one of `roles` at one of these schools: by their
+    home role or by a membership's role there. A DSL of two schools has two seats; by school, then id.
+    """
+    home = select(Staff, Staff.school_id).where(col(Staff.role).in_(roles), col(Staff.school_id).in_(school_ids))
+    away = (select(Staff, Membership.school_id).join(Membership, col(Membership.staff_id) == col(Staff.id))
+            .where(col(Membership.role).in_(roles), col(Membership.school_id).in_(school_ids)))
+    seats: dict[tuple[int, int], tuple[Staff, int]] = {}
+    for query in (home, away):
+        for staff, school_id in (await session.execute(query.where(col(Staff.active).is_(True)))).all():
+            seats.setdefault((staff.id or 0, int(school_id)), (staff, int(school_id)))
+    return [seats[key] for key in sorted(seats, key=lambda k: (k[1], k[0]))]
 
 
 async def schools(session: AsyncSession) -> list[School]:
@@ -262,35 +271,42 @@ async def answer_events(session: AsyncSession, *, case_ids: Sequence[int]) -> li
     return list((await session.execute(query)).scalars())
 
 
-async def digested(session: AsyncSession, *, recipient_ids: Sequence[int], kind: str,
-                   periods: Sequence[str]) -> set[tuple[int, str]]:
-    """(recipient, period) pairs already digested among these periods (the unique index answers it:
-    the digest check runs every few minutes, so it must not read every past digest).
+async def digested(session: AsyncSession, *, seats: Sequence[tuple[int, int]], kind: str,
+                   periods: Sequence[str]) -> set[tuple[int, int, str]]:
+    """(recipient, school, period) already digested among these (recipient, school) seats and periods
+    (the unique index answers it: the digest check runs every few minutes, so it must not read every
+    past digest).
     """
-    if not recipient_ids or not periods:
+    if not seats or not periods:
         return set()
-    query = select(DigestRun.recipient_id, DigestRun.period).where(
-        col(DigestRun.recipient_id).in_(recipient_ids), col(DigestRun.kind) == kind,
+    query = select(DigestRun.recipient_id, DigestRun.school_id, DigestRun.period).where(
+        col(DigestRun.recipient_id).in_(sorted({rid for rid, _ in seats})), col(DigestRun.kind) == kind,
         col(DigestRun.period).in_(sorted(set(periods))))
-    return {(int(rid), str(period)) for rid, period in (await session.execute(query)).all()}
+    wanted = set(seats)
+    return {(int(rid), int(sid), str(period)) for rid, sid, period in (await session.execute(query)).all()
+            if (rid, sid) in wanted}
 
 
-async def last_built(session: AsyncSession, *, recipient_ids: Sequence[int], kind: str) -> dict[int, datetime]:
-    """When each recipient's most recent digest of a kind was built."""
-    if not recipient_ids:
+async def last_built(session: AsyncSession, *, seats: Sequence[tuple[int, int]],
+                     kind: str) -> dict[tuple[int, int], datetime]:
+    """When each (recipient, school) seat's most recent digest of a kind was built."""
+    if not seats:
         return {}
-    query = (select(DigestRun.recipient_id, func.max(DigestRun.built_at))
-             .where(col(DigestRun.recipient_id).in_(recipient_ids), col(DigestRun.kind) == kind)
-             .group_by(col(DigestRun.recipient_id)))
-    return {int(rid): built for rid, built in (await session.execute(query)).all()}
+    query = (select(DigestRun.recipient_id, DigestRun.school_id, func.max(DigestRun.built_at))
+             .where(col(DigestRun.recipient_id).in_(sorted({rid for rid, _ in seats})), col(DigestRun.kind) == kind)
+             .group_by(col(DigestRun.recipient_id), col(DigestRun.school_id)))
+    wanted = set(seats)
+    return {(int(rid), int(sid)): built for rid, sid, built in (await session.execute(query)).all()
+            if (rid, sid) in wanted}
 
 
 async def record_digests(session: AsyncSession, runs: Sequence[DigestRun]) -> None:
-    """Record digests built; one already recorded for the same recipient and period is kept."""
+    """Record digests built; one already recorded for the same recipient, school and period is kept."""
     if runs:
         table = DigestRun.__table__  # type: ignore[attr-defined]
         await session.execute(_insert(session, table).on_conflict_do_nothing(
-            index_elements=["recipient_id", "kind", "period"]), [r.model_dump(exclude={"id"}) for r in runs])
+            index_elements=["recipient_id", "school_id", "kind", "period"]),
+            [r.model_dump(exclude={"id"}) for r in runs])
 
 
 class DueOrSent(NamedTuple):
@@ -316,10 +332,13 @@ async def reminders_due_or_sent(session: AsyncSession, *, school_ids: Sequence[i
     return [DueOrSent(*row) for row in (await session.execute(query)).all()]
 
 
-async def fold_into_digest(session: AsyncSession, *, recipient_ids: Sequence[int], kinds: Sequence[str],
-                           until: datetime, now: datetime) -> list[tuple[int, int]]:
-    """Mark routine reminders due by `until` as sent by the digest. Returns (recipient_id, case_id) pairs."""
-    routine_cases = select(Case.id).where(col(Case.urgent).is_(False))
+async def fold_into_digest(session: AsyncSession, *, school_id: int, recipient_ids: Sequence[int],
+                           kinds: Sequence[str], until: datetime, now: datetime) -> list[tuple[int, int]]:
+    """Mark routine reminders of one school's cases due by `until` as sent by the digest (that school's
+    digest lists only its cases, so another school's reminders wait for theirs). Returns
+    (recipient_id, case_id) pairs.
+    """
+    routine_cases = select(Case.id).where(col(Case.urgent).is_(False), col(Case.school_id) == school_id)
     result = await session.execute(update(Reminder).where(
         col(Reminder.recipient_id).in_(recipient_ids), col(Reminder.status) == "pending",
         col(Reminder.kind).in_(kinds), col(Reminder.due_at) <= until,

@@ -218,3 +218,93 @@ async def test_checking_for_digests_before_their_time_never_waits_for_a_writer(s
     async with svc.db.transaction():  # a writer holds SQLite's write lock (and this process's writer queue)
         report = await asyncio.wait_for(run_digests(svc, now=MORNING - timedelta(hours=1)), timeout=5)
     assert report.messages == [] and await outbox_rows(svc) == []
+
+
+async def two_schools(svc, oak, tick, *, role_at_elm: str):
+    """Dee, Oak's DSL, also joins Elm with `role_at_elm`; a case waits at each school."""
+    from bot import people
+
+    await people.join(svc, email=oak.dsl.email, school="elm", role=role_at_elm)
+    monday = london(2026, 11, 23, 9, 0)
+    at_oak = await make_case(svc, oak.teacher, status="awaiting_decision", step="dsl_threshold", created_at=monday)
+    at_elm = await make_case(svc, oak.other_dsl, status="awaiting_decision", step="dsl_threshold", created_at=monday)
+    tick.now = MORNING
+    return at_oak, at_elm
+
+
+def dailies_of(report, person) -> dict[int, list[str]]:
+    """A person's daily digests in a report: their lines by school."""
+    return {row.school_id: lines_of(row) for p, row in report.messages
+            if p.id == person.id and row.dedupe_key.startswith("digest:daily:")}
+
+
+async def test_a_dsl_of_two_schools_gets_each_schools_digest_with_its_cases_only_and_once(svc, oak, tick):
+    at_oak, at_elm = await two_schools(svc, oak, tick, role_at_elm="dsl")
+    oak_id, elm_id = oak.dsl.school_id, oak.other_dsl.school_id
+
+    report = await run_digests(svc)
+
+    dee = dailies_of(report, oak.dsl)
+    assert set(dee) == {oak_id, elm_id}
+    assert section(dee[oak_id], "Awaiting decision")[1:] == [f"  {at_oak.ref} since Mon 23 Nov 2026, 09:00"]
+    assert section(dee[elm_id], "Awaiting decision")[1:] == [f"  {at_elm.ref} since Mon 23 Nov 2026, 09:00"]
+    assert dailies_of(report, oak.other_dsl) == {elm_id: dee[elm_id]}  # Elm's own DSL: the same Elm digest
+    keys = sorted(r.dedupe_key for r in await outbox_rows(svc, kind="digest") if r.recipient_id == oak.dsl.id)
+    assert keys == [f"digest:daily:{oak.dsl.id}:2026-11-24", f"digest:daily:{oak.dsl.id}:2026-11-24:s{elm_id}",
+                    f"digest:weekly:{oak.dsl.id}:2026-W48", f"digest:weekly:{oak.dsl.id}:2026-W48:s{elm_id}"]
+
+    tick.now += timedelta(minutes=5)
+    assert (await run_digests(svc)).messages == []  # another replica, or a restart
+    assert len(await outbox_rows(svc, kind="digest")) == 6  # Dee's four, Olu's two
+
+
+async def test_a_staff_membership_elsewhere_brings_no_digest_from_there(svc, oak, tick):
+    at_oak, at_elm = await two_schools(svc, oak, tick, role_at_elm="staff")
+
+    report = await run_digests(svc)
+
+    assert list(dailies_of(report, oak.dsl)) == [oak.dsl.school_id]
+    assert at_elm.ref not in str(dailies_of(report, oak.dsl))
+    assert {row.school_id for p, row in report.messages if p.id == oak.dsl.id} == {oak.dsl.school_id}  # weekly too
+
+
+async def test_a_removed_dsl_of_two_schools_gets_neither_digest(svc, oak, tick):
+    from bot import people
+
+    await two_schools(svc, oak, tick, role_at_elm="dsl")
+    await people.remove(svc, email=oak.dsl.email)
+
+    assert oak.dsl.id not in {p.id for p, _ in (await run_digests(svc)).messages}
+
+
+async def test_each_schools_weekly_summary_counts_its_own_cases(svc, oak, tick):
+    await two_schools(svc, oak, tick, role_at_elm="dsl")
+    await make_case(svc, oak.other_dsl, status="closed", created_at=london(2026, 11, 23, 15, 0))
+
+    report = await run_digests(svc)
+
+    weekly = {row.school_id: lines_of(row)[0] for p, row in report.messages
+              if p.id == oak.dsl.id and row.dedupe_key.startswith("digest:weekly:")}
+    assert weekly == {oak.dsl.school_id: "Week to Tue 24 Nov 2026: raised 1, decided 0, closed 0",
+                      oak.other_dsl.school_id: "Week to Tue 24 Nov 2026: raised 2, decided 0, closed 1"}
+
+
+async def test_a_dsl_of_two_schools_gets_each_digest_at_that_schools_time_with_its_reminders(svc, oak, tick):
+    await two_schools(svc, oak, tick, role_at_elm="dsl")
+    await set_school(svc, "elm", digest_time="09:00")
+    elm_id = oak.other_dsl.school_id
+    elm_outcome = await make_case(svc, oak.other_dsl, due_at=london(2026, 11, 24, 12, 0))
+    await add_reminder(svc, elm_outcome, oak.dsl, due=london(2026, 11, 24, 9, 30))
+
+    at_eight = await run_digests(svc, now=london(2026, 11, 24, 8, 0))
+
+    assert list(dailies_of(at_eight, oak.dsl)) == [oak.dsl.school_id]
+    assert at_eight.folded == 0  # Oak's digest cannot list Elm's case, so it must not swallow its reminder
+    assert {r.status for r in await reminder_rows(svc)} == {"pending"}
+
+    at_nine = await run_digests(svc, now=london(2026, 11, 24, 9, 5))
+
+    assert list(dailies_of(at_nine, oak.dsl)) == [elm_id] and at_nine.folded == 1
+    assert f"  {elm_outcome.ref} due Tue 24 Nov 2026, 12:00, assigned to - (reminder)" in dailies_of(
+        at_nine, oak.dsl)[elm_id]
+    assert {p.id for p, row in at_nine.messages if "daily" in row.dedupe_key} == {oak.dsl.id, oak.other_dsl.id}
