@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot import notify
-from bot.cases import Person, Services, refusals_logged
+from bot.cases import Person, Services, at_case, refusals_logged
 from bot.errors import Conflict, InvalidAnswer, NotAuthorised, NotFound
 from storage import reminder_repo, repo
 from storage.audit import append_access
@@ -29,6 +29,7 @@ async def acknowledge(svc: Services, *, actor: Person, case_ref: str) -> int:
     """
     async with refusals_logged(svc), svc.db.transaction() as s:
         case = await _case_for(s, actor, case_ref)
+        actor = at_case(actor, case)
         if not actor.is_decider:
             raise _refusal(actor, case, "acknowledge")
         stopped = await reminder_repo.cancel(s, case_id=case.id or 0, kinds=[notify.URGENT_ACK_REMINDER])
@@ -47,6 +48,7 @@ async def snooze(svc: Services, *, actor: Person, case_ref: str, reason: str, mi
     _check_snooze(rules, reason, minutes)
     async with refusals_logged(svc), svc.db.transaction() as s:
         case = await _case_for(s, actor, case_ref)
+        actor = at_case(actor, case)
         if not (actor.is_decider or actor.id == case.assignee_id):
             raise _refusal(actor, case, "snooze")
         if case.urgent:
@@ -89,7 +91,7 @@ def _check_snooze(rules: dict[str, Any], reason: str, minutes: int) -> None:
 
 async def _case_for(s: Any, actor: Person, ref: str) -> Case:
     case = await repo.case_by_ref(s, ref)
-    if case is None or case.school_id != actor.school_id:
+    if case is None or actor.role_in(case.school_id) is None:
         raise NotFound(f"No case {ref.strip().upper()} that you can see.")
     return case
 

@@ -6,7 +6,7 @@ each case's projection from its events. docs/audit.md says what each check catch
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,10 +103,11 @@ async def verify(svc: Services, *, checkpoint: Checkpoint | None = None) -> Repo
             report.problems += _projection_problems(svc, case, events)
             chains[case.ref] = [e.hash for e in events]
         staff = await repo.list_staff(s, include_inactive=True)
+        elsewhere = await repo.all_memberships(s)
     report.access_entries = len(trail.rows)
     report.problems += verify_access_log(sealer, trail.rows, trail.adopted_access())
     report.problems += index_problems(cases, trail)
-    report.problems += staff_problems(sealer, staff, trail)
+    report.problems += staff_problems(sealer, staff, trail, elsewhere)
     if checkpoint is not None:
         report.problems += checkpoint.problems(access=[r.hash for r in trail.rows], chains=chains)
     return report
@@ -126,15 +127,20 @@ def index_problems(cases: Sequence[Case], trail: Trail) -> list[ChainProblem]:
     return problems
 
 
-def staff_problems(sealer: Sealer, staff: Sequence[Staff], trail: Trail) -> list[ChainProblem]:
-    """Each staff row matches the fingerprint consentbot logged when it last changed it."""
+def staff_problems(sealer: Sealer, staff: Sequence[Staff], trail: Trail,
+                   elsewhere: Mapping[int, Sequence[tuple[int, str]]] | None = None) -> list[ChainProblem]:
+    """Each staff row, with its memberships of other schools, matches the fingerprint consentbot
+    logged when it last changed either.
+    """
+    elsewhere = elsewhere or {}
     logged, problems = trail.fingerprints(), []
     for person in staff:
         subject = f"staff record {person.id}"
         kid, fingerprint = logged.pop(person.id or 0, (None, None))
         if kid is None:
             problems.append(ChainProblem(None, 0, "not in the access log (added outside consentbot)", subject))
-        elif not sealer.holds(kid) or sealer.fingerprint(person, kid=kid) != fingerprint:
+        elif not sealer.holds(kid) or fingerprint != sealer.fingerprint(person, kid=kid,
+                                                                        elsewhere=elsewhere.get(person.id or 0, ())):
             problems.append(ChainProblem(None, 0, "changed outside consentbot (differs from its logged fingerprint)",
                                          subject))
     problems += [ChainProblem(None, 0, "deleted outside consentbot", f"staff record {sid}") for sid in logged]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,24 +56,50 @@ class Services:
 
 @dataclass(frozen=True)
 class Person:
-    """A member of staff acting through some platform."""
+    """A member of staff acting through some platform, at one school (`school_id`, with their
+    `role` there). Someone who belongs to several schools (a trust's DSL) has a role in each, in
+    `memberships`; `in_school` gives them acting at another.
+    """
 
     id: int
     school_id: int
     role: str
     name: str
     email: str
+    memberships: tuple[tuple[int, str], ...] = ()  # (school id, role) for every school, the home one first
 
     @property
     def is_decider(self) -> bool:
-        """DSLs and deputies decide and approve."""
+        """DSLs and deputies decide and approve (at the school they act at)."""
         return self.role in DECIDERS
 
+    @property
+    def school_ids(self) -> tuple[int, ...]:
+        """Every school the person belongs to, the home one first."""
+        return tuple(sid for sid, _ in self.memberships) or (self.school_id,)
+
+    def role_in(self, school_id: int) -> str | None:
+        """Their role at `school_id`; None when they do not belong to it."""
+        if school_id == self.school_id:
+            return self.role
+        return dict(self.memberships).get(school_id)
+
+    def in_school(self, school_id: int) -> Person | None:
+        """The same person acting at `school_id` with their role there; None when not a member."""
+        role = self.role_in(school_id)
+        return None if role is None else replace(self, school_id=school_id, role=role)
+
     @classmethod
-    def of(cls, staff: Staff) -> Person:
-        """From a staff row."""
+    def of(cls, staff: Staff, elsewhere: Sequence[tuple[int, str]] = ()) -> Person:
+        """From a staff row, acting at their home school; `elsewhere`: their other memberships."""
         assert staff.id is not None  # noqa: S101 - rows come from the database
-        return cls(id=staff.id, school_id=staff.school_id, role=staff.role, name=staff.display_name, email=staff.email)
+        return cls(id=staff.id, school_id=staff.school_id, role=staff.role, name=staff.display_name, email=staff.email,
+                   memberships=((staff.school_id, staff.role), *elsewhere))
+
+    @classmethod
+    async def load(cls, s: AsyncSession, staff: Staff) -> Person:
+        """From a staff row, with their memberships of other schools."""
+        return cls.of(staff, await repo.memberships_of(s, staff.id or 0))
 
 
 @dataclass(frozen=True)
@@ -113,7 +139,7 @@ class CaseView:
         if self.step is None or not self.answerable_by(actor):
             return False
         owner = {Actor.STAFF: self.raised_by, Actor.ASSIGNEE: self.assignee_id}.get(self.step.actor)  # type: ignore[arg-type]
-        return actor.id == owner if owner is not None else actor.is_decider
+        return actor.id == owner if owner is not None else actor.role_in(self.school_id) in DECIDERS
 
 
 NOT_REGISTERED = "You are not registered with consentbot. Ask your DSL or administrator to add you."
@@ -127,7 +153,7 @@ async def identify(svc: Services, **criteria: Any) -> Person:
         staff = await repo.staff_by(s, **criteria)
         if staff is None:
             raise await _unknown(s, criteria)
-    return Person.of(staff)
+        return await Person.load(s, staff)
 
 
 async def _unknown(s: AsyncSession, criteria: dict[str, Any]) -> NotFound:
@@ -164,6 +190,7 @@ async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any],
             if idempotency_key and (seen := await _seen_case(s, idempotency_key)):
                 return seen
             earlier = await earlier_case(s, actor, linked_to) if linked_to else None
+            actor = at_case(actor, earlier) if earlier else actor  # the same child: the earlier case's school
             case = await repo.insert_case(s, Case(
                 ref="", school_id=actor.school_id, raised_by=actor.id, policy_id=svc.policy.id,
                 policy_version=svc.policy.version, step=start.id, status="draft", created_at=now, updated_at=now,
@@ -189,6 +216,7 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
         try:
             async with svc.db.transaction() as s:
                 case = await case_for(s, actor, case_ref)
+                actor = at_case(actor, case)
                 if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
                     return view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True)
                 answers = await answers_of(s, case)
@@ -251,12 +279,14 @@ async def answer_said(s: AsyncSession, policy: Policy, case: Case, answers: list
 
 def may_answer(actor: Person, step: Step, *, school_id: int, raised_by: int, assignee_id: int | None) -> bool:
     """Only a DSL or deputy of the same school decides; staff answer their own or assigned steps."""
-    if actor.school_id != school_id:
+    role = actor.role_in(school_id)
+    if role is None:
         return False
+    decider = role in DECIDERS
     if step.actor is Actor.DSL:
-        return actor.is_decider
+        return decider
     owner = raised_by if step.actor is Actor.STAFF else assignee_id
-    return actor.id == owner or actor.is_decider
+    return actor.id == owner or decider
 
 
 async def not_theirs(svc: Services, *, actor: Person, view: CaseView) -> str | None:
@@ -340,10 +370,11 @@ async def _resolve_assignee(s: AsyncSession, case: Case, step: Step, clean: dict
         if f.type is FieldType.ASSIGNEE and f.key in clean:
             raw = str(clean[f.key])
             staff = await (repo.get_staff(s, int(raw)) if raw.isdigit() else repo.staff_by(s, email=raw))
-            if staff is None or not staff.active or staff.school_id != case.school_id:
+            role = await repo.role_at(s, staff, case.school_id) if staff is not None and staff.active else None
+            if staff is None or role is None:
                 raise InvalidAnswer(f"{f.label}: that person is not an active member of staff of this school",
                                     step=step.id, field=f.key)
-            if staff.role not in f.assignable():  # the form offers only these; a crafted value is refused too
+            if role not in f.assignable():  # the form offers only these; a crafted value is refused too
                 raise InvalidAnswer(f"{f.label}: that person's role cannot be assigned this", step=step.id, field=f.key)
             clean[f.key] = str(staff.id)
     return clean
@@ -354,12 +385,19 @@ async def case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
     attempt is logged with the case it was, for that school's audit).
     """
     case = await repo.case_by_ref(s, ref)
-    if case is None or case.school_id != actor.school_id:
+    if case is None or actor.role_in(case.school_id) is None:
         why = "no such case" if case is None else "another school's case"
         raise NotFound(f"No case {ref.strip().upper()} that you can see.",
                        audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id if case else None,
                               "detail": {"ref": ref.strip().upper()[:20], "why": why}})
     return case
+
+
+def at_case(actor: Person, case: Case) -> Person:
+    """The person acting at the case's school, with their role there (case_for has checked they belong to it)."""
+    acting = actor.in_school(case.school_id)
+    assert acting is not None  # noqa: S101 - case_for refuses another school's case
+    return acting
 
 
 async def answers_of(s: AsyncSession, case: Case) -> list[Answer]:

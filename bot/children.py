@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import Person, Services, case_for
+from bot.cases import Person, Services, at_case, case_for
 from bot.crypto import Keyring
 from bot.errors import NotAuthorised
 from bot.policy.model import Policy, Step
@@ -89,6 +89,7 @@ def child_born(svc: Services, child: Child) -> str | None:
 async def earlier_case(s: AsyncSession, actor: Person, ref: str) -> Case:
     """The case a new concern is raised from: one this person may see (another school's is 'not found')."""
     earlier = await case_for(s, actor, ref)
+    actor = at_case(actor, earlier)
     if not (actor.is_decider or actor.id in (earlier.raised_by, earlier.assignee_id)):
         raise NotAuthorised(f"You cannot raise a concern from case {earlier.ref}: you did not raise it and are not "
                             "its DSL. Raise a new concern instead. This attempt has been recorded.",

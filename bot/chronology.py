@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import Person, Services, answers_of, case_for, refusals_logged
+from bot.cases import Person, Services, answers_of, at_case, case_for, refusals_logged
 from bot.checklist import Answer
 from bot.children import child_born, child_name, link_kind
 from bot.errors import NotAuthorised, NotFound
@@ -65,6 +65,7 @@ async def chronology(svc: Services, *, ref: str, actor: Person | None = None, op
     """
     async with refusals_logged(svc), svc.db.read() as s:
         child, school_id = await _child_of(s, ref, actor)
+        actor = actor.in_school(school_id) if actor is not None else None  # _child_of refuses another school's
         if actor is not None and not actor.is_decider:
             raise NotAuthorised("Only a DSL or deputy can see a child's chronology. This attempt has been recorded.",
                                 audit={"actor_id": actor.id, "school_id": actor.school_id,
@@ -81,7 +82,7 @@ async def _child_of(s: AsyncSession, ref: str, actor: Person | None) -> tuple[Ch
     ref = ref.strip().upper()
     if ref.startswith("CH-"):
         child = await store.child_by_ref(s, ref)
-        if child is None or (actor is not None and child.school_id != actor.school_id):
+        if child is None or (actor is not None and actor.role_in(child.school_id) is None):
             raise NotFound(f"No child {ref} that you can see.", audit=None if actor is None else {
                 "actor_id": actor.id, "school_id": actor.school_id,
                 "detail": {"ref": ref[:20], "why": "no such child" if child is None else "another school's child"}})
@@ -145,6 +146,7 @@ async def history(svc: Services, *, actor: Person, case_ref: str) -> list[tuple[
     """
     async with svc.db.read() as s:
         case = await case_for(s, actor, case_ref)
+        actor = at_case(actor, case)
         earlier = await s.get(Case, case.linked_case_id) if case.linked_case_id else None
         later = await store.raised_from(s, case.id or 0)
     shown: list[tuple[str, str]] = []

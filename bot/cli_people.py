@@ -63,3 +63,29 @@ def staff_import(file: Path = typer.Argument(..., help="CSV with the columns ema
         typer.echo(f"{email}: {'would change' if dry_run else 'changed'} {', '.join(changed)}")
     typer.echo(f"{verb} {len(report.added)}, {'would update' if dry_run else 'updated'} {len(report.updated)}, "
                f"unchanged {report.unchanged}" + (" (dry run: nothing was written)" if dry_run else ""))
+
+
+@staff_app.command("join")
+def staff_join(email: str,
+               school: str = typer.Option(..., help="The other school's slug (must exist)"),
+               role: str = typer.Option(..., help="Their role there: staff, dsl, deputy or admin"),
+               as_: str | None = typer.Option(None, "--as", help=AS_HELP)) -> None:
+    """Give a member of staff a role at another school too (a trust's DSL covering two schools), or
+    change their role there. They choose the school when they raise a concern.
+    """
+    from bot import people
+
+    done = run_as(as_, lambda svc, who: people.join(svc, email=email, school=school, role=role, by=who))
+    typer.echo({"added": f"{email} is now {role} at {school} too",
+                "changed": f"{email}: role at {school} changed to {role}",
+                "unchanged": f"{email}: already {role} at {school}"}[done])
+
+
+@staff_app.command("leave")
+def staff_leave(email: str, school: str = typer.Option(..., help="The school they no longer belong to"),
+                as_: str | None = typer.Option(None, "--as", help=AS_HELP)) -> None:
+    """End a member of staff's role at a school other than their home one (history keeps their name)."""
+    from bot import people
+
+    run_as(as_, lambda svc, who: people.leave(svc, email=email, school=school, by=who))
+    typer.echo(f"{email} no longer belongs to {school}")

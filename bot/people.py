@@ -18,7 +18,7 @@ from bot.errors import Conflict, NotFound
 from bot.schools import InvalidSetting, school_or_refuse
 from storage import repo
 from storage.audit import append_staff_change
-from storage.models import School, Staff
+from storage.models import Membership, School, Staff
 
 ROLES = ("staff", "dsl", "deputy", "admin")
 # Slack member ids: U (or W on Enterprise Grid) then at least 8 capitals and digits, e.g. U012ABCDEF
@@ -160,15 +160,22 @@ async def close_school(s: AsyncSession, slug: str) -> str:
 
 
 async def listing(svc: Services, *, school: str | None) -> list[tuple[str, ...]]:
-    """Rows of email, name, role, school, platform ids."""
-    async with svc.db.transaction() as s:
-        home = await repo.get_school(s, school) if school else None
-        if school and home is None:
-            raise NotFound(f"No school {school!r}.")
-        rows = await repo.list_staff(s, school_id=home.id if home else None)
-        slugs = {r.school_id: getattr(await s.get(School, r.school_id), "slug", "") for r in rows}
-        return [(r.email, r.display_name, r.role, slugs[r.school_id], r.slack_user_id or "-", r.teams_user_id or "-")
-                for r in rows]
+    """Rows of email, name, role, school, platform ids: one per school a person belongs to (their
+    home school, then their memberships of others), the role being theirs at that school.
+    """
+    async with svc.db.read() as s:
+        only = await repo.get_school(s, school) if school else None
+        if school and only is None:
+            raise NotFound(f"No school {school!r}.{await close_school(s, school)}")
+        slugs = {k.id: k.slug for k in await repo.list_schools(s)}
+        elsewhere = await repo.all_memberships(s)
+        rows: list[tuple[str, ...]] = []
+        for r in await repo.list_staff(s):
+            for sid, role in [(r.school_id, r.role), *elsewhere.get(r.id or 0, [])]:
+                if only is None or sid == only.id:
+                    rows.append((r.email, r.display_name, role, slugs.get(sid, "?"), r.slack_user_id or "-",
+                                 r.teams_user_id or "-"))
+        return rows
 
 
 async def remove(svc: Services, *, email: str, by: Operator | None = None) -> None:
@@ -251,6 +258,61 @@ async def reactivate(svc: Services, *, email: str, by: Operator | None = None) -
         staff.active = True
         await log_change(svc, s, staff, "staff_reactivated", by)
         return Person.of(staff)
+
+
+async def join(svc: Services, *, email: str, school: str, role: str, by: Operator | None = None) -> str:
+    """Give an active member of staff a role at another school than their home one (a trust's DSL
+    covering two schools), or change their role there. Returns "added", "changed" or "unchanged".
+    Logged with the operator and the person's new fingerprint, which covers their memberships.
+
+    Raises InvalidSetting for a bad role, NotFound for an unknown person or school (with a
+    likely match), Conflict for the person's home school (`staff edit --role` changes that role).
+    """
+    role = check_role(role)
+    async with svc.db.transaction() as s:
+        staff = await repo.staff_by(s, email=email.strip().lower())
+        if staff is None:
+            raise NotFound(f"No active member of staff {email.strip()}.")
+        there = await school_or_refuse(s, school, hint=await close_school(s, school))
+        if there.id == staff.school_id:
+            raise Conflict(f"{school} is {staff.email}'s home school: `consentbot staff edit {staff.email} --role "
+                           f"{role}` changes their role there")
+        held = await repo.membership(s, staff_id=staff.id or 0, school_id=there.id or 0)
+        if held is not None and held.role == role:
+            return "unchanged"
+        if held is None:
+            s.add(Membership(staff_id=staff.id or 0, school_id=there.id or 0, role=role, created_at=svc.clock()))
+        else:
+            held.role = role
+        await log_change(svc, s, staff, "staff_joined", by, school=there.slug, role=role)
+        return "added" if held is None else "changed"
+
+
+async def leave(svc: Services, *, email: str, school: str, by: Operator | None = None) -> None:
+    """End a member of staff's membership of a school other than their home one (logged, with the
+    new fingerprint). Cases they raised or decided there keep their name. NotFound when they had none.
+    """
+    async with svc.db.transaction() as s:
+        staff = await _anyone(s, email)
+        there = await school_or_refuse(s, school, hint=await close_school(s, school))
+        held = await repo.membership(s, staff_id=staff.id or 0, school_id=there.id or 0)
+        if held is None:
+            raise NotFound(f"{staff.email} is not a member of {there.slug} (apart from a home school, which "
+                           "`consentbot staff remove` ends).")
+        await s.delete(held)
+        await log_change(svc, s, staff, "staff_left", by, school=there.slug)
+
+
+async def schools_of(svc: Services, *, email: str) -> list[tuple[str, str]]:
+    """(school slug, role) of every school a person belongs to, the home one first."""
+    async with svc.db.read() as s:
+        staff = await _anyone(s, email)
+        home = await s.get(School, staff.school_id)
+        rows = [(home.slug if home else "?", staff.role)]
+        for sid, role in await repo.memberships_of(s, staff.id or 0):
+            other = await s.get(School, sid)
+            rows.append((other.slug if other else "?", role))
+        return rows
 
 
 async def _anyone(s: AsyncSession, email: str) -> Staff:

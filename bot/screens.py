@@ -25,6 +25,10 @@ CARRIED_LEAD = "Your concern will start from the message you chose: "  # before 
 # Options one search answers with: Slack shows at most 100
 # (https://docs.slack.dev/reference/block-kit/block-elements/select-menu-element).
 SEARCH_MAX = 100
+# The question a person who belongs to several schools answers before the first step's: which
+# school the concern is about (its DSLs are alerted, and only its people may see the case).
+SCHOOL = "school"
+SCHOOL_LABEL = "Which school is this concern about?"
 Pairs = tuple[tuple[str, str], ...]
 
 
@@ -122,9 +126,38 @@ def note_screen(text: str, view: CaseView | None = None, *, details: tuple[Detai
     return Screen(text=text, details=details, **_case(view))
 
 
-def start_screen(policy: Policy, *, quoted: str = "") -> Screen:
-    """The checklist's first step: the immediate-danger question, before anything is typed (G1)."""
-    return step_screen(policy, policy.steps[policy.start], quoted=quoted)
+def start_screen(policy: Policy, *, quoted: str = "", schools: Pairs = ()) -> Screen:
+    """The checklist's first step: the immediate-danger question, before anything is typed (G1);
+    with `schools` ((id, name) of the person's schools, when more than one), which school first.
+    """
+    screen = step_screen(policy, policy.steps[policy.start], quoted=quoted)
+    if not schools:
+        return screen
+    which = Question(key=SCHOOL, label=SCHOOL_LABEL, kind=FieldType.CHOICE, choices=schools)
+    return replace(screen, questions=(which, *screen.questions))
+
+
+async def school_choices(svc: Services, me: Person) -> Pairs:
+    """(school id, name) of each school the person belongs to, home first; () for one school."""
+    if len(me.school_ids) < 2:  # noqa: PLR2004 - a choice needs two
+        return ()
+    async with svc.db.read() as s:
+        found = [(sid, await s.get(School, sid)) for sid in me.school_ids]
+    return tuple((str(sid), school.name or school.slug) for sid, school in found if school is not None)
+
+
+def acting_for_new_concern(policy: Policy, me: Person, values: Mapping[str, Any]) -> Person:
+    """The person acting at the school they chose for a new concern (their only school, if one).
+    Someone of several schools must choose: a concern filed under the wrong school would be read
+    by that school's DSLs and not alert the right ones.
+    """
+    if len(me.school_ids) < 2:  # noqa: PLR2004
+        return me
+    chosen = str(values.get(SCHOOL) or "")
+    acting = me.in_school(int(chosen)) if chosen.isdigit() else None
+    if acting is None:
+        raise InvalidAnswer(f"{SCHOOL_LABEL}: choose one of your schools", step=policy.start, field=SCHOOL)
+    return acting
 
 
 def question(policy: Policy, f: Field, options: tuple[Option, ...], colleagues: Sequence[tuple[str, str]],
@@ -178,6 +211,7 @@ def reply_to(screen: Screen, values: dict[str, Any], *, idempotency_key: str | N
 def field_error(step: Step | None, problem: InvalidAnswer) -> FieldError:
     """The error under the field it is about (or the first field), in words a person reads."""
     keys = [f.key for f in step.fields] if step else []
+    keys += [SCHOOL] if problem.field == SCHOOL else []
     key = problem.field if problem.field in keys else (keys[0] if keys else "")
     text = str(problem).split(": ", 1)[-1]
     return FieldError(key=key or "", text=f"This answer {text}" if re.match(r"(is|must) ", text) else text)
@@ -247,21 +281,25 @@ async def next_screen(svc: Services, me: Person, case: CaseView, *, owner_only: 
     """
     if case.replayed and case.step is None:  # a repeated first submission: show the case as it is now
         case = next((c for c in await views.my_cases(svc, actor=me) if c.ref == case.ref), case)
+    me = me.in_school(case.school_id) or me  # colleagues and roles are those of the case's school
     if case.step is not None and case.answerable_by(me) and (not owner_only or owns(me, case)):
         colleagues = await colleagues_for(svc, me, case.step)
         return step_screen(svc.policy, case.step, case, colleagues=colleagues, quoted=quoted, details=details)
     return note_screen(where_now(svc.policy, case), case, details=details)
 
 
-async def first_screen(svc: Services, *, quoted: str = "", **identity: Any) -> Screen:
+async def first_screen(svc: Services, *, quoted: str = "", raised_from: str | None = None, **identity: Any) -> Screen:
     """The first step for a registered person (`slack_user_id=`, `email=`...); anyone else is told why not,
-    before they answer anything.
+    before they answer anything. Someone of several schools is asked which school, unless the
+    concern is raised from an earlier case (whose school it is).
     """
     try:
-        await cases.identify(svc, **identity)
+        me = await cases.identify(svc, **identity)
     except NotFound as refusal:
         return note_screen(str(refusal))
-    return start_screen(svc.policy, quoted=quoted)
+    if raised_from:
+        return replace(start_screen(svc.policy, quoted=quoted), raised_from=raised_from)
+    return start_screen(svc.policy, quoted=quoted, schools=await school_choices(svc, me))
 
 
 async def case_screen(svc: Services, *, actor: Person, case_ref: str) -> Screen:
@@ -281,7 +319,10 @@ async def record(svc: Services, *, actor: Person, reply: Reply, platform: str) -
     if reply.step_id not in svc.policy.steps:
         raise BotError("This form is out of date. Close it and start again.")
     if reply.case_ref is None:
-        return await cases.raise_concern(svc, actor=actor, values=reply.values, platform=platform,
+        values = {k: v for k, v in reply.values.items() if k != SCHOOL}
+        if not reply.raised_from:  # a concern raised from an earlier case is at that case's school
+            actor = acting_for_new_concern(svc.policy, actor, reply.values)
+        return await cases.raise_concern(svc, actor=actor, values=values, platform=platform,
                                          idempotency_key=reply.idempotency_key, linked_to=reply.raised_from)
     return await cases.answer(svc, actor=actor, case_ref=reply.case_ref, version=reply.version, step=reply.step_id,
                               values=reply.values, platform=platform, idempotency_key=reply.idempotency_key)
@@ -292,9 +333,13 @@ async def again(svc: Services, *, actor: Person, reply: Reply) -> Screen:
     forms do not stay open by themselves): the same choices and colleagues, at the version shown.
     """
     step = svc.policy.steps[reply.step_id]
-    case = await views.status_of(svc, actor=actor, case_ref=reply.case_ref) if reply.case_ref else None
+    if reply.case_ref is None and step.id == svc.policy.start:
+        schools = () if reply.raised_from else await school_choices(svc, actor)
+        return replace(start_screen(svc.policy, quoted=reply.quoted, schools=schools), raised_from=reply.raised_from)
+    case = await views.status_of(svc, actor=actor, case_ref=reply.case_ref or "")
+    actor = actor.in_school(case.school_id) or actor
     shown = step_screen(svc.policy, step, case, colleagues=await colleagues_for(svc, actor, step), quoted=reply.quoted)
-    return replace(shown, version=reply.version if reply.case_ref else None)
+    return replace(shown, version=reply.version)
 
 
 async def submit(svc: Services, *, actor: Person, reply: Reply, platform: str) -> Screen:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import CaseView, Person, Services, answers_of, case_for, policy_for, refusals_logged, view_of
+from bot.cases import CaseView, Person, Services, answers_of, at_case, case_for, policy_for, refusals_logged, view_of
 from bot.checklist import advance
 from bot.crypto import is_encrypted
 from bot.errors import NotAuthorised, NotFound
@@ -41,16 +41,19 @@ class Export:
 
 
 def may_see(actor: Person, case: Case) -> bool:
-    """DSLs and deputies see their school's cases; staff see cases they raised or were assigned."""
-    if actor.school_id != case.school_id:
+    """DSLs and deputies see their schools' cases; staff see cases they raised or were assigned
+    (the role that counts is the person's role at the case's school).
+    """
+    acting = actor.in_school(case.school_id)
+    if acting is None:
         return False
-    return actor.is_decider or actor.id in (case.raised_by, case.assignee_id)
+    return acting.is_decider or actor.id in (case.raised_by, case.assignee_id)
 
 
 async def my_cases(svc: Services, *, actor: Person) -> list[CaseView]:
     """Open cases this person can see, with the one waiting for them first."""
     async with svc.db.read() as s:
-        cases = [c for c in await repo.open_cases(s, school_id=actor.school_id) if may_see(actor, c)]
+        cases = [c for sid in actor.school_ids for c in await repo.open_cases(s, school_id=sid) if may_see(actor, c)]
         return [view_of(c, advance(policy_for(svc, c), await answers_of(s, c))) for c in cases]
 
 
@@ -60,6 +63,7 @@ async def status_of(svc: Services, *, actor: Person, case_ref: str) -> CaseView:
     """
     async with refusals_logged(svc), svc.db.read() as s:
         case = await case_for(s, actor, case_ref)
+        actor = at_case(actor, case)
         if not may_see(actor, case):
             raise NotAuthorised(f"You are not authorised to see case {case.ref}. This attempt has been recorded.",
                                 audit={"actor_id": actor.id, "school_id": actor.school_id, "case_id": case.id,
@@ -71,6 +75,7 @@ async def open_details(svc: Services, *, actor: Person, case_ref: str, purpose: 
     """Decrypt a case for an authorised person, and log that they did (before they are given it)."""
     async with refusals_logged(svc), svc.db.read() as s:  # reading never holds up someone answering
         case = await case_for(s, actor, case_ref)
+        actor = at_case(actor, case)
         if not may_see(actor, case):
             raise NotAuthorised(f"You are not authorised to see the details of case {case.ref}. "
                                 "This attempt has been recorded.",
@@ -117,6 +122,7 @@ async def export_for(svc: Services, *, actor: Person, case_ref: str, platform: s
     """
     async with refusals_logged(svc), svc.db.read() as s:
         case = await case_for(s, actor, case_ref)
+        actor = at_case(actor, case)
         if not actor.is_decider:
             raise NotAuthorised(f"Only the {svc.policy.role_label('dsl')} or a deputy can download the record of "
                                 f"case {case.ref}. This attempt has been recorded.",

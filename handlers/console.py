@@ -95,7 +95,9 @@ class Console:
         """Raise a concern (from an earlier case, if given), then carry on with the steps that are this person's."""
         if raised_from:
             self.say(f"This new concern is linked to case {raised_from.strip().upper()}: the same child.")
-        self.view = await self.submit(me, replace(screens.start_screen(self.svc.policy), raised_from=raised_from))
+        schools = () if raised_from else await screens.school_choices(self.svc, me)
+        start = screens.start_screen(self.svc.policy, schools=schools)
+        self.view = await self.submit(me, replace(start, raised_from=raised_from))
         self.say(f"Concern raised as case {self.view.ref}.")
         return await self.carry_on(me)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from storage.db import SEALER
-from storage.models import AccessLog, Case, CaseEvent, Staff
+from storage.models import AccessLog, Case, CaseEvent, Membership, Staff
 
 GENESIS = "0" * 64
 CHAIN_PURPOSE = "audit-chain"
@@ -67,9 +68,11 @@ class Sealer:
         """HMAC-SHA256 over the previous hash and the row's canonical content."""
         return hmac.new(self._key(kid), (prev_hash + canonical(fields)).encode(), hashlib.sha256).hexdigest()
 
-    def fingerprint(self, staff: Staff, *, kid: str) -> str:
-        """A keyed fingerprint of a staff row as consentbot last wrote it."""
-        return self.seal(STAFF_PREFIX, staff_fields(staff), kid=kid)
+    def fingerprint(self, staff: Staff, *, kid: str, elsewhere: Sequence[tuple[int, str]] = ()) -> str:
+        """A keyed fingerprint of a staff row as consentbot last wrote it, with the person's
+        memberships of other schools (school id, role), so a role granted outside consentbot shows.
+        """
+        return self.seal(STAFF_PREFIX, staff_fields(staff, elsewhere), kid=kid)
 
     def is_sealed(self, row_hash: str, prev_hash: str, fields: dict[str, Any], *, kid: str) -> bool:
         """True when `row_hash` is this content's seal under `kid` (False for a key the ring lacks)."""
@@ -111,11 +114,18 @@ def access_fields(a: AccessLog) -> dict[str, Any]:
             "case_id": a.case_id, "action": a.action, "detail": a.detail}
 
 
-def staff_fields(staff: Staff) -> dict[str, Any]:
-    """What a staff fingerprint covers: everything that says who someone is and what they may do."""
-    return {"id": staff.id, "school_id": staff.school_id, "email": staff.email, "display_name": staff.display_name,
-            "role": staff.role, "active": bool(staff.active), "slack_user_id": staff.slack_user_id,
-            "teams_user_id": staff.teams_user_id}
+def staff_fields(staff: Staff, elsewhere: Sequence[tuple[int, str]] = ()) -> dict[str, Any]:
+    """What a staff fingerprint covers: everything that says who someone is and what they may do.
+    Memberships of other schools are covered only when there are some, so that fingerprints logged
+    before memberships existed still hold.
+    """
+    fields: dict[str, Any] = {
+        "id": staff.id, "school_id": staff.school_id, "email": staff.email, "display_name": staff.display_name,
+        "role": staff.role, "active": bool(staff.active), "slack_user_id": staff.slack_user_id,
+        "teams_user_id": staff.teams_user_id}
+    if elsewhere:
+        fields["elsewhere"] = [[sid, role] for sid, role in sorted(elsewhere)]
+    return fields
 
 
 def new_case_event(session: AsyncSession, case: Case, *, seq: int, prev_hash: str, kind: str, actor_id: int | None,
@@ -152,7 +162,10 @@ async def append_staff_change(session: AsyncSession, *, staff: Staff, action: st
     """
     await session.flush()  # the row's id, and the values the fingerprint covers, as stored
     sealer = sealer_of(session)
-    fingerprint = sealer.fingerprint(staff, kid=sealer.kid)  # the key append_access seals the entry under
+    query = select(Membership.school_id, Membership.role).where(Membership.staff_id == staff.id)
+    elsewhere = [(sid, role) for sid, role in (await session.execute(query)).all()]
+    # Under the key append_access seals the entry with.
+    fingerprint = sealer.fingerprint(staff, kid=sealer.kid, elsewhere=elsewhere)
     return await append_access(session, action=action, at=at, actor_id=actor_id, school_id=staff.school_id,
                                detail={**(detail or {}), "staff_id": staff.id, "fingerprint": fingerprint})
 

@@ -77,6 +77,21 @@ class Staff(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utcnow)
 
 
+class Membership(SQLModel, table=True):
+    """A member of staff's place at a school other than their home one (staff.school_id), with
+    their role there: a trust's DSL who covers two schools, a deputy at one and a teacher at
+    another. Everything a role allows is checked against the role in the case's own school.
+    """
+
+    __tablename__ = "memberships"
+    __table_args__ = (sa.UniqueConstraint("staff_id", "school_id", name="uq_memberships_staff_school"),)
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True)
+    school_id: int = Field(foreign_key="schools.id", index=True)
+    role: str = Field(max_length=16)  # staff | dsl | deputy | admin
+    created_at: datetime = _when(default_factory=utcnow)
+
+
 class Case(SQLModel, table=True):
     """One concern: identity, policy, and the projection of its events."""
 
@@ -213,10 +228,11 @@ class SchoolCalendarEntry(SQLModel, table=True):
 
 
 class DigestRun(SQLModel, table=True):
-    """One digest built for one DSL for one period; 'closed since the last digest' reads these."""
+    """One digest built for one DSL for one school and period; 'closed since the last digest' reads these."""
 
     __tablename__ = "digest_runs"
-    __table_args__ = (sa.UniqueConstraint("recipient_id", "kind", "period", name="uq_digest_runs_period"),)
+    # Per school: a DSL of several schools (memberships) gets each school's digest.
+    __table_args__ = (sa.UniqueConstraint("recipient_id", "school_id", "kind", "period", name="uq_digest_runs_period"),)
     id: int | None = Field(default=None, primary_key=True)
     school_id: int = Field(foreign_key="schools.id")
     recipient_id: int = Field(foreign_key="staff.id")

@@ -17,6 +17,7 @@ from storage.models import (
     Case,
     CaseEvent,
     ChatAddress,
+    Membership,
     OutboxMessage,
     ProcessedDelivery,
     Reminder,
@@ -63,15 +64,63 @@ async def get_staff(session: AsyncSession, staff_id: int) -> Staff | None:
 
 async def list_staff(session: AsyncSession, *, school_id: int | None = None, roles: Sequence[str] = (),
                      include_inactive: bool = False) -> list[Staff]:
-    """Active staff (or everyone who ever was), optionally of one school and some roles."""
+    """Active staff (or everyone who ever was), optionally of one school (its own staff and members
+    from elsewhere) and some roles (their role in that school).
+    """
+    if school_id is not None:
+        return [staff for staff, _ in await members(session, school_id=school_id, roles=roles,
+                                                    include_inactive=include_inactive)]
     query = select(Staff).order_by(col(Staff.id))
     if not include_inactive:
         query = query.where(col(Staff.active).is_(True))
-    if school_id is not None:
-        query = query.where(Staff.school_id == school_id)
     if roles:
         query = query.where(col(Staff.role).in_(roles))
     return list((await session.execute(query)).scalars())
+
+
+async def members(session: AsyncSession, *, school_id: int, roles: Sequence[str] = (),
+                  include_inactive: bool = False) -> list[tuple[Staff, str]]:
+    """(person, their role there) for everyone at a school: those whose home it is, and members from
+    other schools (a trust's DSL), with one of `roles` if given; by id.
+    """
+    home = select(Staff, Staff.role).where(Staff.school_id == school_id)
+    away = (select(Staff, Membership.role).join(Membership, col(Membership.staff_id) == col(Staff.id))
+            .where(Membership.school_id == school_id))
+    found: list[tuple[Staff, str]] = []
+    for query in (home, away):
+        if not include_inactive:
+            query = query.where(col(Staff.active).is_(True))
+        found += [(staff, role) for staff, role in (await session.execute(query)).all() if not roles or role in roles]
+    return sorted(found, key=lambda pair: pair[0].id or 0)
+
+
+async def memberships_of(session: AsyncSession, staff_id: int) -> list[tuple[int, str]]:
+    """(school id, role) of a person's memberships beyond their home school, by school id."""
+    query = select(Membership.school_id, Membership.role).where(Membership.staff_id == staff_id)
+    return sorted((sid, role) for sid, role in (await session.execute(query)).all())
+
+
+async def all_memberships(session: AsyncSession) -> dict[int, list[tuple[int, str]]]:
+    """Staff id -> their memberships beyond their home school, as memberships_of gives them."""
+    grouped: dict[int, list[tuple[int, str]]] = {}
+    for staff_id, sid, role in (await session.execute(
+            select(Membership.staff_id, Membership.school_id, Membership.role))).all():
+        grouped.setdefault(staff_id, []).append((sid, role))
+    return {staff_id: sorted(pairs) for staff_id, pairs in grouped.items()}
+
+
+async def membership(session: AsyncSession, *, staff_id: int, school_id: int) -> Membership | None:
+    """A person's membership of a school other than their home one."""
+    query = select(Membership).where(Membership.staff_id == staff_id, Membership.school_id == school_id)
+    return (await session.execute(query)).scalars().first()
+
+
+async def role_at(session: AsyncSession, staff: Staff, school_id: int) -> str | None:
+    """The person's role at a school (home or membership); None when they are not part of it."""
+    if staff.school_id == school_id:
+        return staff.role
+    found = await membership(session, staff_id=staff.id or 0, school_id=school_id)
+    return found.role if found else None
 
 
 async def insert_case(session: AsyncSession, case: Case) -> Case:

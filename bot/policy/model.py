@@ -10,7 +10,8 @@ from typing import Any
 ASSIGNABLE = ("staff", "dsl", "deputy")
 # A form's own data beside the answers: Teams merges each input's value into its button's data
 # under the input's id, so a field named like one of these would overwrite it.
-RESERVED_KEYS = frozenset({"consentbot", "step", "case", "version", "nonce", "quoted", "msteams"})
+# "school": the question a person of several schools is asked first (bot/screens.py SCHOOL).
+RESERVED_KEYS = frozenset({"consentbot", "step", "case", "version", "nonce", "quoted", "msteams", "school"})
 
 
 class Actor(StrEnum):

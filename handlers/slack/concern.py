@@ -6,7 +6,6 @@ so we ack first; the trigger_id stays valid for views.open for those same 3 seco
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -37,9 +36,9 @@ def register(app: AsyncApp, svc: Services) -> None:
     @app.action(RAISE_FROM)
     async def on_raise_from(ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        screen = await screens.first_screen(svc, slack_user_id=user_id(body))
-        linked = replace(screen, raised_from=str(action.get("value") or "")[:20]) if screen.submittable else screen
-        await client.views_push(trigger_id=body["trigger_id"], view=render_modal(linked))
+        screen = await screens.first_screen(svc, slack_user_id=user_id(body),
+                                            raised_from=str(action.get("value") or "")[:20] or None)
+        await client.views_push(trigger_id=body["trigger_id"], view=render_modal(screen))
 
     @app.shortcut("concern_from_message")
     async def on_message_shortcut(ack: Any, body: dict[str, Any], client: AsyncWebClient,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.policy.model import FieldType, Step
+from bot.screens import SCHOOL
 from handlers.slack.modals import QUOTED, RAISED_FROM, STEP_CALLBACK
 
 
@@ -44,9 +45,12 @@ def parse_submission(view: dict[str, Any]) -> Submission:
 
 
 def parse_values(step: Step, view: dict[str, Any]) -> dict[str, Any]:
-    """The answers to `step` from `view.state.values` (block_id and action_id are the field key)."""
+    """The answers to `step` from `view.state.values` (block_id and action_id are the field key), with
+    the school chosen by someone of several schools when the modal asked it.
+    """
     state = ((view.get("state") or {}).get("values") or {}) if isinstance(view.get("state"), dict) else {}
-    values: dict[str, Any] = {}
+    school = _value((state.get(SCHOOL) or {}).get(SCHOOL) or {}, multi=False)
+    values: dict[str, Any] = {SCHOOL: school} if school else {}
     for f in step.fields:
         element = (state.get(f.key) or {}).get(f.key) or {}
         value = _value(element, multi=f.type in (FieldType.REASONS, FieldType.LEGAL_REFS))

@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from bot.policy.model import Field, FieldType, Policy
-from bot.screens import Reply
+from bot.screens import SCHOOL, Reply
 from handlers.teams.cards import MULTI, QUOTED_MAX, ZONE
 
 ID_MAX = 200  # an action, step, case reference or nonce: ours are far shorter
@@ -60,6 +60,8 @@ def parse_reply(policy: Policy, data: Mapping[str, Any]) -> Reply:
     step = policy.steps.get(sent.step_id)
     end_of_day = str((policy.settings.get("school_time") or {}).get("working_end") or "17:00")
     values = _values(step.fields, data, end_of_day) if step is not None and isinstance(data, Mapping) else {}
+    if school := _string(data.get(SCHOOL)) if isinstance(data, Mapping) else "":
+        values[SCHOOL] = school  # someone of several schools chose which (bot/screens.py asks it)
     return Reply(step_id=sent.step_id, case_ref=sent.case_ref, version=sent.version, values=values,
                  idempotency_key=f"teams:card:{sent.nonce}" if sent.nonce else None, quoted=sent.quoted)
 

@@ -155,10 +155,11 @@ def _on_message_action(svc: Services) -> Callable[[Ctx], Awaitable[Any]]:
 async def _first(svc: Services, ctx: Ctx, *, quoted: str) -> dict[str, Any]:
     """The immediate-danger question first (G1), or why this person cannot raise a concern."""
     try:
-        await who(svc, ctx)
+        me = await who(svc, ctx)
     except BotError as refusal:
         return note_card(str(refusal))
-    return render_card(screens.start_screen(svc.policy, quoted=quoted), submit="dialog", nonce=nonce())
+    start = screens.start_screen(svc.policy, quoted=quoted, schools=await screens.school_choices(svc, me))
+    return render_card(start, submit="dialog", nonce=nonce())
 
 
 def _on_submit(svc: Services) -> Callable[[Ctx], Awaitable[Any]]:
