@@ -156,7 +156,7 @@ def acting_for_new_concern(policy: Policy, me: Person, values: Mapping[str, Any]
     chosen = str(values.get(SCHOOL) or "")
     acting = me.in_school(int(chosen)) if chosen.isdigit() else None
     if acting is None:
-        raise InvalidAnswer(f"{SCHOOL_LABEL}: choose one of your schools", step=policy.start, field=SCHOOL)
+        raise InvalidAnswer(f"{SCHOOL_LABEL}: Choose one of your schools", step=policy.start, field=SCHOOL)
     return acting
 
 

@@ -148,3 +148,28 @@ async def test_with_no_dsl_reachable_the_teacher_sees_the_fallback_contacts_not_
     view = (await slack.submit("teacher", view, {**ABOUT, "concern": "x"})).json()["view"]
     last = (await slack.submit("teacher", view, {"staff_threshold": "significant_harm"})).json()["view"]
     assert "who have been notified" not in texts(last) and "nobody has been alerted" in json.dumps(last)
+
+
+async def test_someone_of_two_schools_picks_the_school_first_and_the_case_is_filed_there(slack: Driver) -> None:
+    from bot import people
+
+    await people.add(slack.svc, email="olu@elm.sch.uk", role="dsl", name="Olu DSL", school="elm")
+    await people.join(slack.svc, email="tina@oak.sch.uk", school="elm", role="staff")
+    await slack.command("teacher")
+    view = slack.last_opened_view()
+    assert input_ids(view) == ["school", "immediate_danger"]
+    [school] = [b for b in view["blocks"] if b["type"] == "input" and b["block_id"] == "school"]
+    assert school["label"]["text"] == "Which school is this concern about?"
+    assert [o["text"]["text"] for o in school["element"]["options"]] == ["oak", "elm"]  # every button labelled
+
+    missing = await slack.submit("teacher", view, {"immediate_danger": "no"})
+    assert missing.json() == {"response_action": "errors",
+                              "errors": {"school": "Choose one of your schools"}}
+
+    elm = next(o["value"] for o in school["element"]["options"] if o["text"]["text"] == "elm")
+    reply = (await slack.submit("teacher", view, {"school": elm, "immediate_danger": "no"})).json()
+    ref = reply["view"]["private_metadata"].split(":")[0]
+    async with slack.svc.db.read() as s:
+        filed = (await s.execute(text("select s.slug from cases c join schools s on s.id = c.school_id "
+                                      "where c.ref = :ref"), {"ref": ref})).scalar_one()
+    assert filed == "elm"

@@ -390,3 +390,14 @@ def test_a_choice_with_every_option_ruled_out_is_still_a_choice_never_free_text(
     [only] = inputs(cards.render_card(screen, submit="execute", nonce="n"))
 
     assert only["type"] == "Input.ChoiceSet" and only["choices"] == []
+
+
+def test_the_school_question_of_someone_of_several_schools_is_a_labelled_choice_read_back() -> None:
+    start = screens.start_screen(POLICY, schools=(("3", "Oak Primary"), ("7", "Elm Academy")))
+    card = cards.render_card(start, submit="dialog", nonce="n1")
+    [which] = [e for e in elements(card) if e.get("id") == screens.SCHOOL]
+    assert which["type"] == "Input.ChoiceSet"
+    assert [c["title"] for c in which["choices"]] == ["Oak Primary", "Elm Academy"]
+    assert "Which school is this concern about?" in json.dumps(card)
+    reply = parse_reply(POLICY, submitted(card, {"school": "7", "immediate_danger": "no"}))
+    assert reply.values == {"school": "7", "immediate_danger": "no"}
