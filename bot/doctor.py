@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import Services
 from bot.notify import DECIDER_ROLES, delivering_to, escalation_contacts, platform_of, reachable
-from storage import outbox, repo
-from storage.models import School, Staff
+from storage import outbox, repo, slack_installations
+from storage.models import School, SlackInstallation, Staff
 
 STUCK_AFTER = timedelta(minutes=10)  # a message on a delivering platform is normally sent within seconds
 FEW_STAFF = 2  # a school this small with no DSL, named like another, is probably a mistyped slug
@@ -93,29 +93,35 @@ async def oldest_unsent_ages(svc: Services, *, now: datetime) -> dict[str, float
 
 
 async def check(svc: Services) -> Report:
-    """Check every school: who can be alerted, fallback numbers, escalation, likely typos, stuck messages."""
+    """Check every school: who can be alerted, fallback numbers, escalation, likely typos, stuck messages,
+    and, with Slack workspaces installed through OAuth, which workspace serves each school.
+    """
     now = svc.clock()
     report = Report()
     async with svc.db.transaction() as s:
         schools = await repo.list_schools(s)
         staff = await repo.list_staff(s)
         backlog = await outbox.undelivered(s, delivering=sorted(svc.delivering), stuck_before=now - STUCK_AFTER)
+        installed = await slack_installations.list_installations(s)  # none: one workspace (SLACK_BOT_TOKEN)
         sizes = {school.slug: _of(staff, school) for school in schools}
         for school in schools:
             report.schools += 1
             reaching = await delivering_to(s, school.id or 0, svc.delivering)  # an unlinked workspace reaches none
+            unlinked = "slack" in svc.delivering and "slack" not in reaching
             report.reach.append(reach_line(school, sizes[school.slug], reaching))
-            report.findings += await _school(s, school, sizes, reaching)
+            report.reach += _workspace_line(school, installed)
+            report.findings += await _school(s, school, sizes, reaching, unlinked)
             report.findings += [_stuck(school, b, now) for b in backlog if b.school_id == school.id]
+    report.findings += [_not_linked(row) for row in installed if row.school_id is None]
     return report
 
 
 async def _school(s: AsyncSession, school: School, sizes: dict[str, list[Staff]],
-                  delivering: frozenset[str]) -> list[Finding]:
+                  delivering: frozenset[str], unlinked: bool) -> list[Finding]:
     if not sizes[school.slug]:  # nobody there to raise a concern, or to be told of one
         return [Finding(school.slug, "no active staff")]
-    return [*_alerting(school, sizes[school.slug], delivering), *_typo(school, sizes), *_fallbacks(school),
-            *await _escalation(s, school, delivering)]
+    return [*_alerting(school, sizes[school.slug], delivering, unlinked), *_workspace(school, sizes, unlinked),
+            *_typo(school, sizes), *_fallbacks(school), *await _escalation(s, school, delivering, unlinked)]
 
 
 def reach_line(school: School, staff: list[Staff], delivering: frozenset[str]) -> str:
@@ -132,25 +138,59 @@ def _of(staff: Sequence[Staff], school: School) -> list[Staff]:
     return [p for p in staff if p.school_id == school.id]
 
 
-def _alerting(school: School, staff: list[Staff], delivering: frozenset[str]) -> list[Finding]:
+def _alerting(school: School, staff: list[Staff], delivering: frozenset[str], unlinked: bool) -> list[Finding]:
     found = []
     if cannot_be_alerted(staff, delivering):
-        hint = "" if delivering else " (this deployment sends on no chat platform: see docs/slack-setup.md)"
         found.append(Finding(school.slug, "no active DSL or deputy can be reached through the bot, so an urgent "
-                                          f"concern raised here alerts nobody{hint}", blocking=True))
+                                          f"concern raised here alerts nobody{_hint(delivering, unlinked)}",
+                             blocking=True))
     for role in DECIDER_ROLES:
         if not any(p.role == role for p in staff):
             found.append(Finding(school.slug, f"no {ROLE_NAMES[role]}"))
-    found += [Finding(school.slug, f"{ROLE_NAMES[p.role]} {p.email} cannot be reached ({_why(p, delivering)})")
+    found += [Finding(school.slug, f"{ROLE_NAMES[p.role]} {p.email} cannot be reached "
+                                   f"({_why(p, delivering, unlinked)})")
               for p in staff if p.role in DECIDER_ROLES and not reachable(p, delivering)]
     return found
 
 
-def _why(person: Staff, delivering: frozenset[str]) -> str:
+def _hint(delivering: frozenset[str], unlinked: bool) -> str:
+    if unlinked:
+        return " (no Slack workspace is linked to this school)"
+    return "" if delivering else " (this deployment sends on no chat platform: see docs/slack-setup.md)"
+
+
+def _why(person: Staff, delivering: frozenset[str], unlinked: bool) -> str:
     platform = platform_of(person)
+    if platform == "slack" and unlinked:  # Slack is on, but no workspace of this school carries the DM
+        return "their Slack id is in no workspace linked to this school"
     if platform == "console" or not delivering:
         return "no Slack or Teams id on a platform this deployment sends on"
     return f"their {platform.capitalize()} id is on a platform this deployment does not send on"
+
+
+def _workspace_line(school: School, installed: Sequence[SlackInstallation]) -> list[str]:
+    """"oak: Slack workspace Oak Primary (T0OAKWOOD1)": the one that serves it (several-workspaces mode only)."""
+    serving = next((row for row in installed if row.school_id == school.id), None)
+    if serving is None:
+        return []
+    return [f"{school.slug}: Slack workspace {serving.team_name or '-'} ({serving.team_id or serving.enterprise_id})"]
+
+
+def _workspace(school: School, sizes: dict[str, list[Staff]], unlinked: bool) -> list[Finding]:
+    on_slack = [p for p in sizes[school.slug] if p.slack_user_id]
+    if not unlinked or not on_slack:
+        return []
+    people = "1 person" if len(on_slack) == 1 else f"{len(on_slack)} people"
+    return [Finding(school.slug, f"no Slack workspace is linked to this school, so its {people} registered on Slack "
+                                 "cannot be alerted there or raise a concern there (consentbot slack link TEAM_ID "
+                                 f"--school {school.slug})")]
+
+
+def _not_linked(row: SlackInstallation) -> Finding:
+    team = row.team_id or row.enterprise_id
+    return Finding(f"Slack workspace {row.team_name or '-'} ({team})",
+                   f"installed but linked to no school, so it serves nobody: run `consentbot slack link {team} "
+                   "--school SLUG`")
 
 
 def _typo(school: School, sizes: dict[str, list[Staff]]) -> list[Finding]:
@@ -174,7 +214,7 @@ def _fallbacks(school: School) -> list[Finding]:
     return [Finding(school.slug, f"{what} (consentbot school set {school.slug} {' ... '.join(missing)} ...)")]
 
 
-async def _escalation(s: AsyncSession, school: School, delivering: frozenset[str]) -> list[Finding]:
+async def _escalation(s: AsyncSession, school: School, delivering: frozenset[str], unlinked: bool) -> list[Finding]:
     contacts = await escalation_contacts(s, school.id or 0)
     found = []
     if school.escalation_staff_id and all(p.id != school.escalation_staff_id for p in contacts):
@@ -185,7 +225,7 @@ async def _escalation(s: AsyncSession, school: School, delivering: frozenset[str
     elif not any(reachable(p, delivering) for p in contacts):
         who = ", ".join(p.email for p in contacts)
         found.append(Finding(school.slug, f"escalation contact {who} cannot be reached "
-                                          f"({_why(contacts[0], delivering)})"))
+                                          f"({_why(contacts[0], delivering, unlinked)})"))
     return found
 
 

@@ -12,14 +12,19 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot import cases
 from bot.cases import Services
 from bot.errors import NotFound
+from bot.people import Operator, os_operator
 from storage import repo
 from storage import slack_installations as store
+from storage.audit import append_access
 from storage.models import SlackInstallation, utcnow
 
 logger = logging.getLogger(__name__)
+LINKED = "slack_workspace_linked"  # the access-log action of `consentbot slack link`
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,10 @@ async def listing(svc: Services) -> list[tuple[Workspace, str | None]]:
     return [(_workspace(svc, row), slugs.get(row.school_id)) for row in rows]
 
 
-async def link(svc: Services, *, team_id: str, school: str) -> Workspace:
+async def link(svc: Services, *, team_id: str, school: str, by: Operator | None = None) -> Workspace:
     """Make the installed workspace `team_id` (or org id) serve the school `school` (a slug that
-    must exist). A school is served by one workspace: linking it elsewhere moves it.
+    must exist). A school is served by one workspace: linking it elsewhere moves it. The link is
+    in the access log, written with it, naming `by` (else the OS user).
     """
     async with svc.db.transaction() as s:
         target = await repo.get_school(s, school)
@@ -112,11 +118,26 @@ async def link(svc: Services, *, team_id: str, school: str) -> Workspace:
         if len(rows) != 1 or rows[0].id is None:
             raise NotFound(f"No installed Slack workspace {team_id!r}. Install the app from /slack/install first; "
                            "`consentbot slack workspaces` lists the installed ones.")
+        before = await store.installation_of_school(s, target.id)
+        await _log_link(svc, s, rows[0], before, school_id=target.id, by=by or os_operator())
         await store.link_school(s, installation_id=rows[0].id, school_id=target.id)
     logger.info("slack workspace linked team=%s school_id=%s", team_id, target.id)
     workspace = await by_id(svc, rows[0].id)
     assert workspace is not None  # noqa: S101 - just written
     return workspace
+
+
+async def _log_link(svc: Services, s: AsyncSession, row: SlackInstallation, before: SlackInstallation | None, *,
+                    school_id: int, by: Operator) -> None:
+    # Which workspace speaks for a school decides whose requests act there and where its DMs go:
+    # a relink moves all of that, so the entry keeps what it replaced (the school this workspace
+    # served, and the workspace that served this school).
+    moved: dict[str, int | None] = {"previous_school_id": row.school_id} if row.school_id not in (None, school_id) else {}
+    if before is not None and before.id != row.id:
+        moved["previous_installation_id"] = before.id
+    await append_access(s, action=LINKED, at=svc.clock(), actor_id=by.staff_id, school_id=school_id,
+                        detail={"team_id": row.team_id or row.enterprise_id, "installation_id": row.id, **moved,
+                                **by.detail})
 
 
 async def remove(svc: Services, *, enterprise_id: str | None, team_id: str | None) -> None:

@@ -24,6 +24,8 @@ from tests.cli.harness import Bot, setup_school
 
 SLACK_ON = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "test"}  # Slack configured: it is "delivering"
 SLACK_OFF = {"SLACK_BOT_TOKEN": "", "SLACK_SIGNING_SECRET": ""}
+# Several workspaces: Slack is on through OAuth, each school reached only through its linked workspace.
+SLACK_OAUTH = {"SLACK_BOT_TOKEN": "", "SLACK_SIGNING_SECRET": "test", "SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "s"}
 HEALTHY = (("dee@oak.sch.uk", "dsl", "U0DEE00001"), ("pat@oak.sch.uk", "deputy", "U0PAT00001"),
            ("tina@oak.sch.uk", "staff", None))
 
@@ -132,6 +134,57 @@ def test_stuck_messages_are_counted_per_platform(db_url: str, tmp_path: Path) ->
     assert "oak: 2 messages undelivered (oldest 2h 5m) on console" in lines  # nothing sends console messages
     assert "oak: 2 messages undelivered (oldest 30m) on slack" in lines  # 30 minutes pending, and a failure
     assert lines[-1] == "1 school checked: 0 cannot be alerted, 4 warnings"  # also: no phones, no escalation
+
+
+def install_workspaces(bot: Bot, *teams: tuple[str, str, str | None]) -> None:
+    """Install (team id, name, school slug or None) Slack workspaces, as /slack/install would, and link them."""
+    from bot import workspaces
+
+    async def go() -> None:
+        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+        try:
+            for team_id, name, school in teams:
+                await workspaces.save(svc, workspace=workspaces.Workspace(team_id=team_id, team_name=name,
+                                                                          bot_token=f"xoxb-{team_id}"))
+                if school:
+                    await workspaces.link(svc, team_id=team_id, school=school)
+        finally:
+            await svc.db.dispose()
+
+    asyncio.run(go())
+
+
+def test_doctor_names_each_schools_workspace_and_an_unlinked_school_or_workspace(db_url: str,
+                                                                                 tmp_path: Path) -> None:
+    bot = Bot(database_url=db_url, workdir=tmp_path, extra_env=SLACK_OAUTH, in_process=True)
+    cli_school(bot, *HEALTHY)
+    cli_school(bot, ("bo@birch.sch.uk", "dsl", "U0BO000001"), ("tia@birch.sch.uk", "staff", "U0TIA00001"),
+               school="birch")
+    single = bot.run("doctor", check=False)  # no workspace installed yet: the one-workspace report, unchanged
+    assert single.returncode == 0 and "workspace" not in single.stdout.lower()
+
+    install_workspaces(bot, ("T0OAKWOOD1", "Oak Primary", "oak"), ("T0BIRCHES1", "Birch Academy", None))
+    done = bot.run("doctor", check=False)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stdout  # birch's DSL is on Slack only, and no workspace carries the DM
+    assert "oak: Slack workspace Oak Primary (T0OAKWOOD1)" in lines
+    assert "birch: 0 of 1 DSLs and deputies can be alerted" in lines
+    assert ("birch: CANNOT BE ALERTED: no active DSL or deputy can be reached through the bot, so an urgent concern "
+            "raised here alerts nobody (no Slack workspace is linked to this school)") in lines
+    assert "birch: DSL bo@birch.sch.uk cannot be reached (their Slack id is in no workspace linked to this school)" \
+        in lines
+    assert ("birch: no Slack workspace is linked to this school, so its 2 people registered on Slack cannot be "
+            "alerted there or raise a concern there (consentbot slack link TEAM_ID --school birch)") in lines
+    assert ("Slack workspace Birch Academy (T0BIRCHES1): installed but linked to no school, so it serves nobody: "
+            "run `consentbot slack link T0BIRCHES1 --school SLUG`") in lines
+    assert not [line for line in lines if line.startswith("oak: ") and "workspace" in line and "T0OAKWOOD1" not in line]
+    assert "xoxb-" not in done.stdout
+
+    install_workspaces(bot, ("T0BIRCHES1", "Birch Academy", "birch"))  # a reinstall, then `slack link`
+    fixed = bot.run("doctor", check=False)
+    assert fixed.returncode == 0, fixed.stdout
+    assert "birch: Slack workspace Birch Academy (T0BIRCHES1)" in fixed.stdout.splitlines()
+    assert "linked" not in fixed.stdout and "birch: 1 of 1 DSLs and deputies can be alerted (slack 1)" in fixed.stdout
 
 
 # staff add

@@ -35,3 +35,11 @@ def test_the_manifest_wires_what_the_app_handles() -> None:
     assert [c["command"] for c in m["features"]["slash_commands"]] == ["/concern"]
     assert {s["callback_id"] for s in m["features"]["shortcuts"]} == {"concern_global", "concern_from_message"}
     assert "app_home_opened" in m["settings"]["event_subscriptions"]["bot_events"]
+
+
+def test_the_manifest_names_the_oauth_redirect_of_several_workspaces() -> None:
+    # Bolt's OAuth flow (handlers/slack/oauth.py) answers there; Slack refuses an install sent anywhere else.
+    urls = manifest()["oauth_config"]["redirect_urls"]
+    request_url = manifest()["settings"]["event_subscriptions"]["request_url"]
+    assert urls == [request_url.removesuffix("/slack/events") + "/slack/oauth_redirect"]
+    assert urls[0].endswith("/slack/oauth_redirect")

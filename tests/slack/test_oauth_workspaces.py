@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -20,10 +20,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from pydantic import ValidationError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot import people, workspaces
 from bot.app import build_app, platform_status
+from bot.audit import verify
 from bot.cases import Services
 from bot.config import Settings, invalid_settings
 from bot.crypto import Keyring, generate_key
@@ -352,23 +353,36 @@ async def test_linking_names_an_installed_workspace_and_an_existing_school(linke
     assert listed == {OAK: None, BIRCH: "oak"}
 
 
-def test_the_command_lists_and_links_workspaces_and_refuses_a_double_set_up(migrated_sqlite_url: str) -> None:
+Consentbot = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def slack_cli(database_url: str) -> Consentbot:
+    """A database with Oak's workspace installed (not linked) and Dee, Oak's DSL; and `consentbot`
+    run on it as a process, in several-workspaces mode.
+    """
     key = generate_key("k1")
 
     async def installed() -> None:
-        svc = Services(db=create_database(migrated_sqlite_url), keyring=Keyring.parse(key), policy=load_policy())
+        svc = Services(db=create_database(database_url), keyring=Keyring.parse(key), policy=load_policy())
         await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak", slack_user_id="U0OAKDSL01")
+        await people.add(svc, email="bo@birch.sch.uk", role="dsl", name="Bo", school="birch")
         await workspaces.save(svc, workspace=Workspace(team_id=OAK, team_name="Oak Primary", bot_token="xoxb-oak-1"))
         await svc.db.dispose()
 
     asyncio.run(installed())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
-    env.update(DATABASE_URL=migrated_sqlite_url, CONSENTBOT_ENCRYPTION_KEY=key, CONSENTBOT_ENV_FILE=os.devnull,
+    env.update(DATABASE_URL=database_url, CONSENTBOT_ENCRYPTION_KEY=key, CONSENTBOT_ENV_FILE=os.devnull,
                SLACK_SIGNING_SECRET=SECRET, SLACK_CLIENT_ID=CLIENT_ID, SLACK_CLIENT_SECRET=CLIENT_SECRET)
 
     def consentbot(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([CONSENTBOT, *args], env={**env, **extra}, capture_output=True, text=True, timeout=60,
                               check=False)
+
+    return consentbot
+
+
+def test_the_command_lists_and_links_workspaces_and_refuses_a_double_set_up(migrated_sqlite_url: str) -> None:
+    consentbot = slack_cli(migrated_sqlite_url)
 
     before = consentbot("slack", "workspaces")
     mistyped = consentbot("slack", "link", OAK, "--school", "okk")
@@ -384,6 +398,45 @@ def test_the_command_lists_and_links_workspaces_and_refuses_a_double_set_up(migr
     assert len(twice.stderr.strip().splitlines()) == 1
     for done in (before, mistyped, linked, after, twice):
         assert "xoxb-oak-1" not in done.stdout + done.stderr and CLIENT_SECRET not in done.stdout + done.stderr
+
+
+def test_slack_link_is_in_the_access_log_naming_the_operator(migrated_sqlite_url: str) -> None:
+    consentbot = slack_cli(migrated_sqlite_url)
+    added = [line for line in consentbot("audit", "show").stdout.splitlines() if "\tstaff_added\t" in line]
+    dee = re.findall(r'"staff_id":(\d+)', added[0])[0]  # Dee was added first
+
+    linked = consentbot("slack", "link", OAK, "--school", "oak", "--as", "dee@oak.sch.uk")
+    moved = consentbot("slack", "link", OAK, "--school", "birch")  # no --as: the OS user
+    log = [line for line in consentbot("audit", "show").stdout.splitlines() if "\tslack_workspace_linked\t" in line]
+    verified = consentbot("audit", "verify")
+
+    assert linked.returncode == 0 and moved.returncode == 0, linked.stderr + moved.stderr
+    assert len(log) == 2
+    assert f"\tstaff={dee}\t" in log[0] and f'"operator":"staff:{dee}"' in log[0]
+    assert f'"team_id":"{OAK}"' in log[0] and '"installation_id":1' in log[0] and "previous_school_id" not in log[0]
+    assert "\tstaff=-\t" in log[1] and '"operator":"os:' in log[1] and '"previous_school_id":' in log[1]
+    assert "xoxb-oak-1" not in "".join(log)
+    assert verified.returncode == 0 and verified.stdout.rstrip().endswith(": ok"), verified.stdout
+
+
+async def test_a_relink_is_logged_with_what_it_replaced_and_the_log_verifies(linked: Trust) -> None:
+    oak_dsl = await people.operator(linked.svc, email="oak_dsl@oak.sch.uk")
+    before = {w.team_id: w for w, _ in await workspaces.listing(linked.svc)}
+
+    await workspaces.link(linked.svc, team_id=BIRCH, school="oak", by=oak_dsl)  # Birch's workspace now serves Oak
+
+    async with linked.svc.db.transaction() as s:
+        entries = list((await s.execute(select(AccessLog).where(AccessLog.action == "slack_workspace_linked")
+                                        .order_by(col(AccessLog.seq)))).scalars())
+    assert len(entries) == 3  # the fixture's two links (by the OS user), then the relink
+    assert [e.actor_id for e in entries] == [None, None, oak_dsl.staff_id] and oak_dsl.staff_id is not None
+    relink = entries[-1]
+    assert relink.school_id == before[OAK].school_id
+    assert json.loads(relink.detail) == {
+        "team_id": BIRCH, "installation_id": before[BIRCH].id, "previous_school_id": before[BIRCH].school_id,
+        "previous_installation_id": before[OAK].id, "operator": f"staff:{oak_dsl.staff_id}"}
+    assert json.loads(entries[0].detail)["operator"].startswith("os:")
+    assert (await verify(linked.svc)).problems == []
 
 
 async def test_a_school_without_a_linked_workspace_gets_no_dm_with_another_schools_token(trust: Trust) -> None:
