@@ -149,7 +149,8 @@ async def identify(svc: Services, **criteria: Any) -> Person:
     """The active member of staff matching `email=` or `slack_user_id=` (etc.). Anyone else is
     refused, and the attempt logged with the id they came with (a removed person by their record).
     """
-    async with refusals_logged(svc), svc.db.transaction() as s:
+    # A read: identifying writes nothing, so it never queues behind (or holds up) the writers.
+    async with refusals_logged(svc), svc.db.read() as s:
         staff = await repo.staff_by(s, **criteria)
         if staff is None:
             raise await _unknown(s, criteria)

@@ -35,7 +35,7 @@ async def known(svc: Services, *, platform: str, user_id: str) -> Person | None:
     """The active member of staff with this platform id, if linked already."""
     async with svc.db.read() as s:
         staff = await repo.staff_by(s, **_by(platform, user_id))
-    return Person.of(staff) if staff else None
+        return await Person.load(s, staff) if staff else None
 
 
 def _by(platform: str, user_id: str) -> dict[str, Any]:
@@ -62,6 +62,7 @@ async def recognise(svc: Services, *, platform: str, user_id: str, emails: Seque
         if staff is None:
             await append_access(s, action="refused_unregistered", at=svc.clock(), school_id=None,
                                 detail={"platform": platform})
-    if staff is None:
+        person = await Person.load(s, staff) if staff else None
+    if person is None:
         raise NotFound(NOT_REGISTERED)
-    return Person.of(staff)
+    return person

@@ -40,6 +40,10 @@ class Database:
     _sqlite_turn: asyncio.Lock | None = field(default=None, repr=False)
     # Seals the audit chains written in `transaction()`; set by bot.cases.Services from its key ring.
     sealer: Sealer | None = field(default=None, repr=False)
+    # SQLite: the readers' own pool, whose connections are read-only for good (no PRAGMA switching
+    # a pooled connection between reading and writing: two statements, and their thread hand-offs,
+    # on most requests).
+    reader_engine: AsyncEngine | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -81,6 +85,8 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection. The database may then be used from another event loop."""
         await self.engine.dispose()
+        if self.reader_engine is not None:
+            await self.reader_engine.dispose()
         self._sqlite_turn = None  # an asyncio lock belongs to the loop that first waited on it
 
 
@@ -96,6 +102,12 @@ def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_tim
         _create_private_sqlite_file(url)
         engine = create_async_engine(url, connect_args={"timeout": timeout}, **engine_args)
         _serialise_sqlite_writers(engine, busy_ms=int(timeout * 1000))
+        if make_url(url).database not in (None, "", ":memory:"):  # a memory database is one connection's own
+            readers = create_async_engine(url, connect_args={"timeout": timeout}, **engine_args)
+            _serialise_sqlite_writers(readers, busy_ms=int(timeout * 1000), read_only=True)
+            return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),
+                            readers=async_sessionmaker(readers.execution_options(**{_READ_ONLY: True}),
+                                                       expire_on_commit=False), reader_engine=readers)
     else:
         engine = create_async_engine(url, pool_recycle=RECYCLE_SECONDS, pool_timeout=timeout,
                                      connect_args=_postgres_timeouts(timeout, statement_timeout), **engine_args)
@@ -198,7 +210,7 @@ def _create_private_sqlite_file(url: str) -> None:
         pass  # another process created it at the same moment, with the same care
 
 
-def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_ms: int) -> None:
+def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_ms: int, read_only: bool = False) -> None:
     # pysqlite's own BEGIN is deferred, so two writers can both read then deadlock on
     # upgrade; taking the write lock up front (BEGIN IMMEDIATE) makes each transaction
     # atomic with respect to the others. Recipe from SQLAlchemy's SQLite dialect docs.
@@ -210,7 +222,10 @@ def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_ms: int) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        if read_only:  # the readers' pool: a write in a read transaction is an error, as on PostgreSQL
+            cursor.execute("PRAGMA query_only=1")
         cursor.close()
+        _record.info[_READ_ONLY] = read_only  # Connection.info in "begin" below: no switch needed
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

@@ -22,6 +22,7 @@ from handlers.slack.parse import user_id
 
 logger = logging.getLogger(__name__)
 NOT_LINKED = "consentbot_not_linked"  # the context key a listener reads the note from
+KNOWN = "consentbot_person"  # the context key holding the registered person acting, when known
 SCOPE_NOTE = ("You are not linked to consentbot yet, and it may not read your Slack email address to find your "
               "registration. Ask your DSL or administrator to link you: consentbot staff edit YOUR-EMAIL "
               "--slack-id {user_id}")
@@ -49,9 +50,12 @@ def link_on_first_contact(svc: Services) -> Any:
     async def middleware(body: dict[str, Any], client: AsyncWebClient, context: Any, next: Any) -> None:  # noqa: A002
         who = acting_user(body)
         # Only a well-formed member id is looked up (a malformed payload's is not Slack's to answer).
-        if people.SLACK_USER_ID.fullmatch(who) and await contacts.known(svc, platform="slack", user_id=who) is None:
-            if note := await link(svc, client, who, team_id=_text(context.get("team_id")),
-                                  enterprise_id=_text(context.get("enterprise_id"))):
+        if people.SLACK_USER_ID.fullmatch(who):
+            known = await contacts.known(svc, platform="slack", user_id=who)
+            if known is not None:
+                context[KNOWN] = known  # the listener need not look them up again
+            elif note := await link(svc, client, who, team_id=_text(context.get("team_id")),
+                                    enterprise_id=_text(context.get("enterprise_id"))):
                 context[NOT_LINKED] = note
         await next()
 

@@ -17,6 +17,7 @@ from bot.cases import Services
 from bot.errors import BotError, InvalidAnswer
 from bot.policy.model import Policy
 from bot.screens import Reply
+from handlers.slack.first_contact import KNOWN
 from handlers.slack.modals import STEP_CALLBACK, note_modal, render_errors, render_modal
 from handlers.slack.parse import parse_submission, parse_values, quoted_text, user_id
 
@@ -25,12 +26,12 @@ def register(app: AsyncApp, svc: Services) -> None:
     """Every step modal's submission."""
 
     @app.view(re.compile("^" + re.escape(STEP_CALLBACK)))
-    async def on_step(ack: Any, body: dict[str, Any]) -> None:
+    async def on_step(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
         view = body.get("view") or {}
         reply = parse_reply(svc.policy, view)
         step = svc.policy.steps.get(reply.step_id)
         try:
-            me = await cases.identify(svc, slack_user_id=user_id(body))
+            me = context.get(KNOWN) or await cases.identify(svc, slack_user_id=user_id(body))
             screen = await screens.submit(svc, actor=me, reply=reply, platform="slack")
         except InvalidAnswer as problem:
             await ack(response_action="errors", errors=render_errors(screens.field_error(step, problem)))
