@@ -150,11 +150,14 @@ async def identify(svc: Services, **criteria: Any) -> Person:
     refused, and the attempt logged with the id they came with (a removed person by their record).
     """
     # A read: identifying writes nothing, so it never queues behind (or holds up) the writers.
-    async with refusals_logged(svc), svc.db.read() as s:
+    async def work(s: AsyncSession) -> Person:
         staff = await repo.staff_by(s, **criteria)
         if staff is None:
             raise await _unknown(s, criteria)
         return await Person.load(s, staff)
+
+    async with refusals_logged(svc):
+        return await svc.db.quick_read(work)
 
 
 async def _unknown(s: AsyncSession, criteria: dict[str, Any]) -> NotFound:
@@ -186,22 +189,26 @@ async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any],
     start = svc.policy.steps[svc.policy.start]
     clean = _validate(svc.policy, start, values, {}, now=svc.clock())
     now = svc.clock()
+
+    async def work(s: AsyncSession) -> CaseView:
+        if idempotency_key and (seen := await _seen_case(s, idempotency_key)):
+            return seen
+        earlier = await earlier_case(s, actor, linked_to) if linked_to else None
+        acting = at_case(actor, earlier) if earlier else actor  # the same child: the earlier case's school
+        case = await repo.insert_case(s, Case(
+            ref="", school_id=acting.school_id, raised_by=acting.id, policy_id=svc.policy.id,
+            policy_version=svc.policy.version, step=start.id, status="draft", created_at=now, updated_at=now,
+            child_id=earlier.child_id if earlier else None, linked_case_id=earlier.id if earlier else None))
+        if idempotency_key:
+            await repo.claim_delivery(s, idempotency_key, case.id)
+        await index_case(s, case, at=now, actor_id=acting.id)
+        if earlier:
+            await note_link(svc, s, case, earlier)
+        return await _apply(svc, s, case, [], start, clean, actor=acting, platform=platform, kind="raised")
+
     try:
-        async with refusals_logged(svc), svc.db.transaction() as s:
-            if idempotency_key and (seen := await _seen_case(s, idempotency_key)):
-                return seen
-            earlier = await earlier_case(s, actor, linked_to) if linked_to else None
-            actor = at_case(actor, earlier) if earlier else actor  # the same child: the earlier case's school
-            case = await repo.insert_case(s, Case(
-                ref="", school_id=actor.school_id, raised_by=actor.id, policy_id=svc.policy.id,
-                policy_version=svc.policy.version, step=start.id, status="draft", created_at=now, updated_at=now,
-                child_id=earlier.child_id if earlier else None, linked_case_id=earlier.id if earlier else None))
-            if idempotency_key:
-                await repo.claim_delivery(s, idempotency_key, case.id)
-            await index_case(s, case, at=now, actor_id=actor.id)
-            if earlier:
-                await note_link(svc, s, case, earlier)
-            return await _apply(svc, s, case, [], start, clean, actor=actor, platform=platform, kind="raised")
+        async with refusals_logged(svc):
+            return await svc.db.unit(work)
     except IntegrityError:
         raise Conflict("That request was already received.") from None
 
@@ -213,24 +220,26 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
     """
     from bot.children import join_child  # bot.children builds on this module
 
+
+    async def work(s: AsyncSession) -> CaseView:
+        case = await case_for(s, actor, case_ref)
+        acting = at_case(actor, case)
+        if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
+            return view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True)
+        answers = await answers_of(s, case)
+        progress = advance(policy_for(svc, case), answers)
+        current = await _waiting_step(s, svc.policy, case, answers, progress, actor=acting, version=version,
+                                      step=step)
+        _authorise(acting, case, current)
+        given = await _default_due(svc, s, case, current, values)
+        clean = _validate(svc.policy, current, given, progress.facts, now=svc.clock())
+        clean = await _resolve_assignee(s, case, current, clean)
+        await join_child(svc, s, case, current, clean)
+        return await _apply(svc, s, case, answers, current, clean, actor=acting, platform=platform, kind="answered")
+
     async with refusals_logged(svc):
         try:
-            async with svc.db.transaction() as s:
-                case = await case_for(s, actor, case_ref)
-                actor = at_case(actor, case)
-                if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
-                    return view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True)
-                answers = await answers_of(s, case)
-                progress = advance(policy_for(svc, case), answers)
-                current = await _waiting_step(s, svc.policy, case, answers, progress, actor=actor, version=version,
-                                              step=step)
-                _authorise(actor, case, current)
-                values = await _default_due(svc, s, case, current, values)
-                clean = _validate(svc.policy, current, values, progress.facts, now=svc.clock())
-                clean = await _resolve_assignee(s, case, current, clean)
-                await join_child(svc, s, case, current, clean)
-                return await _apply(svc, s, case, answers, current, clean, actor=actor, platform=platform,
-                                    kind="answered")
+            return await svc.db.unit(work)
         except (IntegrityError, repo.StaleVersion):
             raise Conflict(f"Case {case_ref} was changed by someone else at the same moment. Reload it.",
                            audit={"actor_id": actor.id, "school_id": actor.school_id,

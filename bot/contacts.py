@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.cases import NOT_REGISTERED, Person, Services
 from bot.errors import NotFound
 from storage import repo
@@ -33,9 +35,11 @@ async def address_of(svc: Services, *, platform: str, user_id: str) -> str | Non
 
 async def known(svc: Services, *, platform: str, user_id: str) -> Person | None:
     """The active member of staff with this platform id, if linked already."""
-    async with svc.db.read() as s:
+    async def work(s: AsyncSession) -> Person | None:
         staff = await repo.staff_by(s, **_by(platform, user_id))
         return await Person.load(s, staff) if staff else None
+
+    return await svc.db.quick_read(work)
 
 
 def _by(platform: str, user_id: str) -> dict[str, Any]:

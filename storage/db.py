@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import event, make_url, text
+from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 if TYPE_CHECKING:
     from storage.audit import Sealer
+    from storage.sqlite_writer import SqliteWriter
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ class Database:
     # a pooled connection between reading and writing: two statements, and their thread hand-offs,
     # on most requests).
     reader_engine: AsyncEngine | None = field(default=None, repr=False)
+    # SQLite: builds the writer thread that runs `unit()`s (None: units run as transaction()s).
+    make_writer: Callable[[], SqliteWriter] | None = field(default=None, repr=False)
+    _writer: SqliteWriter | None = field(default=None, repr=False)
+    # SQLite: the same for short reads on every request (who is this?), in a thread of their own.
+    make_reader: Callable[[], SqliteWriter] | None = field(default=None, repr=False)
+    _reader: SqliteWriter | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -69,6 +78,34 @@ class Database:
             session.info[SEALER] = self.sealer
             yield session
 
+    async def unit(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work(session)` in one write transaction, committed when it returns, rolled back when it
+        raises; its result is returned. On a SQLite file the whole transaction runs in the writer
+        thread in one hand-off (storage/sqlite_writer.py): `work` may use only the session and
+        plain computation. Elsewhere it is `transaction()`.
+        """
+        if self.make_writer is None:
+            async with self.transaction() as session:
+                return await work(session)
+        if self._sqlite_turn is None:
+            self._sqlite_turn = asyncio.Lock()
+        async with self._sqlite_turn:  # this process's writers, queued as transaction() queues them
+            if self._writer is None:
+                self._writer = self.make_writer()
+            return await self._writer.run(work, info={SEALER: self.sealer})
+
+    async def quick_read(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work(session)` in a read-only transaction, for the short reads every request makes
+        (identifying the person): on a SQLite file in one hand-off to the reader thread, so it
+        never waits for the writer, nor a long job's read for it. Long reads use `read()`.
+        """
+        if self.make_reader is None:
+            async with self.read() as session:
+                return await work(session)
+        if self._reader is None:
+            self._reader = self.make_reader()
+        return await self._reader.run(work, info={})
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only transaction over one consistent snapshot, which never waits for writers
@@ -87,6 +124,10 @@ class Database:
         await self.engine.dispose()
         if self.reader_engine is not None:
             await self.reader_engine.dispose()
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                await asyncio.to_thread(thread.close)
+        self._writer = self._reader = None
         self._sqlite_turn = None  # an asyncio lock belongs to the loop that first waited on it
 
 
@@ -107,7 +148,9 @@ def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_tim
             _serialise_sqlite_writers(readers, busy_ms=int(timeout * 1000), read_only=True)
             return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),
                             readers=async_sessionmaker(readers.execution_options(**{_READ_ONLY: True}),
-                                                       expire_on_commit=False), reader_engine=readers)
+                                                       expire_on_commit=False), reader_engine=readers,
+                            make_writer=lambda: _sqlite_writer(url, busy_ms=int(timeout * 1000)),
+                            make_reader=lambda: _sqlite_writer(url, busy_ms=int(timeout * 1000), read_only=True))
     else:
         engine = create_async_engine(url, pool_recycle=RECYCLE_SECONDS, pool_timeout=timeout,
                                      connect_args=_postgres_timeouts(timeout, statement_timeout), **engine_args)
@@ -210,12 +253,24 @@ def _create_private_sqlite_file(url: str) -> None:
         pass  # another process created it at the same moment, with the same care
 
 
+def _sqlite_writer(url: str, *, busy_ms: int, read_only: bool = False) -> SqliteWriter:
+    from storage.sqlite_writer import SqliteWriter
+
+    return SqliteWriter(url, configure=lambda engine: _sqlite_hooks(engine, busy_ms=busy_ms, read_only=read_only),
+                        options={_READ_ONLY: True} if read_only else None,
+                        name="consentbot-sqlite-reader" if read_only else "consentbot-sqlite-writer")
+
+
 def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_ms: int, read_only: bool = False) -> None:
+    _sqlite_hooks(engine.sync_engine, busy_ms=busy_ms, read_only=read_only)
+
+
+def _sqlite_hooks(engine: Engine, *, busy_ms: int, read_only: bool = False) -> None:
     # pysqlite's own BEGIN is deferred, so two writers can both read then deadlock on
     # upgrade; taking the write lock up front (BEGIN IMMEDIATE) makes each transaction
     # atomic with respect to the others. Recipe from SQLAlchemy's SQLite dialect docs.
     # Readers (Database.read) keep the deferred BEGIN: in WAL mode they never take the lock.
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -227,7 +282,7 @@ def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_ms: int, read_only: b
         cursor.close()
         _record.info[_READ_ONLY] = read_only  # Connection.info in "begin" below: no switch needed
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         read_only = bool(conn.get_execution_options().get(_READ_ONLY))
         # query_only makes a write in a read transaction an error, as READ ONLY does on

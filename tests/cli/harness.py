@@ -68,7 +68,7 @@ class Bot:
         from bot import cli as command
 
         for module in ("cli_admin", "cli_children", "cli_commands", "cli_directory", "cli_outbox", "cli_people",
-                       "cli_reminders", "cli_teams"):
+                       "cli_reminders", "cli_slack", "cli_teams"):
             __import__(f"bot.{module}")
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
         env.update(self.env())
