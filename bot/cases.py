@@ -26,7 +26,7 @@ from bot.crypto import Keyring
 from bot.errors import BotError, Conflict, InvalidAnswer, NotAuthorised, NotFound
 from bot.policy.model import Actor, FieldType, Option, Policy, Step
 from storage import repo
-from storage.audit import GENESIS, Sealer, append_access, index_case, new_case_event
+from storage.audit import GENESIS, Sealer, append_access, index_case, insert_event, new_case_event
 from storage.db import Database
 from storage.models import Case, CaseEvent, ProcessedDelivery, School, Staff, utcnow
 
@@ -448,8 +448,7 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
     event = new_case_event(s, case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind=kind,
                            actor_id=actor.id, at=now, payload={"step": step.id, "values": stored, "platform": platform,
                                                                "people": await people_named(s, actor, step, clean)})
-    s.add(event)
-    await s.flush()
+    await insert_event(s, event)
     await repo.save_projection(s, case, expected_version=case.version, version=case.version + 1,
                                head_hash=event.hash, updated_at=now, **projection(after))
     prior = svc.policy.steps[answers[-1].step] if answers else None

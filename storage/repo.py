@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -51,10 +51,22 @@ async def ensure_school(session: AsyncSession, slug: str, name: str | None = Non
 
 async def staff_by(session: AsyncSession, *, include_inactive: bool = False, **criteria: Any) -> Staff | None:
     """One active member of staff (or anyone who ever was) matching every criterion (email=..., slack_user_id=...)."""
-    query = select(Staff) if include_inactive else select(Staff).where(col(Staff.active).is_(True))
-    for name, value in criteria.items():
-        query = query.where(getattr(Staff, name) == value)
-    return (await session.execute(query)).scalars().first()
+    query = _staff_query(include_inactive, tuple(sorted(criteria)))
+    return (await session.execute(query, criteria)).scalars().first()
+
+
+_STAFF_QUERIES: dict[tuple[bool, tuple[str, ...]], Any] = {}
+
+
+def _staff_query(include_inactive: bool, names: tuple[str, ...]) -> Any:
+    """The staff lookup by these columns, built once (every request identifies someone)."""
+    key = (include_inactive, names)
+    if key not in _STAFF_QUERIES:
+        query = select(Staff) if include_inactive else select(Staff).where(col(Staff.active).is_(True))
+        for name in names:
+            query = query.where(getattr(Staff, name) == bindparam(name))
+        _STAFF_QUERIES[key] = query
+    return _STAFF_QUERIES[key]
 
 
 async def get_staff(session: AsyncSession, staff_id: int) -> Staff | None:
@@ -96,8 +108,10 @@ async def members(session: AsyncSession, *, school_id: int, roles: Sequence[str]
 
 async def memberships_of(session: AsyncSession, staff_id: int) -> list[tuple[int, str]]:
     """(school id, role) of a person's memberships beyond their home school, by school id."""
-    query = select(Membership.school_id, Membership.role).where(Membership.staff_id == staff_id)
-    return sorted((sid, role) for sid, role in (await session.execute(query)).all())
+    return sorted((sid, role) for sid, role in (await session.execute(_MEMBERSHIPS, {"staff_id": staff_id})).all())
+
+
+_MEMBERSHIPS = select(Membership.school_id, Membership.role).where(Membership.staff_id == bindparam("staff_id"))
 
 
 async def all_memberships(session: AsyncSession) -> dict[int, list[tuple[int, str]]]:
@@ -145,13 +159,17 @@ async def insert_with_fresh_ref(session: AsyncSession, row: Any, *, prefix: str,
 
 async def case_by_ref(session: AsyncSession, ref: str) -> Case | None:
     """The case with this reference."""
-    return (await session.execute(select(Case).where(Case.ref == ref.strip().upper()))).scalars().first()
+    return (await session.execute(_CASE_BY_REF, {"ref": ref.strip().upper()})).scalars().first()
 
 
 async def case_events(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     """A case's events in chain order."""
-    query = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.seq))
-    return list((await session.execute(query)).scalars())
+    return list((await session.execute(_CASE_EVENTS, {"case_id": case_id})).scalars())
+
+
+# Built once: an answer runs these every time.
+_CASE_BY_REF = select(Case).where(Case.ref == bindparam("ref"))
+_CASE_EVENTS = select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id")).order_by(col(CaseEvent.seq))
 
 
 async def save_projection(session: AsyncSession, case: Case, *, expected_version: int, **values: Any) -> None:
