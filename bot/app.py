@@ -18,7 +18,7 @@ from bot.cases import Services
 from bot.config import Settings
 from bot.logs import RequestIds
 from bot.metrics import CONTENT_TYPE, RequestMetrics, exposition
-from storage.migrate import is_current
+from storage.schema_version import is_current
 
 logger = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 2.0

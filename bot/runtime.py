@@ -118,16 +118,18 @@ async def schema_problem(db: Database) -> str | None:
     """Why the database's schema is not the one this version needs, with the command to run; None
     when it is current. Raises the driver's error when the database cannot be reached.
     """
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
-    from storage.migrate import MIGRATIONS, current_revision, head_revision
+    from storage.schema_version import current_revision, head_revision
 
     current, head = await current_revision(db), head_revision()
     if current == head:
         return None
     if current is None:
         return f"the database has no tables yet: run `{UPGRADE}`"
+    from alembic.script import ScriptDirectory  # only for a schema that is not current
+    from alembic.util import CommandError
+
+    from storage.migrate import MIGRATIONS
+
     try:
         ScriptDirectory(str(MIGRATIONS)).get_revision(current)
     except CommandError:

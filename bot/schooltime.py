@@ -14,14 +14,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
-
 DateRange = tuple[date, date]
 SEARCH_DAYS = 400
 # UK clocks change at 01:00 GMT (March, 01:00-01:59 never happens) and 02:00 BST (October,
 # 01:00-01:59 happens twice), so this band holds every wall time that is missing or doubled.
 QUIET_START, QUIET_END = time(1, 0), time(3, 0)
-NATIONS = frozenset(holidays.list_supported_countries()["GB"])  # ENG, NIR, SCT, WLS
+# The UK's subdivisions in `holidays` (a test checks them against holidays.list_supported_countries(),
+# which imports every country's module: 300 modules and ~10 MiB that `serve` need never load).
+NATIONS = frozenset({"ENG", "NIR", "SCT", "WLS"})
 
 
 class NoSchoolDayError(ValueError):
@@ -33,6 +33,8 @@ def _bank_holidays(nation: str, year: int) -> frozenset[date]:
     # Without subdiv, "GB" has only UK-wide days (no Easter Monday in England, no 2 January
     # in Scotland). Observed substitute days are included by default. country_holidays, not
     # holidays.UnitedKingdom: the classes are loaded lazily, so type checkers cannot see them.
+    import holidays  # lazily: the first school-day question pays for it, not every start
+
     return frozenset(holidays.country_holidays("GB", subdiv=nation, years=year))
 
 

@@ -11,6 +11,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from storage.db import Database
+from storage.schema_version import current_revision, head_revision, is_current
+
+__all__ = ["MIGRATIONS", "current_revision", "head_revision", "is_current", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,8 +25,8 @@ def _config(connection: Any = None) -> Config:
     return config
 
 
-def head_revision() -> str | None:
-    """The newest migration."""
+def alembic_head() -> str | None:
+    """The newest migration, as Alembic reads it (storage.schema_version.head_revision must agree)."""
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
@@ -33,12 +36,7 @@ async def upgrade(db: Database) -> None:
         await conn.run_sync(lambda sync_conn: command.upgrade(_config(sync_conn), "head"))
 
 
-async def current_revision(db: Database) -> str | None:
-    """The schema's migration, or None for an empty database."""
+async def alembic_revision(db: Database) -> str | None:
+    """The schema's migration as Alembic reads it (storage.schema_version.current_revision must agree)."""
     async with db.engine.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
-
-
-async def is_current(db: Database) -> bool:
-    """True when the database is reachable and at the newest migration."""
-    return await current_revision(db) == head_revision()

@@ -281,3 +281,11 @@ def test_parse_calendar_csv():
 def test_parse_calendar_csv_errors(text, message):
     with pytest.raises(ValueError, match=message):
         parse_calendar_csv(text)
+
+
+def test_the_nations_are_the_uk_subdivisions_holidays_knows() -> None:
+    import holidays
+
+    from bot.schooltime import NATIONS
+
+    assert frozenset(holidays.list_supported_countries()["GB"]) == NATIONS

@@ -185,3 +185,26 @@ def test_a_malformed_database_url_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 1 and done.stderr == ("error: DATABASE_URL is not a database URL (expected "
                                                     "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@"
                                                     "HOST:PORT/NAME)\n")
+
+
+async def test_the_schema_check_agrees_with_alembic(db_url: str) -> None:
+    """serve checks the schema without importing Alembic; it must read what Alembic reads."""
+    from storage.migrate import alembic_head, alembic_revision
+    from storage.schema_version import current_revision, head_revision
+
+    assert head_revision() == alembic_head() is not None
+    db = create_database(db_url)
+    try:
+        assert await current_revision(db) == await alembic_revision(db) == head_revision()
+    finally:
+        await db.dispose()
+
+
+async def test_an_empty_database_has_no_revision(empty_db_url: str) -> None:
+    from storage.schema_version import current_revision
+
+    db = create_database(empty_db_url)
+    try:
+        assert await current_revision(db) is None
+    finally:
+        await db.dispose()
