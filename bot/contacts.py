@@ -42,6 +42,16 @@ async def known(svc: Services, *, platform: str, user_id: str) -> Person | None:
     return await svc.db.quick_read(work)
 
 
+async def linkable(svc: Services, *, platform: str) -> tuple[int, int]:
+    """Who could be linked on first contact (active staff with no id on `platform`), as a value that
+    changes when one is added, removed, reactivated or linked: (how many, newest id).
+    """
+    async def work(s: AsyncSession) -> tuple[int, int]:
+        return await repo.linkable_staff(s, column=PLATFORM_IDS[platform])
+
+    return await svc.db.quick_read(work)
+
+
 def _by(platform: str, user_id: str) -> dict[str, Any]:
     return {PLATFORM_IDS[platform]: user_id}
 

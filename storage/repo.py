@@ -55,6 +55,13 @@ async def staff_by(session: AsyncSession, *, include_inactive: bool = False, **c
     return (await session.execute(query, criteria)).scalars().first()
 
 
+async def linkable_staff(session: AsyncSession, *, column: str) -> tuple[int, int]:
+    """(count, highest id) of active staff with no `column` (a platform id): who could be linked."""
+    unlinked = (await session.execute(select(func.count(), func.max(Staff.id)).where(
+        col(Staff.active).is_(True), getattr(Staff, column).is_(None)))).one()
+    return int(unlinked[0]), int(unlinked[1] or 0)
+
+
 _STAFF_QUERIES: dict[tuple[bool, tuple[str, ...]], Any] = {}
 
 

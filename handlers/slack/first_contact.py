@@ -10,6 +10,8 @@ Reading a profile's email needs the optional `users:read` and `users:read.email`
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -46,6 +48,7 @@ def link_on_first_contact(svc: Services) -> Any:
     registered to an active person with no Slack id; when the email cannot be read, the note for
     them is left in the context under NOT_LINKED.
     """
+    recent = RecentLookups()
 
     async def middleware(body: dict[str, Any], client: AsyncWebClient, context: Any, next: Any) -> None:  # noqa: A002
         who = acting_user(body)
@@ -54,12 +57,44 @@ def link_on_first_contact(svc: Services) -> Any:
             known = await contacts.known(svc, platform="slack", user_id=who)
             if known is not None:
                 context[KNOWN] = known  # the listener need not look them up again
-            elif note := await link(svc, client, who, team_id=_text(context.get("team_id")),
-                                    enterprise_id=_text(context.get("enterprise_id"))):
+            elif note := await recent.note_for(
+                    who, await contacts.linkable(svc, platform="slack"),
+                    lambda: link(svc, client, who, team_id=_text(context.get("team_id")),
+                                 enterprise_id=_text(context.get("enterprise_id")))):
                 context[NOT_LINKED] = note
         await next()
 
     return middleware
+
+
+class RecentLookups:
+    """Who was looked up in Slack lately without being linked, and what they were told: someone
+    unregistered who clicks again is not looked up again (one users.info per person per
+    LOOK_AGAIN_SECONDS, however often they click), yet is linked within that time of being added.
+    Member ids only, never an email; at most MAX people, the oldest forgotten first.
+    """
+
+    LOOK_AGAIN_SECONDS, MAX = 300.0, 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.looked: dict[str, tuple[float, Hashable, str | None]] = {}
+
+    async def note_for(self, who: str, linkable: Hashable, look: Callable[[], Awaitable[str | None]]) -> str | None:
+        """The note for `who`: from a look made within LOOK_AGAIN_SECONDS while the people who could
+        be linked (`linkable`, from contacts.linkable) were the same, else from a new `look()`: a
+        person added for them is found at their next click.
+        """
+        now = self.clock()
+        seen = self.looked.get(who)
+        if seen is not None and now - seen[0] < self.LOOK_AGAIN_SECONDS and seen[1] == linkable:
+            return seen[2]
+        note = await look()
+        self.looked.pop(who, None)
+        self.looked[who] = (now, linkable, note)
+        while len(self.looked) > self.MAX:
+            self.looked.pop(next(iter(self.looked)))
+        return note
 
 
 def _text(value: Any) -> str | None:

@@ -73,6 +73,20 @@ async def test_an_email_nobody_registered_links_nobody(slack: Driver, monkeypatc
     assert [a for a, _, _ in await staff_log(slack)].count("staff_linked") == 0
 
 
+async def test_someone_unregistered_is_looked_up_once_then_found_as_soon_as_they_are_added(
+        slack: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(users_of(slack), "stranger", "U0STRANGE1")
+    slack.fake.add_user("U0STRANGE1", profile={"email": "sol@oak.sch.uk"})
+    for _ in range(3):  # clicking again and again asks Slack once
+        await slack.command("stranger")
+        assert "not registered" in json.dumps(slack.last_opened_view())
+    assert len(slack.fake.calls_to("users.info")) == 1
+    await people.add(slack.svc, email="sol@oak.sch.uk", role="staff", name="Sol", school="oak")
+    await slack.command("stranger")  # someone was added who could be them: Slack is asked again, and they are linked
+    assert slack.last_opened_view()["callback_id"] == "step:immediate_danger"
+    assert len(slack.fake.calls_to("users.info")) == 2
+
+
 async def test_someone_already_linked_elsewhere_or_removed_is_not_relinked(nia: Driver) -> None:
     slack = nia
     await people.edit(slack.svc, email="nia@oak.sch.uk", changes=people.Edit(slack_user_id="U0NIAOLD01"))
