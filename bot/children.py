@@ -13,6 +13,7 @@ import hmac
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.cases import Person, Services, at_case, case_for
 from bot.crypto import Keyring
@@ -52,7 +53,7 @@ async def join_child(svc: Services, s: AsyncSession, case: Case, step: Step, cle
         return
     child = await _child_named(svc, s, case.school_id, str(name), clean.get(fields["date_of_birth"]))
     await store.set_child(s, case_id=case.id or 0, child_id=child.id or 0)
-    case.child_id = child.id
+    set_committed_value(case, "child_id", child.id)  # as store.set_child wrote it
     await append_access(s, action="child_linked", at=svc.clock(), school_id=case.school_id, case_id=case.id,
                         detail={"child": child.ref})
 

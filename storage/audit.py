@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import select
 
-from storage.db import SEALER
+from storage.db import SEALER, core
 from storage.models import AccessLog, Case, CaseEvent, Membership, Staff
 
 GENESIS = "0" * 64
@@ -146,25 +146,26 @@ async def append_access(session: AsyncSession, *, action: str, at: datetime, act
     sealer = sealer_of(session)
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(7215001)"))
-    last = (await session.execute(_LAST_ACCESS)).first()
+    last = (await core(session, _LAST_ACCESS)).first()
     row = AccessLog(seq=(last.seq + 1) if last else 1, at=at, actor_id=actor_id, school_id=school_id,
                     case_id=case_id, action=action, detail=canonical(detail or {}),
                     prev_hash=last.hash if last else GENESIS, hash="", key_id=sealer.kid)
     row.hash = sealer.seal(row.prev_hash, access_fields(row), kid=sealer.kid)
     # A Core insert: the ORM's unit of work costs more than the row (issue 12's hot path).
-    await session.execute(_INSERT_ACCESS, row.model_dump(exclude={"id"}))
+    await core(session, _INSERT_ACCESS, row.model_dump(exclude={"id"}))
     return row
 
 
 # Built once: statements on every answer's path are compiled from SQLAlchemy's cache, not rebuilt.
-_LAST_ACCESS = select(AccessLog.seq, AccessLog.hash).order_by(col(AccessLog.seq).desc()).limit(1)
-_INSERT_ACCESS = insert(AccessLog)
-_INSERT_EVENT = insert(CaseEvent)
+_ACCESS = AccessLog.__table__  # type: ignore[attr-defined]
+_LAST_ACCESS = select(_ACCESS.c.seq, _ACCESS.c.hash).order_by(_ACCESS.c.seq.desc()).limit(1)
+_INSERT_ACCESS = insert(_ACCESS)
+_INSERT_EVENT = insert(CaseEvent.__table__)  # type: ignore[attr-defined]
 
 
 async def insert_event(session: AsyncSession, event: CaseEvent) -> None:
     """Write a sealed case event (from new_case_event) with a Core insert."""
-    await session.execute(_INSERT_EVENT, event.model_dump(exclude={"id"}))
+    await core(session, _INSERT_EVENT, event.model_dump(exclude={"id"}))
 
 
 async def append_staff_change(session: AsyncSession, *, staff: Staff, action: str, at: datetime,

@@ -8,6 +8,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from storage.db import core
 from storage.models import Case, Child
 from storage.repo import insert_with_fresh_ref
 
@@ -44,5 +45,5 @@ async def raised_from(session: AsyncSession, case_id: int) -> list[Case]:
 
 async def set_child(session: AsyncSession, *, case_id: int, child_id: int) -> None:
     """Join a case to its child, once: a case's child is never changed after."""
-    await session.execute(update(Case).where(col(Case.id) == case_id, col(Case.child_id).is_(None))
-                          .values(child_id=child_id))
+    cases = Case.__table__  # type: ignore[attr-defined]
+    await core(session, update(cases).where(cases.c.id == case_id, cases.c.child_id.is_(None)).values(child_id=child_id))

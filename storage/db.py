@@ -131,6 +131,15 @@ class Database:
         self._sqlite_turn = None  # an asyncio lock belongs to the loop that first waited on it
 
 
+async def core(session: AsyncSession, statement: Any, params: Any = None) -> Any:
+    """Run a Core statement on the session's connection, in its transaction, bypassing the ORM's
+    per-statement machinery (a fifth of the cost on the answer's path). Pending ORM changes are
+    not flushed first: use it for statements that do not depend on them.
+    """
+    connection = await session.connection()
+    return await connection.execute(statement, params)
+
+
 def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_timeout: float | None = TIMEOUT_SECONDS,
                     **engine_args: Any) -> Database:
     """Build the engine for `url` (sqlite+aiosqlite or postgresql+asyncpg).

@@ -10,8 +10,10 @@ from typing import Any
 from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
+from storage.db import core
 from storage.models import (
     AccessLog,
     Case,
@@ -181,20 +183,25 @@ _CASE_EVENTS = select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id")
 
 async def save_projection(session: AsyncSession, case: Case, *, expected_version: int, **values: Any) -> None:
     """Move the case's projection on, only if nobody else has since `expected_version`."""
-    result = await session.execute(
-        update(Case).where(col(Case.id) == case.id, col(Case.version) == expected_version).values(**values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    cases = Case.__table__  # type: ignore[attr-defined]
+    result = await core(session, update(cases).where(cases.c.id == case.id, cases.c.version == expected_version)
+                        .values(**values))
+    if result.rowcount != 1:
         raise StaleVersion(case.ref)
-    for name, value in values.items():
-        setattr(case, name, value)
+    for name, value in values.items():  # as stored: the session has nothing left to write for them
+        set_committed_value(case, name, value)
 
 
 async def claim_delivery(session: AsyncSession, key: str, case_id: int | None) -> bool:
     """Record an idempotency key. False when it was seen before (the caller changes nothing)."""
-    result = await session.execute(_insert(session, ProcessedDelivery).values(key=key, case_id=case_id, seen_at=utcnow())
-                                   .on_conflict_do_nothing(index_elements=["key"]))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    result = await core(session, _CLAIM[session.get_bind().dialect.name],
+                        {"key": key, "case_id": case_id, "seen_at": utcnow()})
+    return bool(result.rowcount)
+
+
+# Built once per dialect: every answer claims its delivery.
+_CLAIM = {name: dialect.insert(ProcessedDelivery.__table__).on_conflict_do_nothing(  # type: ignore[attr-defined]
+    index_elements=["key"]) for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 
 
 def _insert(session: AsyncSession, model: Any) -> Any:

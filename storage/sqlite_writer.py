@@ -22,7 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -66,8 +66,21 @@ class SyncBackedSession:
     async def delete(self, instance: object) -> None:  # noqa: D102 - as AsyncSession's
         self.sync_session.delete(instance)
 
+    async def connection(self) -> SyncBackedConnection:  # noqa: D102 - as AsyncSession's
+        return SyncBackedConnection(self.sync_session.connection())
+
     async def run_sync(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:  # noqa: D102 - as AsyncSession's
         return fn(self.sync_session, *args, **kw)
+
+
+class SyncBackedConnection:
+    """The part of AsyncConnection the hot path uses (Core statements, without the ORM's session)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.sync_connection = connection
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:  # noqa: D102 - as AsyncConnection's
+        return self.sync_connection.execute(statement, params)
 
 
 class SqliteWriter:
