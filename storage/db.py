@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class Database:
     # SQLite: the same for short reads on every request (who is this?), in a thread of their own.
     make_reader: Callable[[], SqliteWriter] | None = field(default=None, repr=False)
     _reader: SqliteWriter | None = field(default=None, repr=False)
+    # SQLite: held by whoever of this process writes, the writer thread's batches and transaction()s.
+    write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -72,9 +75,12 @@ class Database:
         # tail (p99 ~0.8 s at 16 concurrent answers). Queueing this process's transactions on an
         # asyncio lock hands the database over as soon as it is free; other processes still
         # meet the busy handler, which remains the cross-process guard.
+        # The writer thread (unit()) takes its turns on `write_lock` too: without it, a job's
+        # transactions back to back could keep the thread's BEGIN IMMEDIATE waiting past SQLite's
+        # busy timeout, failing an answer.
         if self._sqlite_turn is None:
             self._sqlite_turn = asyncio.Lock()
-        async with self._sqlite_turn, self.sessions() as session, session.begin():
+        async with self._sqlite_turn, _holding(self.write_lock), self.sessions() as session, session.begin():
             session.info[SEALER] = self.sealer
             yield session
 
@@ -87,12 +93,11 @@ class Database:
         if self.make_writer is None:
             async with self.transaction() as session:
                 return await work(session)
-        if self._sqlite_turn is None:
-            self._sqlite_turn = asyncio.Lock()
-        async with self._sqlite_turn:  # this process's writers, queued as transaction() queues them
-            if self._writer is None:
-                self._writer = self.make_writer()
-            return await self._writer.run(work, info={SEALER: self.sealer})
+        # Not behind _sqlite_turn: units queue in the writer thread, which commits those waiting
+        # together. transaction()'s writers (long jobs) meet it at SQLite's write lock only.
+        if self._writer is None:
+            self._writer = self.make_writer()
+        return await self._writer.run(work, info={SEALER: self.sealer})
 
     async def quick_read(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """`work(session)` in a read-only transaction, for the short reads every request makes
@@ -131,6 +136,24 @@ class Database:
         self._sqlite_turn = None  # an asyncio lock belongs to the loop that first waited on it
 
 
+@asynccontextmanager
+async def _holding(lock: threading.Lock) -> AsyncIterator[None]:
+    """Hold a thread lock from the event loop: waited for in a worker thread (one hand-off), and
+    never left held by a waiter that was cancelled meanwhile.
+    """
+    if not lock.acquire(blocking=False):
+        waiting = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            waiting.add_done_callback(lambda done: lock.release() if not done.cancelled() and done.result() else None)
+            raise
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 async def core(session: AsyncSession, statement: Any, params: Any = None) -> Any:
     """Run a Core statement on the session's connection, in its transaction, bypassing the ORM's
     per-statement machinery (a fifth of the cost on the answer's path). Pending ORM changes are
@@ -155,10 +178,11 @@ def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_tim
         if make_url(url).database not in (None, "", ":memory:"):  # a memory database is one connection's own
             readers = create_async_engine(url, connect_args={"timeout": timeout}, **engine_args)
             _serialise_sqlite_writers(readers, busy_ms=int(timeout * 1000), read_only=True)
-            return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),
+            lock = threading.Lock()
+            return Database(write_lock=lock, engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),
                             readers=async_sessionmaker(readers.execution_options(**{_READ_ONLY: True}),
                                                        expire_on_commit=False), reader_engine=readers,
-                            make_writer=lambda: _sqlite_writer(url, busy_ms=int(timeout * 1000)),
+                            make_writer=lambda: _sqlite_writer(url, busy_ms=int(timeout * 1000), lock=lock),
                             make_reader=lambda: _sqlite_writer(url, busy_ms=int(timeout * 1000), read_only=True))
     else:
         engine = create_async_engine(url, pool_recycle=RECYCLE_SECONDS, pool_timeout=timeout,
@@ -262,11 +286,13 @@ def _create_private_sqlite_file(url: str) -> None:
         pass  # another process created it at the same moment, with the same care
 
 
-def _sqlite_writer(url: str, *, busy_ms: int, read_only: bool = False) -> SqliteWriter:
+def _sqlite_writer(url: str, *, busy_ms: int, read_only: bool = False,
+                   lock: threading.Lock | None = None) -> SqliteWriter:
     from storage.sqlite_writer import SqliteWriter
 
     return SqliteWriter(url, configure=lambda engine: _sqlite_hooks(engine, busy_ms=busy_ms, read_only=read_only),
-                        options={_READ_ONLY: True} if read_only else None,
+                        lock=lock,
+                        options={_READ_ONLY: True} if read_only else None, group=not read_only,
                         name="consentbot-sqlite-reader" if read_only else "consentbot-sqlite-writer")
 
 

@@ -1,4 +1,4 @@
-"""SQLite's writer thread: a whole write transaction in one hand-off.
+"""SQLite's writer thread: a whole write transaction in one hand-off, and one commit for many.
 
 aiosqlite runs each call (execute, fetch, close, commit) in its thread and wakes the event loop
 when it returns: an answer's ten statements made some 40 hand-offs, each ~0.15 ms on an idle
@@ -7,19 +7,31 @@ when it returns: an answer's ten statements made some 40 hand-offs, each ~0.15 m
 PostgreSQL) runs start to finish in one dedicated thread, on the plain `sqlite3` driver: the
 event loop hands it over once and is woken once, with the committed result or the exception.
 
+**Group commit.** Units that arrive while the thread is busy wait in its queue; the thread then
+runs all of them in one transaction, each inside its own SAVEPOINT, and commits once. A unit
+that raises is rolled back to its savepoint alone and gets its exception; the others are kept.
+Every caller hears back only after the commit that made their work durable (synchronous=FULL),
+so nothing is acknowledged that a crash could lose, and the fsync is paid once per batch
+instead of once per answer.
+
 The unit sees an `AsyncSession`-shaped facade over a synchronous `Session`: its awaits complete
-at once, so a unit never yields inside the writer's loop and units run one after another, as
-SQLite's single writer requires. Units must only use the database and plain computation (no
-event-loop objects of the caller's loop): bot/cases.py's answer and raise are such units.
-Long reads and jobs (sweep, export, verify) stay on aiosqlite: they never block the event loop,
-and the writer thread never waits for them in this process (writers queue on Database's lock).
+at once, so the thread drives each unit's coroutine to its end in one step, with no event loop
+(a unit that waits on anything else is a programming error, refused). Units must use only the
+database and plain computation: bot/cases.py's raise and answer are such units. Long reads and
+jobs (sweep, export, verify) stay on aiosqlite; they never block the event loop, and they meet
+this thread only at SQLite's write lock, each batch holding it for milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import queue
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine
@@ -27,6 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+BATCH_MAX = 64  # units committed together at most: a bound on how long one batch holds the lock
 
 
 class SyncBackedSession:
@@ -60,7 +74,7 @@ class SyncBackedSession:
     async def flush(self, objects: Sequence[object] | None = None) -> None:  # noqa: D102 - as AsyncSession's
         self.sync_session.flush(objects)
 
-    async def refresh(self, instance: object, attribute_names: Sequence[str] | None = None) -> None:  # noqa: D102 - as AsyncSession's
+    async def refresh(self, instance: object, attribute_names: Sequence[str] | None = None) -> None:  # noqa: D102
         self.sync_session.refresh(instance, attribute_names)
 
     async def delete(self, instance: object) -> None:  # noqa: D102 - as AsyncSession's
@@ -83,37 +97,104 @@ class SyncBackedConnection:
         return self.sync_connection.execute(statement, params)
 
 
+class UnitWaitedError(RuntimeError):
+    """A unit of work awaited something other than the database: it cannot run in the writer thread."""
+
+
+@dataclass
+class _Unit:
+    work: Callable[[AsyncSession], Awaitable[Any]]
+    info: dict[str, Any]
+    done: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)  # the caller's request id
+
+
 class SqliteWriter:
-    """One thread, its own event loop and a synchronous engine on the same database file.
-    `options`: execution options of its sessions (a reader's marks its transactions read-only).
+    """One thread and a synchronous engine on the same database file. `options`: execution options
+    of its sessions (a reader's marks its transactions read-only). `group`: commit queued units
+    together (a writer); a reader runs them one by one. `lock`: held for each batch, and by this
+    process's other writers (Database.transaction), so that they take turns rather than meet in
+    SQLite's busy handler.
     """
 
     def __init__(self, url: str, *, configure: Callable[[Engine], None], options: dict[str, Any] | None = None,
-                 name: str = "consentbot-sqlite-writer") -> None:
+                 name: str = "consentbot-sqlite-writer", group: bool = True,
+                 lock: threading.Lock | None = None) -> None:
         self.engine = create_engine(url.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1))
         configure(self.engine)
         self._bind = self.engine.execution_options(**options) if options else self.engine
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._group = group
+        self._lock = lock or threading.Lock()  # shared with Database.transaction() for a writer
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, info: dict[str, Any]) -> T:
-        """`work` in one transaction in the writer thread: committed when it returns, rolled back
-        when it raises (the exception is raised here).
+        """`work` in the writer thread: its result once committed, or the exception it raised
+        (its changes rolled back).
         """
-        done = asyncio.run_coroutine_threadsafe(self._unit(work, info), self._loop)
-        return await asyncio.wrap_future(done)
+        unit = _Unit(work, info)
+        self._queue.put(unit)
+        return cast(T, await asyncio.wrap_future(unit.done))
 
-    async def _unit(self, work: Callable[[AsyncSession], Awaitable[T]], info: dict[str, Any]) -> T:
-        with Session(self._bind, expire_on_commit=False) as session, session.begin():
-            session.info.update(info)
-            return await work(cast(AsyncSession, SyncBackedSession(session)))
+    def _serve(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            while self._group and len(batch) < BATCH_MAX:
+                try:
+                    queued = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(queued)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Unit]) -> None:
+        outcomes: list[tuple[_Unit, Any, BaseException | None]] = []
+        try:
+            with self._lock, Session(self._bind, expire_on_commit=False) as session, session.begin():
+                for unit in batch:
+                    outcomes.append(self._run_one(session, unit, savepoint=len(batch) > 1))
+        except BaseException as failed:  # noqa: BLE001 - BEGIN or COMMIT failed: nothing of the batch was kept
+            outcomes = [(unit, None, failed) for unit in batch]
+        for unit, result, error in outcomes:
+            if error is None:
+                unit.done.set_result(result)
+            else:
+                unit.done.set_exception(error)
+
+    def _run_one(self, session: Session, unit: _Unit, *, savepoint: bool) -> tuple[_Unit, Any, BaseException | None]:
+        session.expunge_all()  # each unit loads its own rows: nothing carried over from the one before
+        session.info.clear()
+        session.info.update(unit.info)
+        nested = session.begin_nested() if savepoint else None
+        try:
+            result: Any = unit.context.run(_drive, unit.work(cast(AsyncSession, SyncBackedSession(session))))
+        except BaseException as error:  # noqa: BLE001 - the caller gets it
+            if nested is not None:
+                nested.rollback()
+                return unit, None, error
+            raise
+        if nested is not None:
+            nested.commit()
+        return unit, result, None
 
     def close(self) -> None:
-        """Stop the thread and close its connections (pending units finish first)."""
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        """Stop the thread (queued units finish first) and close its connections."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=10)
         self.engine.dispose()
+
+
+def _drive(awaitable: Awaitable[Any]) -> Any:
+    """Run a coroutine that never suspends (its awaits are the facade's) to its end, here and now."""
+    coroutine = cast(Coroutine[Any, Any, Any], awaitable)
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value
+    coroutine.close()
+    raise UnitWaitedError("a unit of work may only use its session: it awaited something else")
