@@ -128,6 +128,7 @@ class CaseView:
     choices: Mapping[str, tuple[Option, ...]] = field(default_factory=dict)  # allowed options per choice field
     replayed: bool = False  # the idempotency key was seen before: nothing changed
     told: Told | None = None  # after an answer that needed a DSL: whether one can be reached, and what to say
+    answered_by: Person | None = None  # who answered (identified within the answer, when asked to)
 
     def answerable_by(self, actor: Person) -> bool:
         """True when `actor` may answer the step the case is waiting on."""
@@ -150,14 +151,16 @@ async def identify(svc: Services, **criteria: Any) -> Person:
     refused, and the attempt logged with the id they came with (a removed person by their record).
     """
     # A read: identifying writes nothing, so it never queues behind (or holds up) the writers.
-    async def work(s: AsyncSession) -> Person:
-        staff = await repo.staff_by(s, **criteria)
-        if staff is None:
-            raise await _unknown(s, criteria)
-        return await Person.load(s, staff)
-
     async with refusals_logged(svc):
-        return await svc.db.quick_read(work)
+        return await svc.db.quick_read(lambda s: _identified(s, criteria))
+
+
+async def _identified(s: AsyncSession, criteria: dict[str, Any]) -> Person:
+    """The active member of staff matching `criteria`, with their memberships; NotFound (audited) otherwise."""
+    staff = await repo.staff_by(s, **criteria)
+    if staff is None:
+        raise await _unknown(s, criteria)
+    return await Person.load(s, staff)
 
 
 async def _unknown(s: AsyncSession, criteria: dict[str, Any]) -> NotFound:
@@ -213,19 +216,26 @@ async def raise_concern(svc: Services, *, actor: Person, values: dict[str, Any],
         raise Conflict("That request was already received.") from None
 
 
-async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, step: str,
-                 values: dict[str, Any], platform: str, idempotency_key: str | None = None) -> CaseView:
+async def answer(svc: Services, *, case_ref: str, version: int, step: str, values: dict[str, Any], platform: str,
+                 actor: Person | None = None, identity: Mapping[str, Any] | None = None,
+                 idempotency_key: str | None = None) -> CaseView:
     """Answer the step the case is waiting on. `version` is the one the person saw. A refusal, a
-    lost race and a stale form are logged, naming the person.
+    lost race and a stale form are logged, naming the person. The person is `actor`, or the one
+    `identity` names (`slack_user_id=...`), identified inside the answer's own transaction: one
+    transaction per answer. The view says who answered.
     """
     from bot.children import join_child  # bot.children builds on this module
 
+    who: list[Person] = [actor] if actor else []
 
     async def work(s: AsyncSession) -> CaseView:
-        case = await case_for(s, actor, case_ref)
-        acting = at_case(actor, case)
+        person = actor or await _identified(s, dict(identity or {}))
+        who[:] = [person]
+        case = await case_for(s, person, case_ref)
+        acting = at_case(person, case)
         if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
-            return view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True)
+            return replace(view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True),
+                           answered_by=person)
         answers = await answers_of(s, case)
         progress = advance(policy_for(svc, case), answers)
         current = await _waiting_step(s, svc.policy, case, answers, progress, actor=acting, version=version,
@@ -235,14 +245,17 @@ async def answer(svc: Services, *, actor: Person, case_ref: str, version: int, s
         clean = _validate(svc.policy, current, given, progress.facts, now=svc.clock())
         clean = await _resolve_assignee(s, case, current, clean)
         await join_child(svc, s, case, current, clean)
-        return await _apply(svc, s, case, answers, current, clean, actor=acting, platform=platform, kind="answered")
+        view = await _apply(svc, s, case, answers, current, clean, actor=acting, platform=platform, kind="answered")
+        return replace(view, answered_by=person)
 
     async with refusals_logged(svc):
         try:
             return await svc.db.unit(work)
         except (IntegrityError, repo.StaleVersion):
+            person = who[0] if who else None
             raise Conflict(f"Case {case_ref} was changed by someone else at the same moment. Reload it.",
-                           audit={"actor_id": actor.id, "school_id": actor.school_id,
+                           audit={"actor_id": person.id if person else None,
+                                  "school_id": person.school_id if person else None,
                                   "detail": {"ref": case_ref, "step": step, "seen_version": version}}) from None
 
 

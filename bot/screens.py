@@ -314,18 +314,24 @@ async def case_screen(svc: Services, *, actor: Person, case_ref: str) -> Screen:
     return await next_screen(svc, actor, opened.view, details=shown)
 
 
-async def record(svc: Services, *, actor: Person, reply: Reply, platform: str) -> CaseView:
-    """Raise the concern (no case yet) or answer the step the screen showed, at the version it showed."""
+async def record(svc: Services, *, reply: Reply, platform: str, actor: Person | None = None,
+                 identity: Mapping[str, Any] | None = None) -> CaseView:
+    """Raise the concern (no case yet) or answer the step the screen showed, at the version it showed,
+    as `actor` or the person `identity` names (identified within the answer: see cases.answer).
+    """
     if reply.step_id not in svc.policy.steps:
         raise BotError("This form is out of date. Close it and start again.")
     if reply.case_ref is None:
+        actor = actor or await cases.identify(svc, **dict(identity or {}))
         values = {k: v for k, v in reply.values.items() if k != SCHOOL}
         if not reply.raised_from:  # a concern raised from an earlier case is at that case's school
             actor = acting_for_new_concern(svc.policy, actor, reply.values)
-        return await cases.raise_concern(svc, actor=actor, values=values, platform=platform,
-                                         idempotency_key=reply.idempotency_key, linked_to=reply.raised_from)
-    return await cases.answer(svc, actor=actor, case_ref=reply.case_ref, version=reply.version, step=reply.step_id,
-                              values=reply.values, platform=platform, idempotency_key=reply.idempotency_key)
+        raised = await cases.raise_concern(svc, actor=actor, values=values, platform=platform,
+                                           idempotency_key=reply.idempotency_key, linked_to=reply.raised_from)
+        return replace(raised, answered_by=actor)
+    return await cases.answer(svc, actor=actor, identity=identity, case_ref=reply.case_ref, version=reply.version,
+                              step=reply.step_id, values=reply.values, platform=platform,
+                              idempotency_key=reply.idempotency_key)
 
 
 async def again(svc: Services, *, actor: Person, reply: Reply) -> Screen:
@@ -342,7 +348,12 @@ async def again(svc: Services, *, actor: Person, reply: Reply) -> Screen:
     return replace(shown, version=reply.version)
 
 
-async def submit(svc: Services, *, actor: Person, reply: Reply, platform: str) -> Screen:
-    """Record the reply, then the screen that follows for this person (their own next step, or a note)."""
-    case = await record(svc, actor=actor, reply=reply, platform=platform)
-    return await next_screen(svc, actor, case, owner_only=True, quoted=reply.quoted)
+async def submit(svc: Services, *, reply: Reply, platform: str, actor: Person | None = None,
+                 identity: Mapping[str, Any] | None = None) -> Screen:
+    """Record the reply (as `actor`, or the person `identity` names), then the screen that follows
+    for this person (their own next step, or a note).
+    """
+    case = await record(svc, actor=actor, identity=identity, reply=reply, platform=platform)
+    me = case.answered_by or actor
+    assert me is not None  # noqa: S101 - record identified them, or refused
+    return await next_screen(svc, me, case, owner_only=True, quoted=reply.quoted)

@@ -53,7 +53,9 @@ def link_on_first_contact(svc: Services) -> Any:
     async def middleware(body: dict[str, Any], client: AsyncWebClient, context: Any, next: Any) -> None:  # noqa: A002
         who = acting_user(body)
         # Only a well-formed member id is looked up (a malformed payload's is not Slack's to answer).
-        if people.SLACK_USER_ID.fullmatch(who):
+        # A submitted form is not: its sender opened it, so was linked then, and the step's own
+        # transaction identifies them (one transaction per answer).
+        if people.SLACK_USER_ID.fullmatch(who) and body.get("type") != "view_submission":
             known = await contacts.known(svc, platform="slack", user_id=who)
             if known is not None:
                 context[KNOWN] = known  # the listener need not look them up again

@@ -12,7 +12,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot import cases, screens
+from bot import screens
 from bot.cases import Services
 from bot.errors import BotError, InvalidAnswer
 from bot.policy.model import Policy
@@ -31,8 +31,10 @@ def register(app: AsyncApp, svc: Services) -> None:
         reply = parse_reply(svc.policy, view)
         step = svc.policy.steps.get(reply.step_id)
         try:
-            me = context.get(KNOWN) or await cases.identify(svc, slack_user_id=user_id(body))
-            screen = await screens.submit(svc, actor=me, reply=reply, platform="slack")
+            # Identified within the answer's own transaction (one per answer), unless already known.
+            me = context.get(KNOWN)
+            screen = await screens.submit(svc, actor=me, identity=None if me else {"slack_user_id": user_id(body)},
+                                          reply=reply, platform="slack")
         except InvalidAnswer as problem:
             await ack(response_action="errors", errors=render_errors(screens.field_error(step, problem)))
             return
