@@ -25,8 +25,8 @@ from tests.completed_case import SIGNIFICANT_HARM_REFUSED, values_for
 from tests.conftest import Clock
 
 ROWS = int(os.environ.get("CONSENTBOT_SWEEP_TEST_ROWS", "1000000"))
-DUE = 10_000  # twenty of the sweep's batches, each letting the answers waiting take their turn
-ANSWERS = 20
+DUE = 6_000  # twelve of the sweep's batches, each letting the answers waiting take their turn
+ANSWERS = 12
 STAMP = "%Y-%m-%d %H:%M:%S.%f"  # a time as SQLAlchemy stores it in SQLite (naive UTC text)
 
 
