@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -15,9 +15,14 @@ from storage.repo import insert_with_fresh_ref
 
 async def find_child(session: AsyncSession, *, school_id: int, name_indexes: Collection[str]) -> list[Child]:
     """The school's children whose blind index is one of `name_indexes` (one per key id), oldest first."""
-    query = (select(Child).where(Child.school_id == school_id, col(Child.name_index).in_(list(name_indexes)))
-             .order_by(col(Child.id)))
-    return list((await session.execute(query)).scalars())
+    found = await session.execute(_FIND_CHILD, {"school_id": school_id, "indexes": list(name_indexes)})
+    return list(found.scalars())
+
+
+# Built once: the concern step of every case runs it.
+_FIND_CHILD = (select(Child).where(Child.school_id == bindparam("school_id"),
+                                   col(Child.name_index).in_(bindparam("indexes", expanding=True)))
+               .order_by(col(Child.id)))
 
 
 async def insert_child(session: AsyncSession, child: Child) -> Child:
@@ -45,5 +50,9 @@ async def raised_from(session: AsyncSession, case_id: int) -> list[Case]:
 
 async def set_child(session: AsyncSession, *, case_id: int, child_id: int) -> None:
     """Join a case to its child, once: a case's child is never changed after."""
-    cases = Case.__table__  # type: ignore[attr-defined]
-    await core(session, update(cases).where(cases.c.id == case_id, cases.c.child_id.is_(None)).values(child_id=child_id))
+    await core(session, _SET_CHILD, {"case_id": case_id, "new_child_id": child_id})
+
+
+_CASES = Case.__table__  # type: ignore[attr-defined]
+_SET_CHILD = (update(_CASES).where(_CASES.c.id == bindparam("case_id"), _CASES.c.child_id.is_(None))
+              .values(child_id=bindparam("new_child_id")))

@@ -183,13 +183,21 @@ _CASE_EVENTS = select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id")
 
 async def save_projection(session: AsyncSession, case: Case, *, expected_version: int, **values: Any) -> None:
     """Move the case's projection on, only if nobody else has since `expected_version`."""
-    cases = Case.__table__  # type: ignore[attr-defined]
-    result = await core(session, update(cases).where(cases.c.id == case.id, cases.c.version == expected_version)
-                        .values(**values))
+    result = await core(session, _projection_update(tuple(sorted(values))),
+                        {**{f"new_{name}": value for name, value in values.items()},
+                         "case_id": case.id, "expected_version": expected_version})
     if result.rowcount != 1:
         raise StaleVersion(case.ref)
     for name, value in values.items():  # as stored: the session has nothing left to write for them
         set_committed_value(case, name, value)
+
+
+@lru_cache(maxsize=8)
+def _projection_update(names: tuple[str, ...]) -> Any:
+    """The projection's UPDATE for these columns, built once (every answer runs it)."""
+    cases = Case.__table__  # type: ignore[attr-defined]
+    return (update(cases).where(cases.c.id == bindparam("case_id"), cases.c.version == bindparam("expected_version"))
+            .values({name: bindparam(f"new_{name}") for name in names}))
 
 
 async def claim_delivery(session: AsyncSession, key: str, case_id: int | None) -> bool:
