@@ -36,12 +36,22 @@ def register(app: AsyncApp, svc: Services) -> None:
             screen = await screens.submit(svc, actor=me, identity=None if me else {"slack_user_id": user_id(body)},
                                           reply=reply, platform="slack")
         except InvalidAnswer as problem:
-            await ack(response_action="errors", errors=render_errors(screens.field_error(step, problem)))
+            error = screens.field_error(step, problem)
+            if error.key in _input_blocks(view):
+                await ack(response_action="errors", errors=render_errors(error))
+            else:  # about a question this form lacks (made before they joined a second school): start again
+                await ack(response_action="update", view=note_modal(f"{error.text}: this form is out of date. "
+                                                                    "Close it and start again."))
             return
         except BotError as refusal:  # not registered, not authorised (audited), someone else answered first
             await ack(response_action="update", view=note_modal(str(refusal)))
             return
         await ack(response_action="update", view=render_modal(screen))
+
+
+def _input_blocks(view: dict[str, Any]) -> set[str]:
+    """The block ids of the modal's inputs: Slack refuses errors for a block the modal lacks."""
+    return {str(b.get("block_id")) for b in view.get("blocks") or [] if isinstance(b, dict) and b.get("type") == "input"}
 
 
 def parse_reply(policy: Policy, view: dict[str, Any]) -> Reply:

@@ -173,3 +173,17 @@ async def test_someone_of_two_schools_picks_the_school_first_and_the_case_is_fil
         filed = (await s.execute(text("select s.slug from cases c join schools s on s.id = c.school_id "
                                       "where c.ref = :ref"), {"ref": ref})).scalar_one()
     assert filed == "elm"
+
+
+async def test_a_form_opened_before_joining_a_second_school_says_start_again(slack: Driver) -> None:
+    from bot import people
+
+    await people.add(slack.svc, email="olu@elm.sch.uk", role="dsl", name="Olu DSL", school="elm")
+    await slack.command("teacher")
+    view = slack.last_opened_view()
+    assert "school" not in input_ids(view)
+    await people.join(slack.svc, email="tina@oak.sch.uk", school="elm", role="staff")  # while the form is open
+
+    reply = (await slack.submit("teacher", view, {"immediate_danger": "no"})).json()
+    assert reply["response_action"] == "update"  # not errors for a block the form lacks (Slack refuses those)
+    assert "Choose one of your schools: this form is out of date. Close it and start again." in texts(reply["view"])
