@@ -239,3 +239,12 @@ async def school(services: Services) -> dict[str, Person]:
         "deputy": await add("pat@oak.sch.uk", "deputy", "Pat Deputy", "oak"),
         "other_dsl": await add("olu@elm.sch.uk", "dsl", "Olu DSL", "elm"),
     }
+
+
+@pytest.fixture
+async def file_services(migrated_sqlite_url: str, clock: Clock) -> AsyncIterator[Services]:
+    """Services on a SQLite file (the writer and reader threads are a SQLite file's), delivering on Slack."""
+    services = Services(db=create_database(migrated_sqlite_url), keyring=Keyring.parse(generate_key("t1")),
+                        policy=load_policy(), clock=clock, delivering=frozenset({"slack"}))
+    yield services
+    await services.db.dispose()

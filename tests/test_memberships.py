@@ -84,10 +84,17 @@ async def complete_from(services: Services, view: cases.CaseView, trust: dict[st
 
 async def test_the_trust_dsls_decision_is_signed_with_their_role_at_the_cases_school(
         services: Services, trust: dict[str, Person]) -> None:
-    view = await complete(services, teacher=trust["eve"], dsl=trust["dee"], assignee=trust["eve"])
-    details = await views.open_details(services, actor=trust["dee"], case_ref=view.ref)
-    record = json.dumps(details.record)
-    assert "Dee DSL" in record
+    await people.join(services, email="dee@oak.sch.uk", school="elm", role="deputy")  # DSL at Oak, deputy at Elm
+    dee = await acting(services, "dee@oak.sch.uk")
+    view = await complete(services, teacher=trust["eve"], dsl=dee, assignee=trust["eve"])
+    async with services.db.read() as s:
+        case = await repo.case_by_ref(s, view.ref)
+        assert case is not None
+        signed = [json.loads(e.payload)["people"][str(dee.id)] for e in await repo.case_events(s, case.id or 0)
+                  if e.actor_id == dee.id]
+    assert signed and all(p == {"name": "Dee DSL", "role": "deputy"} for p in signed)
+    details = await views.open_details(services, actor=dee, case_ref=view.ref)
+    assert "Dee DSL" in json.dumps(details.record)
 
 
 async def test_a_deputy_at_one_school_is_only_a_teacher_at_the_other(services: Services,

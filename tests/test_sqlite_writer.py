@@ -5,7 +5,6 @@ wait together committed together, each kept or rolled back on its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import event, text
@@ -13,21 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cases, people
 from bot.cases import CaseView, Person, Services
-from bot.crypto import Keyring, generate_key
 from bot.errors import Conflict
-from bot.policy.loader import load_policy
-from storage.db import create_database
 from storage.sqlite_writer import UnitWaitedError
 from tests.completed_case import SIGNIFICANT_HARM_REFUSED, values_for
-from tests.conftest import Clock
 
 
 @pytest.fixture
-async def svc(migrated_sqlite_url: str, clock: Clock) -> AsyncIterator[Services]:
-    services = Services(db=create_database(migrated_sqlite_url), keyring=Keyring.parse(generate_key("t1")),
-                        policy=load_policy(), clock=clock, delivering=frozenset({"slack"}))
-    yield services
-    await services.db.dispose()
+async def svc(file_services: Services) -> Services:
+    return file_services
 
 
 async def teacher_of(svc: Services) -> Person:

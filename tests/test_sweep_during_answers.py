@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 
 import pytest
@@ -17,10 +16,7 @@ from sqlalchemy import text
 
 from bot import cases, people, reminders
 from bot.cases import Services
-from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from bot.policy.model import Actor
-from storage.db import create_database
 from tests.completed_case import SIGNIFICANT_HARM_REFUSED, values_for
 from tests.conftest import Clock
 
@@ -50,12 +46,8 @@ async def count(svc: Services, sql: str, **params: object) -> int:
 
 
 @pytest.fixture
-async def svc(migrated_sqlite_url: str, clock: Clock) -> AsyncIterator[Services]:
-    """Services on a SQLite file (the writer thread is SQLite's), delivering on Slack."""
-    services = Services(db=create_database(migrated_sqlite_url), keyring=Keyring.parse(generate_key("t1")),
-                        policy=load_policy(), clock=clock, delivering=frozenset({"slack"}))
-    yield services
-    await services.db.dispose()
+async def svc(file_services: Services) -> Services:
+    return file_services
 
 
 async def test_answers_are_recorded_while_a_sweep_over_a_million_reminders_runs(svc: Services, clock: Clock) -> None:
