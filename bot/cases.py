@@ -224,7 +224,7 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
     `identity` names (`slack_user_id=...`), identified inside the answer's own transaction: one
     transaction per answer. The view says who answered.
     """
-    from bot.children import join_child  # bot.children builds on this module
+    from bot.children import join_child, log_child_linked  # bot.children builds on this module
 
     who: list[Person] = [actor] if actor else []
 
@@ -244,8 +244,10 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
         given = await _default_due(svc, s, case, current, values)
         clean = _validate(svc.policy, current, given, progress.facts, now=svc.clock())
         clean = await _resolve_assignee(s, case, current, clean)
-        await join_child(svc, s, case, current, clean)
+        child = await join_child(svc, s, case, current, clean)
         view = await _apply(svc, s, case, answers, current, clean, actor=acting, platform=platform, kind="answered")
+        if child is not None:
+            await log_child_linked(svc, s, case, child)
         return replace(view, answered_by=person)
 
     async with refusals_logged(svc):

@@ -45,15 +45,25 @@ def name_indexes(keyring: Keyring, school_id: int, name: str) -> dict[str, str]:
             for kid in keyring.keys}
 
 
-async def join_child(svc: Services, s: AsyncSession, case: Case, step: Step, clean: dict[str, Any]) -> None:
-    """When `step` names the child, join the case to its child record (found or made), and log it."""
+async def join_child(svc: Services, s: AsyncSession, case: Case, step: Step, clean: dict[str, Any]) -> Child | None:
+    """When `step` names the child, join the case to its child record (found or made): the child
+    joined, for `log_child_linked` (None when the step does not name a child, or it is joined already).
+    """
     fields = child_fields(svc)
     name = clean.get(fields["name"])
     if case.child_id is not None or step.field(fields["name"]) is None or not name:
-        return
+        return None
     child = await _child_named(svc, s, case.school_id, str(name), clean.get(fields["date_of_birth"]))
     await store.set_child(s, case_id=case.id or 0, child_id=child.id or 0)
     set_committed_value(case, "child_id", child.id)  # as store.set_child wrote it
+    return child
+
+
+async def log_child_linked(svc: Services, s: AsyncSession, case: Case, child: Child) -> None:
+    """Log the join on the chained access log. Called last in the answer's transaction: on
+    PostgreSQL the log's append lock is held from here to the commit, and every writer of the
+    log waits for it (issue 12: logged mid-answer, it serialised answers for five round trips).
+    """
     await append_access(s, action="child_linked", at=svc.clock(), school_id=case.school_id, case_id=case.id,
                         detail={"child": child.ref})
 

@@ -290,8 +290,9 @@ def _sqlite_writer(url: str, *, busy_ms: int, read_only: bool = False,
                    lock: threading.Lock | None = None) -> SqliteWriter:
     from storage.sqlite_writer import SqliteWriter
 
-    return SqliteWriter(url, configure=lambda engine: _sqlite_hooks(engine, busy_ms=busy_ms, read_only=read_only),
-                        lock=lock,
+    return SqliteWriter(url, configure=lambda engine, inline: _sqlite_hooks(engine, busy_ms=0 if inline else busy_ms,
+                                                                            read_only=read_only),
+                        lock=lock, inline=not read_only,
                         options={_READ_ONLY: True} if read_only else None, group=not read_only,
                         name="consentbot-sqlite-reader" if read_only else "consentbot-sqlite-writer")
 
