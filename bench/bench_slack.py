@@ -49,7 +49,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 
 from bot import cases, people
-from bot.app import build_app
+from bot.app import build_app, freeze_startup_heap
 from bot.cases import CaseView, Person, Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
@@ -199,7 +199,9 @@ class Product:
                                              slack_user_id=USERS[Actor.DSL])}
         settings = Settings(_env_file=None, SLACK_SIGNING_SECRET=SECRET, SLACK_BOT_TOKEN=TOKEN,  # type: ignore[call-arg]
                             SLACK_API_URL=fake.url)
-        return cls(svc, build_app(settings, svc), staff)
+        product = cls(svc, build_app(settings, svc), staff)
+        freeze_startup_heap()  # as `consentbot serve` does once the app is built
+        return product
 
     async def raise_cases(self, n: int) -> list[CaseView]:
         """`n` new cases, each at the step after the first (they wait on a real answer)."""

@@ -171,7 +171,7 @@ def serve() -> None:
 
     import uvicorn
 
-    from bot.app import build_app
+    from bot.app import build_app, freeze_startup_heap
     from bot.server import guarded_protocol
 
     settings, services = _start()
@@ -186,6 +186,7 @@ def serve() -> None:
         web = build_app(settings, services)
     except RuntimeError as refused:  # a platform's settings cannot be served safely (handlers.teams)
         fail(str(refused))
+    freeze_startup_heap()
     uvicorn.run(web, host=settings.host, port=settings.port, log_config=None,
                 http=guarded_protocol(read_timeout=settings.read_timeout_seconds),
                 limit_concurrency=settings.max_connections, backlog=settings.backlog,

@@ -1,0 +1,77 @@
+"""The answer's hot path on a SQLite file (issue 12): the prebuilt statements run as plain SQL on
+the driver's cursor, and exactly as SQLAlchemy would run them; anything that needs SQLAlchemy at
+run time still goes through it. And `serve` keeps its start-up heap out of the collector's way.
+"""
+
+from __future__ import annotations
+
+import gc
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, bindparam, create_engine, insert, select, text
+
+from bot.app import freeze_startup_heap
+from storage import audit, children
+from storage.models import School
+from storage.repo import _claim, _projection_update
+from storage.sqlite_writer import PlainResult, SyncBackedConnection, _plain_sql
+
+DIALECT = create_engine("sqlite://").dialect
+EVENT_KEYS = ("case_id", "seq", "kind", "actor_id", "at", "payload", "prev_hash", "hash", "key_id")
+
+
+def test_every_statement_of_the_answer_runs_as_plain_sql() -> None:
+    projection = ("assignee_id", "due_at", "head_hash", "status", "step", "updated_at", "urgent", "version")
+    hot = [(audit._INSERT_EVENT, EVENT_KEYS), (audit._LAST_ACCESS, ()),
+           (audit._INSERT_ACCESS, ("seq", "at", "actor_id", "school_id", "case_id", "action", "detail", "prev_hash",
+                                   "hash", "key_id")),
+           (_projection_update(projection), (*(f"new_{n}" for n in projection), "case_id", "expected_version")),
+           (_claim("sqlite"), ("key", "case_id", "seen_at")), (children._SET_CHILD, ("case_id", "new_child_id"))]
+    for statement, keys in hot:
+        assert _plain_sql(statement, DIALECT, keys) is not None, statement
+
+
+def test_what_needs_sqlalchemy_at_run_time_is_left_to_it() -> None:
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer, default=5),
+                  Column("at", DateTime))
+    assert _plain_sql(text("SELECT 1"), DIALECT, ()) is None  # not a prebuilt Core statement
+    assert _plain_sql(insert(table), DIALECT, ("at",)) is None  # a default to compute for "n"
+    assert _plain_sql(insert(table), DIALECT, ("n", "at")) is not None
+    assert _plain_sql(select(table.c.n).where(table.c.id.in_(bindparam("ids", expanding=True))), DIALECT,
+                      ("ids",)) is None  # an expanding IN
+    assert _plain_sql(select(table.c.at), DIALECT, ()) is None  # a date to convert from its text
+
+
+def test_plain_sql_writes_and_reads_what_sqlalchemy_would(tmp_path: object) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/plain.db")
+    School.__table__.create(engine)  # type: ignore[attr-defined]
+    schools = School.__table__  # type: ignore[attr-defined]
+    at = datetime(2026, 11, 30, 14, 5, tzinfo=UTC)
+    row = {"slug": "oak", "name": "Oak", "nation": "ENG", "timezone": "Europe/London", "created_at": at}
+    statement = insert(schools)
+    with engine.begin() as conn:
+        conn.execute(statement, {**row, "slug": "elm"})  # SQLAlchemy's way
+        result = _run(SyncBackedConnection(conn), statement, row)  # the plain way
+        assert isinstance(result, PlainResult) and result.rowcount == 1
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT slug, created_at FROM schools ORDER BY slug")).all()
+    assert stored[0][1] == stored[1][1], "the date converted as SQLAlchemy converts it"
+    engine.dispose()
+
+
+def _run(connection: SyncBackedConnection, statement: object, params: dict[str, object]) -> object:
+    coroutine = connection.execute(statement, params)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the facade never waits")
+
+
+def test_start_up_heap_is_frozen() -> None:
+    before = gc.get_freeze_count()
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
