@@ -41,13 +41,14 @@ import contextvars
 import functools
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Insert, Select, Update, create_engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -121,6 +122,8 @@ class SyncBackedConnection:
         try:
             cursor.execute(plain.sql, values)
             return PlainResult(cursor.fetchall() if plain.columns else [], plain.columns, cursor.rowcount)
+        except sqlite3.Error as error:  # as SQLAlchemy raises it: callers catch IntegrityError, OperationalError
+            raise DBAPIError.instance(plain.sql, values, error, sqlite3.Error) from error
         finally:
             cursor.close()
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import gc
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, bindparam, create_engine, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from bot.app import freeze_startup_heap
 from storage import audit, children
@@ -56,6 +58,18 @@ def test_plain_sql_writes_and_reads_what_sqlalchemy_would(tmp_path: object) -> N
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT slug, created_at FROM schools ORDER BY slug")).all()
     assert stored[0][1] == stored[1][1], "the date converted as SQLAlchemy converts it"
+    engine.dispose()
+
+
+def test_a_refused_plain_statement_raises_as_sqlalchemy_would(tmp_path: object) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/plain.db")
+    School.__table__.create(engine)  # type: ignore[attr-defined]
+    row = {"slug": "oak", "name": "Oak", "nation": "ENG", "timezone": "Europe/London",
+           "created_at": datetime(2026, 11, 30, 14, 5, tzinfo=UTC)}
+    with engine.begin() as conn:
+        _run(SyncBackedConnection(conn), insert(School.__table__), row)  # type: ignore[attr-defined]
+        with pytest.raises(IntegrityError):  # the answer turns this into "changed by someone else"
+            _run(SyncBackedConnection(conn), insert(School.__table__), row)  # type: ignore[attr-defined]
     engine.dispose()
 
 
