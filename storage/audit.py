@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
@@ -162,10 +162,10 @@ async def append_access(session: AsyncSession, *, action: str, at: datetime, act
 
 # Built once: statements on every answer's path are compiled from SQLAlchemy's cache, not rebuilt.
 _ACCESS = AccessLog.__table__  # type: ignore[attr-defined]
-_ACCESS_LOCK = text("SELECT pg_advisory_xact_lock(7215001)")
+_ACCESS_LOCK = select(func.pg_advisory_xact_lock(7215001))
 _LAST_ACCESS = select(_ACCESS.c.seq, _ACCESS.c.hash).order_by(_ACCESS.c.seq.desc()).limit(1)
-_INSERT_ACCESS = insert(_ACCESS)
-_INSERT_EVENT = insert(CaseEvent.__table__)  # type: ignore[attr-defined]
+_INSERT_ACCESS = insert(_ACCESS).inline()  # inline: no RETURNING of the id, which nobody reads
+_INSERT_EVENT = insert(CaseEvent.__table__).inline()  # type: ignore[attr-defined]
 
 
 async def insert_event(session: AsyncSession, event: CaseEvent) -> None:

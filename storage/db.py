@@ -16,6 +16,8 @@ from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from storage.plain import plain_sql, run_on_asyncpg
+
 if TYPE_CHECKING:
     from storage.audit import Sealer
     from storage.sqlite_writer import SqliteWriter
@@ -157,9 +159,17 @@ async def _holding(lock: threading.Lock) -> AsyncIterator[None]:
 async def core(session: AsyncSession, statement: Any, params: Any = None) -> Any:
     """Run a Core statement on the session's connection, in its transaction, bypassing the ORM's
     per-statement machinery (a fifth of the cost on the answer's path). Pending ORM changes are
-    not flushed first: use it for statements that do not depend on them.
+    not flushed first: use it for statements that do not depend on them. On PostgreSQL a
+    prebuilt statement runs as plain SQL on asyncpg (storage/plain.py), once the transaction
+    has begun on the server (it has, in `transaction()` and `unit()`).
     """
     connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        plain = plain_sql(statement, connection.dialect, tuple(params or ()))
+        if plain is not None:
+            fairy = await connection.get_raw_connection()
+            if fairy.dbapi_connection._transaction is not None:  # type: ignore[union-attr]
+                return await run_on_asyncpg(fairy, plain, params, connection.dialect.dbapi)
     return await connection.execute(statement, params)
 
 

@@ -117,7 +117,7 @@ async def members(session: AsyncSession, *, school_id: int, roles: Sequence[str]
 
 async def memberships_of(session: AsyncSession, staff_id: int) -> list[tuple[int, str]]:
     """(school id, role) of a person's memberships beyond their home school, by school id."""
-    return sorted((sid, role) for sid, role in (await session.execute(_MEMBERSHIPS, {"staff_id": staff_id})).all())
+    return sorted((sid, role) for sid, role in (await core(session, _MEMBERSHIPS, {"staff_id": staff_id})).all())
 
 
 _MEMBERSHIPS = select(Membership.school_id, Membership.role).where(Membership.staff_id == bindparam("staff_id"))

@@ -35,22 +35,21 @@ as before: the loop never sleeps in SQLite's busy handler.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextvars
-import functools
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, Insert, Select, Update, create_engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+
+from storage.plain import plain_sql, run_on_sqlite
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -102,83 +101,22 @@ class SyncBackedSession:
 
 
 class SyncBackedConnection:
-    """The part of AsyncConnection the hot path uses (Core statements, without the ORM's session).
-    A statement that needs nothing of SQLAlchemy at run time (no defaults to compute, no result
-    types to convert) runs as its SQL, compiled once, on the `sqlite3` cursor itself: SQLAlchemy's
-    execution machinery cost as much as SQLite's own work on these statements (issue 12).
+    """The part of AsyncConnection the hot path uses (Core statements, without the ORM's session);
+    the answer's prebuilt statements run as plain SQL on the `sqlite3` cursor (storage/plain.py).
     """
 
     def __init__(self, connection: Connection) -> None:
         self.sync_connection = connection
 
+    @property
+    def dialect(self) -> Any:  # noqa: D102 - as AsyncConnection's
+        return self.sync_connection.dialect
+
     async def execute(self, statement: Any, params: Any = None) -> Any:  # noqa: D102 - as AsyncConnection's
-        plain = _plain_sql(statement, self.sync_connection.dialect, tuple(params or ()))
+        plain = plain_sql(statement, self.sync_connection.dialect, tuple(params or ()))
         if plain is None:
             return self.sync_connection.execute(statement, params)
-        given = params or {}
-        values = [convert(value) if convert else value
-                  for value, convert in ((given[n] if n in given else fixed, convert) for n, convert, fixed in plain.binds)]
-        cursor = self.sync_connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(plain.sql, values)
-            return PlainResult(cursor.fetchall() if plain.columns else [], plain.columns, cursor.rowcount)
-        except sqlite3.Error as error:  # as SQLAlchemy raises it: callers catch IntegrityError, OperationalError
-            raise DBAPIError.instance(plain.sql, values, error, sqlite3.Error) from error
-        finally:
-            cursor.close()
-
-
-@dataclass(frozen=True)
-class _PlainSql:
-    sql: str
-    # In the order of the SQL's "?"s: the parameter's name, its conversion, its value when not given (a LIMIT's).
-    binds: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]
-    columns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PlainResult:
-    """What the hot path reads of a result: its rows (by name) and how many rows it changed."""
-
-    rows: list[tuple[Any, ...]]
-    columns: tuple[str, ...]
-    rowcount: int
-
-    def first(self) -> Any:  # noqa: D102 - as Result's
-        return _row_type(self.columns)(*self.rows[0]) if self.rows else None
-
-
-@functools.lru_cache(maxsize=32)
-def _row_type(columns: tuple[str, ...]) -> Any:
-    """A row's type, made once per set of columns (a namedtuple class costs ~0.1 ms to make)."""
-    return collections.namedtuple("Row", columns)
-
-
-_PLAIN: dict[tuple[Any, tuple[str, ...]], _PlainSql | None] = {}
-
-
-def _plain_sql(statement: Any, dialect: Any, keys: tuple[str, ...]) -> _PlainSql | None:
-    """`statement` compiled for SQLite once per set of parameter names; None when running it needs
-    SQLAlchemy: a text() or ORM statement, a default or an onupdate to compute, a result type to
-    convert, an expanding IN.
-    """
-    key = (statement, keys)
-    if key in _PLAIN:
-        return _PLAIN[key]
-    plain = None
-    if isinstance(statement, (Insert, Update, Select)) and len(_PLAIN) < 64:  # prebuilt statements only
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        types = [c.type for c in compiled._result_columns]
-        needs = ("insert_prefetch", "update_prefetch", "postfetch", "returning")
-        if (compiled.positiontup is not None and not any(getattr(compiled, n, None) for n in needs)
-                and not any(b.expanding for b in compiled.binds.values())
-                and all(t._cached_result_processor(dialect, None) is None for t in types)
-                and all(n in keys or not compiled.binds[n].required for n in compiled.positiontup)):
-            plain = _PlainSql(compiled.string, tuple(
-                (name, compiled.binds[name].type._cached_bind_processor(dialect), compiled.binds[name].value)
-                for name in compiled.positiontup), tuple(c.keyname for c in compiled._result_columns))
-    _PLAIN[key] = plain
-    return plain
+        return run_on_sqlite(self.sync_connection.connection.driver_connection, plain, params)  # type: ignore[arg-type]
 
 
 class UnitWaitedError(RuntimeError):

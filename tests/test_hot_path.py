@@ -10,19 +10,22 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, bindparam, create_engine, insert, select, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import IntegrityError
 
 from bot.app import freeze_startup_heap
 from storage import audit, children
+from storage.db import core, create_database
 from storage.models import School
-from storage.repo import _claim, _projection_update
-from storage.sqlite_writer import PlainResult, SyncBackedConnection, _plain_sql
+from storage.plain import PlainResult, plain_sql
+from storage.repo import _MEMBERSHIPS, _claim, _projection_update
+from storage.sqlite_writer import SyncBackedConnection
 
 DIALECT = create_engine("sqlite://").dialect
 EVENT_KEYS = ("case_id", "seq", "kind", "actor_id", "at", "payload", "prev_hash", "hash", "key_id")
 
 
-def test_every_statement_of_the_answer_runs_as_plain_sql() -> None:
+def test_every_statement_of_the_answer_runs_asplain_sql() -> None:
     projection = ("assignee_id", "due_at", "head_hash", "status", "step", "updated_at", "urgent", "version")
     hot = [(audit._INSERT_EVENT, EVENT_KEYS), (audit._LAST_ACCESS, ()),
            (audit._INSERT_ACCESS, ("seq", "at", "actor_id", "school_id", "case_id", "action", "detail", "prev_hash",
@@ -30,18 +33,43 @@ def test_every_statement_of_the_answer_runs_as_plain_sql() -> None:
            (_projection_update(projection), (*(f"new_{n}" for n in projection), "case_id", "expected_version")),
            (_claim("sqlite"), ("key", "case_id", "seen_at")), (children._SET_CHILD, ("case_id", "new_child_id"))]
     for statement, keys in hot:
-        assert _plain_sql(statement, DIALECT, keys) is not None, statement
+        assert plain_sql(statement, DIALECT, keys) is not None, statement
+
+
+def test_on_postgresql_too_every_core_statement_of_the_answer_runs_as_plain_sql() -> None:
+    dialect = asyncpg_dialect()
+    for statement, keys in [(audit._INSERT_EVENT, EVENT_KEYS), (audit._LAST_ACCESS, ()), (audit._ACCESS_LOCK, ()),
+                            (_claim("postgresql"), ("key", "case_id", "seen_at")),
+                            (children._SET_CHILD, ("case_id", "new_child_id")), (_MEMBERSHIPS, ("staff_id",))]:
+        assert plain_sql(statement, dialect, keys) is not None, statement
+
+
+async def test_a_refused_plain_statement_raises_as_sqlalchemy_would_on_either_database(db_url: str) -> None:
+    db = create_database(db_url)
+    row = {"slug": "oak", "name": "Oak", "nation": "ENG", "timezone": "Europe/London",
+           "created_at": datetime(2026, 11, 30, 14, 5, tzinfo=UTC)}
+    schools = insert(School.__table__).inline()  # type: ignore[attr-defined]
+    try:
+        async with db.transaction() as s:
+            assert (await core(s, schools, row)).rowcount == 1
+        with pytest.raises(IntegrityError):
+            async with db.transaction() as s:
+                await core(s, schools, row)
+        async with db.read() as s:
+            assert (await s.execute(text("SELECT count(*) FROM schools WHERE slug = 'oak'"))).scalar_one() == 1
+    finally:
+        await db.dispose()
 
 
 def test_what_needs_sqlalchemy_at_run_time_is_left_to_it() -> None:
     table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer, default=5),
                   Column("at", DateTime))
-    assert _plain_sql(text("SELECT 1"), DIALECT, ()) is None  # not a prebuilt Core statement
-    assert _plain_sql(insert(table), DIALECT, ("at",)) is None  # a default to compute for "n"
-    assert _plain_sql(insert(table), DIALECT, ("n", "at")) is not None
-    assert _plain_sql(select(table.c.n).where(table.c.id.in_(bindparam("ids", expanding=True))), DIALECT,
+    assert plain_sql(text("SELECT 1"), DIALECT, ()) is None  # not a prebuilt Core statement
+    assert plain_sql(insert(table), DIALECT, ("at",)) is None  # a default to compute for "n"
+    assert plain_sql(insert(table), DIALECT, ("n", "at")) is not None
+    assert plain_sql(select(table.c.n).where(table.c.id.in_(bindparam("ids", expanding=True))), DIALECT,
                       ("ids",)) is None  # an expanding IN
-    assert _plain_sql(select(table.c.at), DIALECT, ()) is None  # a date to convert from its text
+    assert plain_sql(select(table.c.at), DIALECT, ()) is None  # a date to convert from its text
 
 
 def test_plain_sql_writes_and_reads_what_sqlalchemy_would(tmp_path: object) -> None:

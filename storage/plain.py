@@ -1,0 +1,123 @@
+"""Plain SQL for the answer's prebuilt Core statements (issue 12): compiled once per dialect and
+run on the driver's own connection (the `sqlite3` cursor, the `asyncpg` connection), in the
+transaction SQLAlchemy began. SQLAlchemy's execution machinery cost as much per statement as the
+database's own work on these (py-spy: 8.4% of an answer's CPU around SQLite's 7.9%).
+
+Only a statement that needs nothing of SQLAlchemy at run time qualifies: no default or onupdate
+to compute, no result type to convert, no expanding IN. Parameters are converted with
+SQLAlchemy's own bind processors, and a refusal is raised as SQLAlchemy raises it
+(IntegrityError, OperationalError), so callers see no difference. Anything else goes through
+SQLAlchemy as before.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert, Select, Update
+from sqlalchemy.exc import DBAPIError
+
+
+@dataclass(frozen=True)
+class PlainSql:
+    """A statement as its dialect's SQL, and how to fill its placeholders."""
+
+    sql: str
+    # In placeholder order: the parameter's name, its conversion, its value when not given (a LIMIT's).
+    binds: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]
+    columns: tuple[str, ...]
+
+    def values(self, params: Mapping[str, Any] | None) -> list[Any]:
+        """The placeholders' values, converted as SQLAlchemy converts them."""
+        given = params or {}
+        return [convert(value) if convert else value
+                for value, convert in ((given[n] if n in given else fixed, convert) for n, convert, fixed in self.binds)]
+
+
+@dataclass(frozen=True)
+class PlainResult:
+    """What the hot path reads of a result: its rows (by name) and how many rows it changed."""
+
+    rows: list[tuple[Any, ...]]
+    columns: tuple[str, ...]
+    rowcount: int
+
+    def first(self) -> Any:  # noqa: D102 - as Result's
+        return _row_type(self.columns)(*self.rows[0]) if self.rows else None
+
+    def all(self) -> list[Any]:  # noqa: D102 - as Result's
+        row = _row_type(self.columns)
+        return [row(*values) for values in self.rows]
+
+
+@functools.lru_cache(maxsize=32)
+def _row_type(columns: tuple[str, ...]) -> Any:
+    """A row's type, made once per set of columns (a namedtuple class costs ~0.1 ms to make)."""
+    return collections.namedtuple("Row", columns)
+
+
+_PLAIN: dict[tuple[Any, str, tuple[str, ...]], PlainSql | None] = {}
+
+
+def plain_sql(statement: Any, dialect: Any, keys: tuple[str, ...]) -> PlainSql | None:
+    """`statement` compiled for `dialect` once per set of parameter names; None when running it
+    needs SQLAlchemy: a text() or ORM statement, a default or an onupdate to compute, a result
+    type to convert, an expanding IN.
+    """
+    key = (statement, dialect.name, keys)
+    if key in _PLAIN:
+        return _PLAIN[key]
+    plain = None
+    if isinstance(statement, (Insert, Update, Select)) and len(_PLAIN) < 64:  # prebuilt statements only
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        types = [c.type for c in compiled._result_columns]
+        needs = ("insert_prefetch", "update_prefetch", "postfetch", "returning")
+        if (compiled.positiontup is not None and not any(getattr(compiled, n, None) for n in needs)
+                and not any(b.expanding for b in compiled.binds.values())
+                and all(t._cached_result_processor(dialect, None) is None for t in types)
+                and all(n in keys or not compiled.binds[n].required for n in compiled.positiontup)):
+            plain = PlainSql(compiled.string, tuple(
+                (name, compiled.binds[name].type._cached_bind_processor(dialect), compiled.binds[name].value)
+                for name in compiled.positiontup), tuple(c.keyname for c in compiled._result_columns))
+    _PLAIN[key] = plain
+    return plain
+
+
+def run_on_sqlite(driver: sqlite3.Connection, plain: PlainSql, params: Mapping[str, Any] | None) -> PlainResult:
+    """Run `plain` on the `sqlite3` connection, in its open transaction."""
+    values = plain.values(params)
+    cursor = driver.cursor()
+    try:
+        cursor.execute(plain.sql, values)
+        return PlainResult(cursor.fetchall() if plain.columns else [], plain.columns, cursor.rowcount)
+    except sqlite3.Error as error:  # as SQLAlchemy raises it: callers catch IntegrityError, OperationalError
+        raise DBAPIError.instance(plain.sql, values, error, sqlite3.Error) from error
+    finally:
+        cursor.close()
+
+
+async def run_on_asyncpg(fairy: Any, plain: PlainSql, params: Mapping[str, Any] | None, dbapi: Any) -> PlainResult:
+    """Run `plain` on the asyncpg connection under SQLAlchemy's pooled `fairy`, in the transaction
+    storage.db began on it. `dbapi` is SQLAlchemy's asyncpg adapter module, whose exceptions
+    SQLAlchemy raises.
+    """
+    values = plain.values(params)
+    driver = fairy.driver_connection
+    try:
+        if plain.columns:
+            rows = await driver.fetch(plain.sql, *values)
+            return PlainResult([tuple(row) for row in rows], plain.columns, len(rows))
+        status = await driver.execute(plain.sql, *values)  # "UPDATE 1", "INSERT 0 1"
+    except Exception as error:  # noqa: BLE001 - translated as SQLAlchemy's adapter translates it
+        try:
+            fairy.dbapi_connection._handle_exception(error)
+        except dbapi.Error as adapted:
+            raise DBAPIError.instance(plain.sql, values, adapted, dbapi.Error) from error
+        raise
+    count = status.rsplit(" ", 1)[-1]
+    return PlainResult([], (), int(count) if count.isdigit() else -1)
