@@ -164,7 +164,7 @@ class SqliteWriter:
         """
         unit = _Unit(work, info)
         if self.inline_engine is None:
-            self._queue.put(unit)
+            self._to_thread([unit])
         else:
             self._pending.append(unit)
             if len(self._pending) == 1:  # the first of this turn: commit the turn's units after it
@@ -181,7 +181,16 @@ class SqliteWriter:
                     return
             finally:
                 self._lock.release()
-        for unit in batch:
+        self._to_thread(batch)
+
+    def _to_thread(self, units: list[_Unit]) -> None:
+        """Queue `units` for the writer thread; refused at once if it has stopped (never left waiting)."""
+        if not self._thread.is_alive():
+            for unit in units:
+                if not unit.done.cancelled():
+                    unit.done.set_exception(RuntimeError("the database writer has stopped"))
+            return
+        for unit in units:
             self._queue.put(unit)
 
     def _serve(self) -> None:
@@ -213,12 +222,16 @@ class SqliteWriter:
                     if wait:
                         raise
                     return False  # closing the session releases the connection; nothing was begun
+                # A caller that has gone (its request cancelled) is not written for: it was told nothing.
+                batch = [unit for unit in batch if unit.done.set_running_or_notify_cancel()]
                 for unit in batch:
                     outcomes.append(self._run_one(session, unit, savepoint=len(batch) > 1))
                 session.commit()
         except BaseException as failed:  # noqa: BLE001 - BEGIN or COMMIT failed: nothing of the batch was kept
             outcomes = [(unit, None, failed) for unit in batch]
         for unit, result, error in outcomes:
+            if unit.done.cancelled():
+                continue
             if error is None:
                 unit.done.set_result(result)
             else:

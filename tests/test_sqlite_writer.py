@@ -185,3 +185,34 @@ async def test_a_unit_waits_in_the_thread_while_another_process_holds_sqlites_lo
     assert await _schools(svc, "otherx") == ["otherx"] and await _schools(svc, "unity") == ["unity"]
     assert writer.batches["thread"] == before["thread"] + 1 and writer.batches["inline"] == before["inline"]
     assert max(gaps) < 0.2, f"the event loop was blocked for {max(gaps):.3f} s"
+
+
+async def test_a_unit_whose_caller_has_gone_is_not_written_and_the_others_are(svc: Services) -> None:
+    await svc.db.unit(lambda s: _nothing(s))
+    async with svc.db.transaction():  # a long job: both units wait in the thread's queue meanwhile
+        kept = asyncio.create_task(svc.db.unit(lambda s: _insert_school(s, "keptx")))
+        gone = asyncio.create_task(svc.db.unit(lambda s: _insert_school(s, "gonex")))
+        await asyncio.sleep(0.1)
+        gone.cancel()  # its request was abandoned before its turn came
+        await asyncio.sleep(0.05)
+
+    assert await kept == "keptx"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await _schools(svc, "keptx") == ["keptx"] and await _schools(svc, "gonex") == []
+    assert await svc.db.unit(lambda s: _insert_school(s, "afterx")) == "afterx"  # the writer is still working
+
+
+async def test_a_unit_after_the_writer_stopped_is_refused_not_left_waiting(svc: Services) -> None:
+    await svc.db.unit(lambda s: _nothing(s))
+    writer = svc.db._writer
+    assert writer is not None
+    await asyncio.to_thread(writer.close)  # as on shutdown
+    other = sqlite3.connect(Path(str(writer.engine.url.database)), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the loop cannot write now: the unit would go to the thread
+        with pytest.raises(RuntimeError, match="stopped"):
+            await asyncio.wait_for(svc.db.unit(lambda s: _insert_school(s, "latex")), timeout=5)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
