@@ -18,17 +18,17 @@ from bot.app import build_app
 from bot.cases import Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from storage import repo
 from storage.db import create_database
 from storage.migrate import upgrade
 from storage.models import OutboxMessage
-from tests.conftest import Clock
+from tests.cli.harness import run_in_process
+from tests.conftest import Clock, england
 
 
 async def test_readyz_answers_503_until_migrated_then_200(empty_db_url: str) -> None:
     db = create_database(empty_db_url)
-    svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy())
+    svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=england())
     app = build_app(Settings(DATABASE_URL=empty_db_url), svc)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
         assert (await client.get("/healthz")).status_code == 200
@@ -43,7 +43,7 @@ async def test_readyz_answers_503_until_migrated_then_200(empty_db_url: str) -> 
 
 async def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/missing-dir/x.db"
-    svc = Services(db=create_database(url), keyring=Keyring.parse(generate_key("t")), policy=load_policy())
+    svc = Services(db=create_database(url), keyring=Keyring.parse(generate_key("t")), policy=england())
     app = build_app(Settings(DATABASE_URL=url), svc)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
         response = await client.get("/readyz")
@@ -60,7 +60,8 @@ def test_serve_starts_on_sqlite_and_says_which_platforms_are_off(tmp_path: Path)
     consentbot = str(Path(sys.executable).with_name("consentbot"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_", "DATABASE_"))}
     env.update(PORT=str(port := free_port()), HOST="127.0.0.1")
-    subprocess.run([consentbot, "db", "upgrade"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    upgraded = run_in_process("db", "upgrade", cwd=tmp_path, env=env)  # the process to start is `serve`
+    assert upgraded.returncode == 0, upgraded.stderr
     server = subprocess.Popen([consentbot, "serve"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
         ready = wait_for(f"http://127.0.0.1:{port}/readyz")
@@ -88,7 +89,7 @@ async def test_metrics_count_unalertable_schools_and_the_oldest_unsent_message(d
     clock = Clock(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))
     db = create_database(db_url)
     await upgrade(db)
-    svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy(), clock=clock,
+    svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=england(), clock=clock,
                    delivering=frozenset({"slack"}))
     dee = await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak", slack_user_id="U0DEE00001")
     await people.add(svc, email="olu@elm.sch.uk", role="dsl", name="Olu", school="elm")  # no chat id: unalertable

@@ -24,13 +24,12 @@ from bot.audit_adopt import adopt_legacy
 from bot.cases import CaseView, Person, Services
 from bot.checkpoint import CheckpointError
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from bot.policy.model import Actor, FieldType
 from storage.audit import GENESIS, Sealer, access_fields, canonical, chain_hash, event_fields
 from storage.db import create_database
 from storage.models import AccessLog, Case, CaseEvent
 from tests.cli.harness import Bot
-from tests.conftest import Clock
+from tests.conftest import Clock, england
 
 People = dict[str, Person]
 CANARY = "Quillon Marchbanks"
@@ -394,7 +393,7 @@ async def test_an_unkeyed_row_appended_after_adoption_fails(services: Services, 
 async def bot_with_case(migrated_sqlite_url: str, tmp_path: Path, clock: Clock) -> AsyncIterator[tuple[Bot, str]]:
     """A deployment (SQLite) with one assigned case, made through the use cases with the bot's key."""
     bot = Bot(database_url=migrated_sqlite_url, workdir=tmp_path, in_process=True)
-    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy(),
+    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england(),
                    clock=clock)
     try:
         school = {role: await people.add(svc, email=f"{role}@oak.sch.uk", role=role if role != "teacher" else "staff",
@@ -457,7 +456,7 @@ def test_db_upgrade_adopts_legacy_history_once(bot_with_case: tuple[Bot, str], c
     bot, ref = bot_with_case
 
     async def legacy() -> None:
-        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england())
         try:
             await make_legacy(svc)
         finally:

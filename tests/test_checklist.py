@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.checklist import Answer, IllegalAnswer, advance, allowed_options, validate_answer
-from bot.policy.loader import load_policy
 from bot.policy.model import FieldType, Policy, Step
 from bot.policy.requirements import required_records
 from bot.policy.validate import enumerate_paths
+from tests.conftest import england
 
-POLICY = load_policy()
+POLICY = england()
 INFORM = dataclasses.replace(POLICY, settings={**POLICY.settings, "consent_model": "inform"})
 CHOICE = dataclasses.replace(POLICY, settings={**POLICY.settings, "consent_model": "dsl_choice"})
 T = "recorded"

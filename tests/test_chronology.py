@@ -17,14 +17,13 @@ from bot.cases import CaseView, Person, Services
 from bot.chronology import chronology
 from bot.crypto import Keyring
 from bot.errors import NotAuthorised, NotFound
-from bot.policy.loader import load_policy
 from bot.policy.model import Actor
 from storage import repo
 from storage.db import create_database
 from storage.models import AccessLog
 from tests.cli.harness import Bot, setup_school
 from tests.completed_case import SIGNIFICANT_HARM_REFUSED, complete
-from tests.conftest import Clock
+from tests.conftest import Clock, england
 from tests.test_cases import rows
 
 People = dict[str, Person]
@@ -158,7 +157,7 @@ def test_the_terminal_shows_the_link_and_the_chronology_and_logs_the_readers(sql
 
 
 async def _two_linked_cases(bot: Bot) -> tuple[str, str]:
-    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england())
     try:
         async with svc.db.read() as s:
             people = {role: Person.of(p) for p in await repo.list_staff(s) for role in [_ROLE[p.email]]}

@@ -1,6 +1,7 @@
 """Configuration that cannot silently drift: the settings file is named, not guessed from the
 current folder; production refuses development settings; `serve` refuses a database that is not
-migrated; every refusal is one line naming the cause. Each test drives the real `consentbot`.
+migrated; every refusal is one line naming the cause. Each test drives the real `consentbot`: as a
+process where starting one is what is tested, else in this process through typer's runner.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from bot.config import ENV_FILE_VARIABLE, Settings, SettingsFileError
 from bot.crypto import generate_key
 from storage.db import create_database
 from storage.migrate import head_revision, upgrade
-from tests.cli.harness import CONSENTBOT
+from tests.cli.harness import CONSENTBOT, run_in_process
 
 SCOPED = ("CONSENTBOT_", "SLACK_", "TEAMS_", "DATABASE_URL")
 
@@ -30,23 +31,11 @@ def consentbot(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 
 def in_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The same command through typer's runner in this process (no process start, ~1 s less each):
-    for refusals that happen before anything is served.
+    """The same command through typer's runner in this process, with only `env` (no process start,
+    ~1 s less each): for refusals that happen before anything is served (`serve` fails at once if
+    it gets as far as serving).
     """
-    from typer.testing import CliRunner
-
-    from bot import cli
-
-    for module in ("cli_admin", "cli_commands"):  # what main() imports to register staff, export, doctor...
-        __import__(f"bot.{module}")
-    before = os.getcwd()
-    os.chdir(cwd)
-    try:  # the runner restores every variable it is given, the one --config sets among them
-        unset: dict[str, str | None] = {ENV_FILE_VARIABLE: None}
-        result = CliRunner().invoke(cli.app, list(args), env={**unset, **(env or {})})
-    finally:
-        os.chdir(before)
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    return run_in_process(*args, env=env or {}, cwd=cwd)
 
 
 def error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -72,11 +61,12 @@ def test_the_cli_from_another_folder_uses_the_database_the_named_file_names(serv
     (elsewhere / ".env").write_text("DATABASE_URL=sqlite+aiosqlite:///./wrong.db\n")  # a stray .env is not read
     named = {ENV_FILE_VARIABLE: str(service)}
 
-    assert consentbot("db", "upgrade", cwd=elsewhere, env=named).returncode == 0
-    added = consentbot("staff", "add", "dee@oak.sch.uk", "--role", "dsl", "--name", "Dee DSL", "--school", "oak",
+    upgraded = in_process("db", "upgrade", cwd=elsewhere, env=named)
+    assert upgraded.returncode == 0, upgraded.stderr
+    added = in_process("staff", "add", "dee@oak.sch.uk", "--role", "dsl", "--name", "Dee DSL", "--school", "oak",
                        "--create-school", cwd=elsewhere, env=named)
     assert added.returncode == 0, added.stderr
-    # The same database from its own folder, and through --config from a third.
+    # The same database from its own folder (a process), and through --config from a third.
     assert "dee@oak.sch.uk" in consentbot("staff", "list", cwd=service.parent, env=named).stdout
     listed = in_process("--config", str(service), "staff", "list", cwd=tmp_path)
     assert listed.returncode == 0 and "dee@oak.sch.uk" in listed.stdout, listed.stderr
@@ -88,7 +78,8 @@ def test_the_cli_from_another_folder_uses_the_database_the_named_file_names(serv
 
 def test_without_a_named_file_the_env_of_the_current_folder_is_read_as_before(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("DATABASE_URL=sqlite+aiosqlite:///./here.db\n")
-    assert consentbot("db", "upgrade", cwd=tmp_path).returncode == 0
+    upgraded = in_process("db", "upgrade", cwd=tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
     assert (tmp_path / "here.db").exists() and (tmp_path / "here.db.key").exists()
 
 
@@ -134,7 +125,7 @@ def test_production_refuses_a_missing_or_folder_relative_database(tmp_path: Path
     env = {"CONSENTBOT_ENV": "production", "CONSENTBOT_ENCRYPTION_KEY": generate_key("k1")}
     if database:
         env["DATABASE_URL"] = database
-    done = consentbot("serve", cwd=tmp_path, env=env)
+    done = in_process("serve", cwd=tmp_path, env=env)
     assert error_line(done).startswith(says)
     assert list(tmp_path.iterdir()) == []  # no database made in the folder it happened to run in
 
@@ -142,7 +133,7 @@ def test_production_refuses_a_missing_or_folder_relative_database(tmp_path: Path
 def test_serve_refuses_an_unmigrated_database_with_the_command_to_run(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/new.db", "CONSENTBOT_ENCRYPTION_KEY": generate_key("k1"),
            "PORT": "9", "HOST": "127.0.0.1"}
-    done = consentbot("serve", cwd=tmp_path, env=env, timeout=30)
+    done = in_process("serve", cwd=tmp_path, env=env)
     assert done.returncode == 1
     assert error_line(done) == "error: the database has no tables yet: run `consentbot db upgrade`"
     assert "Uvicorn running" not in done.stderr and "sweep" not in done.stderr
@@ -163,7 +154,7 @@ def test_serve_refuses_pending_migrations_naming_both_revisions(tmp_path: Path) 
 
     asyncio.run(migrate_to_first())
     env = {"DATABASE_URL": url, "CONSENTBOT_ENCRYPTION_KEY": generate_key("k1")}
-    done = consentbot("serve", cwd=tmp_path, env=env, timeout=30)
+    done = in_process("serve", cwd=tmp_path, env=env)
     assert error_line(done) == (f"error: migrations pending (the database is at 0001, this version needs "
                                 f"{head_revision()}): run `consentbot db upgrade`")
 
@@ -177,7 +168,7 @@ def test_a_command_on_an_unmigrated_database_names_the_migration_not_the_network
 def test_an_unreachable_database_is_named_as_such(tmp_path: Path) -> None:
     env = {"DATABASE_URL": "postgresql+asyncpg://consentbot:secretpw@127.0.0.1:9/consentbot",
            "CONSENTBOT_ENCRYPTION_KEY": generate_key("k1"), "CONSENTBOT_DB_TIMEOUT_SECONDS": "1"}
-    done = consentbot("serve", cwd=tmp_path, env=env)
+    done = in_process("serve", cwd=tmp_path, env=env)
     assert error_line(done).startswith("error: cannot reach the database in DATABASE_URL")
     assert "secretpw" not in done.stderr
 

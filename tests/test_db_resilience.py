@@ -16,10 +16,9 @@ from sqlalchemy import text
 from bot import cases, people
 from bot.cases import CaseView, Person, Services
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from storage.db import create_database
 from tests.completed_case import SIGNIFICANT_HARM_REFUSED, values_for
-from tests.conftest import _pg_database
+from tests.conftest import _pg_database, england
 
 KILLS = 5
 KILL = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -33,7 +32,7 @@ def pg_url(pg_template: str | None) -> Iterator[str]:
 
 @pytest.fixture
 async def svc(pg_url: str) -> AsyncIterator[Services]:
-    services = Services(db=create_database(pg_url), keyring=Keyring.parse(generate_key("r")), policy=load_policy())
+    services = Services(db=create_database(pg_url), keyring=Keyring.parse(generate_key("r")), policy=england())
     yield services
     await services.db.dispose()
 

@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 from bot.policy.diagram import render_markdown
-from bot.policy.loader import load_policy
 from bot.policy.model import Policy
 from bot.policy.requirements import REQUIREMENT_IDS
+from tests.conftest import england
 
 ROOT = Path(__file__).parents[1]
-POLICY = load_policy()
+POLICY = england()
 
 
 def table() -> dict[str, tuple[list[str], list[str]]]:

@@ -14,13 +14,13 @@ from bot import people, schools
 from bot.cases import Person, Services
 from bot.crypto import Keyring
 from bot.errors import NotFound
-from bot.policy.loader import load_policy
 from bot.schools import Changes, InvalidSetting
 from storage import repo
 from storage.db import create_database
 from storage.migrate import upgrade
 from storage.models import OutboxMessage
 from tests.cli.harness import Bot, setup_school
+from tests.conftest import england
 
 SLACK_ON = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "test"}  # Slack configured: it is "delivering"
 SLACK_OFF = {"SLACK_BOT_TOKEN": "", "SLACK_SIGNING_SECRET": ""}
@@ -36,7 +36,7 @@ def cli_school(bot: Bot, *people_: tuple[str, str, str | None], school: str = "o
     """
 
     async def go() -> None:
-        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england())
         try:
             await upgrade(svc.db)
             for email, role, slack_id in people_:
@@ -141,7 +141,7 @@ def install_workspaces(bot: Bot, *teams: tuple[str, str, str | None]) -> None:
     from bot import workspaces
 
     async def go() -> None:
-        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+        svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england())
         try:
             for team_id, name, school in teams:
                 await workspaces.save(svc, workspace=workspaces.Workspace(team_id=team_id, team_name=name,

@@ -20,9 +20,9 @@ from bot import cases, people
 from bot.cases import Services
 from bot.cli_commands import export
 from bot.crypto import Keyring, generate_key, load_keyring
-from bot.policy.loader import load_policy
 from storage.db import create_database
 from storage.migrate import upgrade
+from tests.conftest import england
 
 FORMULAS = {"child": "=HYPERLINK(\"http://evil.example\",\"open\")", "concern": "+cmd|' /C calc'!A0"}
 
@@ -106,7 +106,7 @@ def exported_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 async def _raise(url: str, key: str) -> str:
-    svc = Services(db=create_database(url), keyring=Keyring.parse(key), policy=load_policy())
+    svc = Services(db=create_database(url), keyring=Keyring.parse(key), policy=england())
     await upgrade(svc.db)
     tina = await people.add(svc, email="tina@oak.sch.uk", role="staff", name="Tina", school="oak")
     view = await cases.raise_concern(svc, actor=tina, values={"immediate_danger": "no"}, platform="test")

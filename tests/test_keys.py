@@ -17,10 +17,10 @@ from bot.cases import Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
 from bot.keys import KeyMismatch
-from bot.policy.loader import load_policy
 from storage.db import create_database
 from storage.keys import key_checks
 from tests.cli.harness import Bot, setup_school
+from tests.conftest import england
 
 WRONG_T1 = "the key with id 't1' in CONSENTBOT_ENCRYPTION_KEY is not the one this database was written with"
 
@@ -81,7 +81,7 @@ async def test_readyz_is_503_with_the_reason_while_the_key_does_not_match(servic
 
 
 async def first_start(bot: Bot) -> None:
-    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england())
     await keys.check(svc)  # what the first command's start does: record k1's check value
     await svc.db.dispose()
 
@@ -93,6 +93,7 @@ def test_commands_and_serve_refuse_a_wrong_key_in_one_line_but_db_upgrade_runs(t
     right, bot.key = bot.key, generate_key("k1")
     wrong = "the key with id 'k1' in CONSENTBOT_ENCRYPTION_KEY is not the one this database was written with"
     for command in (("staff", "list"), ("serve",)):
+        bot.in_process = command != ("serve",)  # `serve` starts as a process: a regression would serve here
         done = bot.run(*command, check=False)
         assert done.returncode == 1 and done.stderr.splitlines()[-1] == f"error: {wrong}", done.stderr
         assert "Traceback" not in done.stderr and bot.key.split(":")[1][:16] not in done.stderr

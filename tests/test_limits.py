@@ -9,13 +9,13 @@ from bot import cases, views
 from bot.cases import Person, Services
 from bot.checklist import text_limit
 from bot.errors import InvalidAnswer
-from bot.policy.loader import load_policy
 from bot.policy.model import FieldType
 from handlers.slack.modals import step_modal
 from storage.models import CaseEvent
+from tests.conftest import england
 from tests.test_cases import answer, rows
 
-POLICY = load_policy()
+POLICY = england()
 TEXT_TYPES = (FieldType.TEXT, FieldType.LONGTEXT)
 
 

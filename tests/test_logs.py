@@ -15,9 +15,9 @@ from bot.cases import Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
 from bot.logs import handler
-from bot.policy.loader import load_policy
 from storage.db import create_database
 from tests.cli.harness import Bot, case_ref, setup_school
+from tests.conftest import england
 
 CHILD = "Zebedee Canary-Quill"
 
@@ -27,7 +27,7 @@ async def test_a_requests_log_lines_carry_the_id_its_answer_returns(empty_db_url
     capture = handler("json")
     capture.stream = out  # type: ignore[attr-defined]
     logging.getLogger("bot.app").addHandler(capture)
-    svc = Services(db=create_database(empty_db_url), keyring=Keyring.parse(generate_key("t")), policy=load_policy())
+    svc = Services(db=create_database(empty_db_url), keyring=Keyring.parse(generate_key("t")), policy=england())
     app = build_app(Settings(DATABASE_URL=empty_db_url), svc)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
@@ -58,6 +58,6 @@ def test_the_json_format_logs_a_whole_conversation_without_content(sqlite_url: s
 
 
 def test_an_unknown_log_format_is_refused_in_one_line(sqlite_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path, extra_env={"CONSENTBOT_LOG_FORMAT": "xml"})
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, extra_env={"CONSENTBOT_LOG_FORMAT": "xml"}, in_process=True)
     done = bot.run("db", "upgrade", check=False)
     assert done.returncode == 1 and "CONSENTBOT_LOG_FORMAT" in done.stderr

@@ -17,12 +17,12 @@ from bot import cases
 from bot.cases import Services
 from bot.crypto import Keyring
 from bot.pdf import drawable, render_pdf
-from bot.policy.loader import load_policy
 from bot.readable import code_values
 from bot.record import decision_record
 from storage.db import create_database
 from tests.cli.harness import Bot, setup_school
 from tests.completed_case import CANARY_CHILD, complete
+from tests.conftest import england
 from tests.test_record_readable import CASE, NAMES, refused_facts
 
 # GUIDANCE "What is recorded per decision", each as the words the PDF must hold.
@@ -59,7 +59,7 @@ def text_of(pdf: bytes) -> str:
 
 
 async def _completed(bot: Bot) -> str:
-    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england())
     try:
         teacher, dsl = [await cases.identify(svc, email=email) for email in ("tina@oak.sch.uk", "dee@oak.sch.uk")]
         return (await complete(svc, teacher=teacher, dsl=dsl)).ref
@@ -70,6 +70,14 @@ async def _completed(bot: Bot) -> str:
 @pytest.fixture
 def bot(sqlite_url: str, tmp_path: Path) -> Bot:
     b = Bot(database_url=sqlite_url, workdir=tmp_path)  # real processes: their logs are what is checked
+    setup_school(b)
+    return b
+
+
+@pytest.fixture
+def bot_here(sqlite_url: str, tmp_path: Path) -> Bot:
+    """The commands in this process: for what they print and write, not their logs."""
+    b = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
     setup_school(b)
     return b
 
@@ -85,7 +93,7 @@ def test_the_pdf_holds_every_recorded_field_in_words_and_the_child_only_in_the_f
     assert not {k: v for k, v in missing.items() if v}, f"not in the PDF: {missing}"
     assert ref in text and CANARY_CHILD in text  # the record for the school file names the child
     # Codes that could be nothing but codes (a bare "phone" or "refused" is also an English word).
-    codes = [c for c in code_values(load_policy()) if "_" in c and c in text]
+    codes = [c for c in code_values(england()) if "_" in c and c in text]
     assert not codes, f"codes in the PDF: {codes}"
     assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", text)  # times in words, never ISO
     logs = done.stderr + done.stdout
@@ -95,7 +103,8 @@ def test_the_pdf_holds_every_recorded_field_in_words_and_the_child_only_in_the_f
         assert part not in logs, f"{part!r} in the command's log"
 
 
-def test_the_pdf_goes_to_ref_pdf_by_default_and_is_logged_as_a_pdf_export(bot: Bot, tmp_path: Path) -> None:
+def test_the_pdf_goes_to_ref_pdf_by_default_and_is_logged_as_a_pdf_export(bot_here: Bot, tmp_path: Path) -> None:
+    bot = bot_here
     ref = asyncio.run(_completed(bot))
     bot.run("export", ref, "--format", "pdf")
     assert (tmp_path / f"{ref}.pdf").read_bytes().startswith(b"%PDF-")
@@ -105,10 +114,10 @@ def test_the_pdf_goes_to_ref_pdf_by_default_and_is_logged_as_a_pdf_export(bot: B
 
 def test_characters_the_built_in_fonts_lack_are_substituted_not_a_crash() -> None:
     assert drawable("Zoë “Zeb” O’Neil — 李 ☃") == "Zoë \"Zeb\" O'Neil - ? ?"
-    record = decision_record(load_policy(), CASE, refused_facts(child="Zoë Ōkubo 李小龍 🙂"), NAMES)
+    record = decision_record(england(), CASE, refused_facts(child="Zoë Ōkubo 李小龍 🙂"), NAMES)
     assert "Child Zoë Okubo ??? ?" in text_of(render_pdf(record))
 
 
-def test_an_unknown_format_is_refused(bot: Bot) -> None:
-    done = bot.run("export", "C-NOPE", "--format", "docx", check=False)
+def test_an_unknown_format_is_refused(bot_here: Bot) -> None:
+    done = bot_here.run("export", "C-NOPE", "--format", "docx", check=False)
     assert done.returncode != 0 and "json, csv or pdf" in done.stdout + done.stderr

@@ -11,6 +11,7 @@ import pytest
 
 from bot.policy.loader import DEFAULT_POLICY, PolicyError, load_policy
 from bot.policy.requirements import REQUIREMENT_IDS
+from tests.cli.harness import run_in_process
 
 SOURCE = DEFAULT_POLICY.read_text()
 CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
@@ -204,7 +205,7 @@ def test_requirement_ids_are_those_of_the_guidance() -> None:
 
 def test_policy_diagram_of_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = broken(tmp_path, "    next: staff_threshold\n", "    next: nowhere\n")
-    done = subprocess.run([CONSENTBOT, "policy", "diagram", str(bad)], capture_output=True, text=True)
+    done = run_in_process("policy", "diagram", str(bad), env={}, cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "step 'concern': next 'nowhere' is not a step" in done.stderr
 
@@ -281,7 +282,7 @@ def test_a_value_of_the_wrong_shape_is_one_line_naming_the_line(tmp_path: Path, 
                                                                   message: str) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(SOURCE.replace(old, new, 1) if name != "steps: 5" else SOURCE.split("steps:\n")[0] + "steps: 5\n")
-    done = subprocess.run([CONSENTBOT, "policy", "check", str(path)], capture_output=True, text=True, check=False)
+    done = run_in_process("policy", "check", str(path), env={}, cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert re.search(rf"{re.escape(str(path))}:\d+: .*{message}", done.stderr), done.stderr
 
@@ -289,7 +290,7 @@ def test_a_value_of_the_wrong_shape_is_one_line_naming_the_line(tmp_path: Path, 
 def test_a_latin_1_file_is_refused_with_its_line_not_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(SOURCE.replace("title: Raise a concern", "title: Raise a concérn", 1).encode("latin-1"))
-    done = subprocess.run([CONSENTBOT, "policy", "check", str(path)], capture_output=True, text=True, check=False)
+    done = run_in_process("policy", "check", str(path), env={}, cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     line = next(i for i, text in enumerate(SOURCE.splitlines(), 1) if "title: Raise a concern" in text)
     assert f"{path}:{line}: not UTF-8 text (byte 0xe9)" in done.stderr

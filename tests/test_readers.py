@@ -15,12 +15,11 @@ from sqlalchemy.exc import DBAPIError
 from bot import audit, cases, people
 from bot.cases import CaseView, Person, Services
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from storage.audit import CASE_OPENED, GENESIS, Sealer, access_fields, canonical
 from storage.db import create_database
 from storage.migrate import upgrade
 from storage.models import AccessLog, Case, CaseEvent, School
-from tests.conftest import Clock
+from tests.conftest import Clock, england
 
 SEEDED = 2000
 RAISE = {"child": "Ada Canary", "year_group": "year_4", "concern": "Ada said X", "seen_at": "2026-11-24T08:40:00+00:00"}
@@ -31,7 +30,7 @@ async def sqlite_services(sqlite_url: str, clock: Clock) -> AsyncIterator[Servic
     """Services on a fresh, migrated SQLite file (the backend whose one writer a reader could block)."""
     db = create_database(sqlite_url)
     await upgrade(db)
-    yield Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(), clock=clock)
+    yield Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=england(), clock=clock)
     await db.dispose()
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from bot.policy.loader import load_policy
 from bot.policy.model import Policy
 from bot.readable import code_values, on_day, time_label, when, words
 from bot.record import decision_record, flatten
 from bot.record_text import NOT_RECORDED, sections
+from tests.conftest import england
 
 NAMES = {"1": "Tina Teacher", "2": "Dee DSL"}
 CASE = {"ref": "C-0042", "school": "Oak Primary", "status": "closed", "timezone": "Europe/London"}
@@ -22,7 +22,7 @@ CASE = {"ref": "C-0042", "school": "Oak Primary", "status": "closed", "timezone"
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy()
+    return england()
 
 
 def sig(by: str, at: str, step: str, platform: str = "slack") -> dict[str, str]:

@@ -10,12 +10,12 @@ from bot import screens
 from bot.cases import Person, Services
 from bot.checklist import text_limit
 from bot.errors import BotError, InvalidAnswer, NotAuthorised
-from bot.policy.loader import load_policy
 from bot.policy.model import FieldType
 from bot.screens import Reply, Screen
+from tests.conftest import england
 from tests.test_cases import RAISE
 
-POLICY = load_policy()
+POLICY = england()
 People = dict[str, Person]
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from bot.app import build_app
 from bot.cases import Services
+from tests.cli.harness import run_in_process
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_signing import sign
 from tests.slack.conftest import SECRET, make_services, slack_settings
@@ -135,7 +136,8 @@ def test_serve_closes_idle_and_dribbling_connections_and_refuses_beyond_its_limi
     env.update(PORT=str(port := free_port()), HOST="127.0.0.1", CONSENTBOT_SCHEDULER="false",
                CONSENTBOT_MAX_CONNECTIONS="4", CONSENTBOT_READ_TIMEOUT_SECONDS="1", CONSENTBOT_MAX_HEADER_BYTES="4096")
     # serve refuses a database that is not migrated
-    subprocess.run([consentbot, "db", "upgrade"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    upgraded = run_in_process("db", "upgrade", cwd=tmp_path, env=env)  # the process to start is `serve`
+    assert upgraded.returncode == 0, upgraded.stderr
     server = subprocess.Popen([consentbot, "serve"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(f"http://127.0.0.1:{port}/healthz").status_code == 200

@@ -4,11 +4,8 @@ hangs or is locked fails fast (issue 8, defect 5), and a malformed DATABASE_URL 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,14 +23,13 @@ from bot.cases import Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
 from bot.errors import NotFound
-from bot.policy.loader import load_policy
 from bot.runtime import DatabaseUrlError, build_services
 from storage import repo
 from storage.db import create_database
 from storage.migrate import head_revision, is_current, upgrade
 from storage.models import SQLModel
-
-CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
+from tests.cli.harness import run_in_process
+from tests.conftest import england
 
 
 async def test_the_migrations_create_exactly_the_models_schema(empty_db_url: str) -> None:
@@ -60,9 +56,7 @@ async def test_removed_staff_can_no_longer_sign_in_but_stay_in_history(services:
 
 
 def test_production_refuses_to_start_without_a_key(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "DATABASE_"))}
-    env["CONSENTBOT_ENV"] = "production"
-    done = subprocess.run([CONSENTBOT, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = run_in_process("serve", cwd=tmp_path, env={"CONSENTBOT_ENV": "production"})
     assert done.returncode == 1
     assert "production refuses to start without it" in done.stderr
     assert not (tmp_path / "consentbot.db.key").exists()
@@ -83,10 +77,9 @@ async def test_the_projection_moves_on_only_from_the_version_that_was_read(servi
 
 
 def test_an_unreachable_database_is_a_one_line_error_without_the_url(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "DATABASE_"))}
-    env.update(DATABASE_URL="postgresql+asyncpg://someone:s3cret@127.0.0.1:1/nowhere",
-               CONSENTBOT_ENCRYPTION_KEY=generate_key("k"))
-    done = subprocess.run([CONSENTBOT, "staff", "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    env = {"DATABASE_URL": "postgresql+asyncpg://someone:s3cret@127.0.0.1:1/nowhere",
+           "CONSENTBOT_ENCRYPTION_KEY": generate_key("k")}
+    done = run_in_process("staff", "list", cwd=tmp_path, env=env)
     assert done.returncode == 1
     assert "error: cannot reach the database in DATABASE_URL" in done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
@@ -114,7 +107,7 @@ def black_hole() -> Iterator[str]:
 
 
 async def test_a_black_holed_database_fails_readyz_and_requests_within_seconds(black_hole: str) -> None:
-    svc = Services(db=create_database(black_hole), keyring=Keyring.parse(generate_key("t1")), policy=load_policy())
+    svc = Services(db=create_database(black_hole), keyring=Keyring.parse(generate_key("t1")), policy=england())
     app = build_app(Settings(DATABASE_URL=black_hole), svc)
 
     async def readyz() -> tuple[httpx.Response, float]:
@@ -178,10 +171,9 @@ def test_a_malformed_database_url_is_named_without_echoing_it(url: str) -> None:
 
 
 def test_a_malformed_database_url_is_a_one_line_error(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "DATABASE_"))}
-    env.update(DATABASE_URL="postgresql+asyncpg://someone:s3cret@db.internal:port/x",
-               CONSENTBOT_ENCRYPTION_KEY=generate_key("k"))
-    done = subprocess.run([CONSENTBOT, "staff", "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    env = {"DATABASE_URL": "postgresql+asyncpg://someone:s3cret@db.internal:port/x",
+           "CONSENTBOT_ENCRYPTION_KEY": generate_key("k")}
+    done = run_in_process("staff", "list", cwd=tmp_path, env=env)
     assert done.returncode == 1 and done.stderr == ("error: DATABASE_URL is not a database URL (expected "
                                                     "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@"
                                                     "HOST:PORT/NAME)\n")

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ from typing import Any
 from bot import people
 from bot.cases import Services
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
+from bot.policy.loader import DEFAULT_POLICY, load_policy
+from bot.policy.model import Policy
 from storage.db import create_database
 from storage.migrate import upgrade
+from tests.conftest import england
 
 CONSENTBOT = str(Path(sys.executable).with_name("consentbot"))
 NOTIFICATION = "[notification to "
@@ -25,7 +29,9 @@ NOTIFICATION = "[notification to "
 
 @dataclass
 class Bot:
-    """One deployment: a database, a key, a policy; every call is a fresh process."""
+    """One deployment: a database, a key, a policy; every call is a fresh process, or with
+    `in_process` a fresh run of the command in this one.
+    """
 
     database_url: str
     workdir: Path
@@ -40,7 +46,7 @@ class Bot:
     in_process: bool = False
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SCOPED)}
         env.update(DATABASE_URL=self.database_url, CONSENTBOT_ENCRYPTION_KEY=self.key, CONSENTBOT_LOG_LEVEL="DEBUG")
         if self.slack:  # Slack configured, so people with a Slack id can be reached (nothing is sent from `chat`)
             env.update(SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET="test-signing-secret",
@@ -63,24 +69,7 @@ class Bot:
         return done
 
     def _run_here(self, args: tuple[str, ...], stdin: str) -> subprocess.CompletedProcess[str]:
-        from typer.testing import CliRunner
-
-        from bot import cli as command
-
-        for module in ("cli_admin", "cli_children", "cli_commands", "cli_directory", "cli_outbox", "cli_people",
-                       "cli_reminders", "cli_slack", "cli_teams"):
-            __import__(f"bot.{module}")
-        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
-        env.update(self.env())
-        before = os.getcwd()
-        os.chdir(self.workdir)  # the settings read .env from the current folder
-        try:
-            result = CliRunner().invoke(command.app, list(args), input=stdin, env=env)
-        finally:
-            os.chdir(before)
-        escaped = result.exception if not isinstance(result.exception, SystemExit) else None
-        stderr = result.stderr + ("".join(traceback.format_exception(escaped)) if escaped else "")
-        return subprocess.CompletedProcess([CONSENTBOT, *args], result.exit_code, result.stdout, stderr)
+        return run_in_process(*args, env=self.env(), cwd=self.workdir, stdin=stdin)
 
     def chat(self, email: str, *lines: str, case: str | None = None) -> str:
         args = ["chat", "--as", email] + (["--case", case] if case else [])
@@ -91,6 +80,79 @@ class Bot:
 
     def notifications(self) -> list[str]:
         return [line for out in self.stdout for line in out.splitlines() if line.startswith(NOTIFICATION)]
+
+
+SCOPED = ("CONSENTBOT_", "SLACK_", "TEAMS_")
+
+
+def run_in_process(*args: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`consentbot ARGS` through typer's runner in this process, as `main()` runs it (every command
+    registered), in `cwd`, with only the settings in `env` (the caller's CONSENTBOT_, SLACK_ and
+    TEAMS_ variables unset): the same command, arguments and output, without ~1 s of process start.
+    An exception that escapes is on stderr with its traceback, as a process would print it.
+    """
+    from typer.testing import CliRunner
+
+    from bot import cli as command
+
+    for module in ("cli_admin", "cli_children", "cli_commands", "cli_directory", "cli_outbox", "cli_people",
+                   "cli_reminders", "cli_slack", "cli_teams"):
+        __import__(f"bot.{module}")
+    scoped: dict[str, str | None] = {k: None for k in os.environ if k.startswith(SCOPED)}
+    before = os.getcwd()
+    os.chdir(cwd)  # the settings read .env from the current folder
+    try:
+        with parsed_once(), never_serving():
+            result = CliRunner().invoke(command.app, list(args), input=stdin, env={**scoped, **env})
+    finally:
+        os.chdir(before)
+    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
+    stderr = result.stderr + ("".join(traceback.format_exception(escaped)) if escaped else "")
+    return subprocess.CompletedProcess([CONSENTBOT, *args], result.exit_code, result.stdout, stderr)
+
+
+_POLICIES: dict[tuple[Path, bytes], Policy] = {}
+
+
+@contextmanager
+def parsed_once() -> Iterator[None]:
+    """Commands run in this process load each policy file once: `bot.runtime` gets the Policy
+    `load_policy` built for the same file with the same bytes (immutable data), not a second parse
+    of its YAML (~0.05 s a command). A file that fails to load fails every time, as in a process.
+    """
+    from bot import runtime
+
+    def load_policy_once(path: str | Path = DEFAULT_POLICY) -> Policy:
+        key = (Path(path).resolve(), Path(path).read_bytes()) if Path(path).is_file() else None
+        if key is None:
+            return load_policy(path)
+        if key not in _POLICIES:
+            _POLICIES[key] = load_policy(path)
+        return _POLICIES[key]
+
+    runtime.load_policy = load_policy_once  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        runtime.load_policy = load_policy  # type: ignore[assignment]
+
+
+@contextmanager
+def never_serving() -> Iterator[None]:
+    """`serve` run here fails at once if it gets as far as serving (in a test of its refusals, a
+    regression would otherwise serve until killed): everything before uvicorn runs as it is.
+    """
+    import uvicorn
+
+    def serving(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("`consentbot serve` started serving")
+
+    real = uvicorn.run
+    uvicorn.run = serving  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        uvicorn.run = real
 
 
 def case_ref(output: str) -> str:
@@ -118,7 +180,7 @@ def setup_school(bot: Bot, *, through_cli: bool = False) -> None:
 
 
 async def _setup(bot: Bot) -> None:
-    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=load_policy())
+    svc = Services(db=create_database(bot.database_url), keyring=Keyring.parse(bot.key), policy=england())
     try:
         await upgrade(svc.db)
         for email, role, name, slack_id in PEOPLE:

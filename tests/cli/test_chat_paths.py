@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from bot.policy.loader import load_policy
 from bot.readable import code_values
 from tests.cli.harness import Bot, case_ref, setup_school
+from tests.conftest import england
 
 TEACHER, DSL = "tina@oak.sch.uk", "dee@oak.sch.uk"
 CHILD = "Zebedee Canary-Quill"
 ANY = object()  # a timestamp or other value the test does not fix
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
-POLICY_CODES = code_values(load_policy())  # every code the policy labels, with its label
+POLICY_CODES = code_values(england())  # every code the policy labels, with its label
 
 
 def raise_concern(bot: Bot, *, danger: bool, threshold: str) -> str:
@@ -155,7 +155,7 @@ def base_record(ref: str, **over: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def bot(sqlite_url: str, tmp_path: Path) -> Bot:
-    """The terminal in this process (typer's runner); `bot_on_each_database` runs real processes."""
+    """The terminal in this process (typer's runner), on SQLite; `bot_on_each_database` on each database."""
     b = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
     setup_school(b)
     return b
@@ -163,10 +163,11 @@ def bot(sqlite_url: str, tmp_path: Path) -> Bot:
 
 @pytest.fixture
 def bot_on_each_database(db_url: str, tmp_path: Path) -> Bot:
-    """Real processes, on PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set; on SQLite in-process
-    (the `bot` fixture's tests run the same commands the same way).
+    """In this process too, on PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set as well as on SQLite.
+    `consentbot` starts as a process on PostgreSQL in the fault suite (tests/faults) and the replica
+    tests (tests/reminders/test_replicas_pg.py), and `chat` as a process in tests/cli/test_privacy_and_audit.py.
     """
-    b = Bot(database_url=db_url, workdir=tmp_path, in_process=db_url.startswith("sqlite"))
+    b = Bot(database_url=db_url, workdir=tmp_path, in_process=True)
     setup_school(b)
     return b
 
@@ -323,7 +324,7 @@ def test_export_as_csv_holds_the_same_fields(bot: Bot) -> None:
 
 def test_with_no_dsl_reachable_the_terminal_gives_the_fallback_contacts_not_alerted(sqlite_url: str,
                                                                                    tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path, slack=False)  # the DSLs' Slack ids reach nobody
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, slack=False, in_process=True)  # DSLs' Slack ids reach nobody
     setup_school(bot)
     done = bot.run("chat", "--as", TEACHER, stdin="1\n1\n", check=False)  # "Yes", then the teacher stops
     out = done.stdout

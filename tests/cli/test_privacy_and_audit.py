@@ -18,6 +18,7 @@ CANARY_WORDS = ("Quillon", "Marchbanks", "Oyelaran")
 
 @pytest.fixture
 def bot(sqlite_url: str, tmp_path: Path) -> Bot:
+    """Real processes: their logs, at DEBUG, are what is searched for the canary."""
     b = Bot(database_url=sqlite_url, workdir=tmp_path)
     setup_school(b, through_cli=True)  # once in the suite, the way an IT person sets up
     return b
@@ -61,9 +62,11 @@ def tamper(bot: Bot, sql: str) -> None:
 
 @pytest.fixture(scope="module")
 def assigned_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bot, str]:
-    """One case, raised and assigned, built once; each tampering test works on a copy."""
+    """One case, raised and assigned, built once; each tampering test works on a copy. The commands
+    run in this process (what they print is checked, not their logs).
+    """
     workdir = tmp_path_factory.mktemp("story")
-    bot = Bot(database_url=f"sqlite+aiosqlite:///{workdir}/test.db", workdir=workdir)
+    bot = Bot(database_url=f"sqlite+aiosqlite:///{workdir}/test.db", workdir=workdir, in_process=True)
     setup_school(bot)
     ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "", "6", "text", "2026-11-24 08:40", "1"))
     bot.chat(DSL, "2", "1", "", *NO_REASON, TEACHER, "")
@@ -88,7 +91,7 @@ def test_tampering_fails_verify_and_names_the_case(assigned_case: tuple[Bot, str
     for part in db_file(original).parent.glob(db_file(original).name + "*"):
         shutil.copy(part, tmp_path / part.name)
     bot = Bot(database_url=f"sqlite+aiosqlite:///{tmp_path / db_file(original).name}", workdir=tmp_path,
-              key=original.key)
+              key=original.key, in_process=True)
     tamper(bot, "PRAGMA foreign_keys=OFF; " + change)
     done = bot.run("audit", "verify", check=False)
     assert done.returncode == 1
@@ -97,7 +100,7 @@ def test_tampering_fails_verify_and_names_the_case(assigned_case: tuple[Bot, str
 
 
 def test_non_dsl_deciding_is_refused_and_the_refusal_audited(sqlite_url: str, tmp_path: Path) -> None:
-    bot = Bot(database_url=sqlite_url, workdir=tmp_path)
+    bot = Bot(database_url=sqlite_url, workdir=tmp_path, in_process=True)
     setup_school(bot)
     bot.run("staff", "add", "tom@oak.sch.uk", "--role", "staff", "--name", "Tom Teacher", "--school", "oak")
     ref = case_ref(bot.chat(TEACHER, "1", "2", CANARY, "", "6", "text", "2026-11-24 08:40", "1"))

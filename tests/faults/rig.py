@@ -22,13 +22,13 @@ from bot import people
 from bot.cases import Services
 from bot.crypto import Keyring, generate_key
 from bot.messages import Kind, Message
-from bot.policy.loader import load_policy
 from bot.ports import Chat
 from bot.sender import SenderConfig, run
 from storage import repo
 from storage.db import create_database
 from storage.migrate import upgrade
 from storage.models import OutboxMessage, Staff, utcnow
+from tests.conftest import england
 from tests.faults.inject import FaultySlack
 from tests.faults.outcome import Row, count
 from tests.slack.conftest import TOKEN
@@ -75,7 +75,7 @@ async def rigged(url: str, workdir: Path) -> AsyncIterator[Rig]:
     db = create_database(url)
     try:
         await upgrade(db)
-        svc = Services(db=db, keyring=Keyring.parse(KEY), policy=load_policy(), delivering=frozenset({"slack"}))
+        svc = Services(db=db, keyring=Keyring.parse(KEY), policy=england(), delivering=frozenset({"slack"}))
         for i in range(RECIPIENTS):
             await people.add(svc, email=f"dsl{i}@oak.sch.uk", role="dsl", name=f"DSL {i}", school="oak",
                              slack_user_id=f"U0F{i:07d}")

@@ -13,12 +13,10 @@ import pytest
 from bot import reminders
 from bot.cases import Person, Services
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from storage import repo
 from storage.db import create_database
-from storage.migrate import upgrade
 from storage.models import Case, OutboxMessage, Reminder
-from tests.conftest import Clock
+from tests.conftest import Clock, england
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -39,8 +37,7 @@ def tick() -> Clock:
 @pytest.fixture
 async def svc(migrated_sqlite_url: str, tick: Clock) -> AsyncIterator[Services]:
     db = create_database(migrated_sqlite_url)
-    await upgrade(db)
-    yield Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(), clock=tick)
+    yield Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=england(), clock=tick)
     await db.dispose()
 
 

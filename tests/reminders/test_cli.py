@@ -11,8 +11,8 @@ from bot import cli_commands, cli_reminders  # noqa: F401 - register the command
 from bot.cases import Services
 from bot.cli import app
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from storage.db import create_database
+from tests.conftest import england
 
 from .conftest import Clock, add_reminder, london, make_case, outbox_rows, reminder_rows
 
@@ -45,7 +45,7 @@ def url(tmp_path, monkeypatch) -> str:
 def with_services(url: str, work):
     async def go():
         db = create_database(url)
-        svc = Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=load_policy(),
+        svc = Services(db=db, keyring=Keyring.parse(generate_key("t1")), policy=england(),
                        clock=Clock(london(2026, 11, 24, 9, 0)))
         try:
             return await work(svc)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +25,7 @@ import pytest
 
 from bot.crypto import generate_key
 from bot.schooltime import SchoolCalendar
-from storage.db import create_database
-from storage.migrate import upgrade
+from tests.conftest import _pg_database
 
 PG_ENV = "CONSENTBOT_TEST_DATABASE_URL"
 ROWS = 10_000
@@ -39,24 +38,13 @@ def _plain(url: str) -> str:
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    import asyncpg
-
-    base = os.environ.get(PG_ENV)
-    if not base:
+def pg_url(pg_template: str | None) -> Iterator[str]:
+    """A new database at the newest migration, made from the migrated template (tests/conftest.py);
+    skipped without CONSENTBOT_TEST_DATABASE_URL, an error (never a skip) when that server is unreachable.
+    """
+    if pg_template is None:
         pytest.skip(f"{PG_ENV} is not set")
-    name = f"consentbot_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_plain(base), timeout=10)  # unreachable: the test errors, never skips
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0] + "/" + name
-    try:
-        db = create_database(url)
-        await upgrade(db)
-        await db.dispose()
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    yield from _pg_database(template=pg_template)
 
 
 async def seed(url: str, *, rows: int, kind: str, due: datetime, urgent: bool = True, role: str = "dsl") -> None:

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from bot import people
 from bot.cases import Person, Services
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from bot.policy.model import Policy
 from bot.schooltime import SchoolCalendar
 from storage.db import create_database
 from storage.migrate import upgrade
+from tests.conftest import england
 
 from .conftest import Clock, add_ladder, make_case, outbox_rows, sweep_through
 
@@ -50,7 +50,7 @@ class Template:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     """Built once per module: migrating takes longer than a whole example."""
     path = tmp_path_factory.mktemp("property") / "template.db"
-    policy = load_policy()
+    policy = england()
 
     async def build() -> dict[str, Person]:
         db = create_database(f"sqlite+aiosqlite:///{path}")

@@ -18,11 +18,11 @@ from bot.app import build_app
 from bot.cases import Person, Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from bot.sender import DrainReport, SenderConfig, drain
 from handlers.slack import sender_platform
 from storage.db import create_database
 from storage.migrate import upgrade
+from tests.conftest import england
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_signing import form_body, sign
 
@@ -34,23 +34,29 @@ USERS = {"teacher": "U0TEACHER1", "dsl": "U0DSL00001", "deputy": "U0DEPUTY01", "
 
 
 
-async def make_services(url: str) -> Services:
-    db = create_database(url)
-    await upgrade(db)
-    return Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy(),
+def services_on(url: str) -> Services:
+    """Services delivering on Slack, on a database already at the newest migration (the fixtures')."""
+    return Services(db=create_database(url), keyring=Keyring.parse(generate_key("t")), policy=england(),
                     delivering=frozenset({"slack"}))
+
+
+async def make_services(url: str) -> Services:
+    """Services delivering on Slack, on `url` migrated first (a new database file, say)."""
+    svc = services_on(url)
+    await upgrade(svc.db)
+    return svc
 
 
 @pytest.fixture
 async def sender_services(db_url: str) -> AsyncIterator[Services]:
-    svc = await make_services(db_url)  # SQLite, and PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set
+    svc = services_on(db_url)  # SQLite, and PostgreSQL when CONSENTBOT_TEST_DATABASE_URL is set
     yield svc
     await svc.db.dispose()
 
 
 @pytest.fixture
 async def slack_services(migrated_sqlite_url: str) -> AsyncIterator[Services]:
-    svc = await make_services(migrated_sqlite_url)
+    svc = services_on(migrated_sqlite_url)
     yield svc
     await svc.db.dispose()
 

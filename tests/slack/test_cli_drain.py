@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bot.crypto import generate_key
+from tests.cli.harness import run_in_process
 from tests.fakes.slack_api import FakeSlack
 from tests.slack.conftest import TOKEN, make_services
 from tests.slack.test_sender import delivered_keys, queue, recipients
@@ -41,9 +42,7 @@ async def test_drain_sends_the_queue_once_and_says_what_it_did(tmp_path: Path, f
 
 
 def test_drain_without_slack_configured_says_how_to_configure_it(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
-    env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/cli.db", CONSENTBOT_ENCRYPTION_KEY=KEY)
-    done = subprocess.run([CONSENTBOT, "outbox", "drain"], env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", "CONSENTBOT_ENCRYPTION_KEY": KEY}
+    done = run_in_process("outbox", "drain", env=env, cwd=tmp_path)  # a refusal: in this process
 
     assert done.returncode == 1 and "SLACK_BOT_TOKEN" in done.stderr

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,14 +31,14 @@ from bot.config import Settings, invalid_settings
 from bot.crypto import Keyring, generate_key
 from bot.errors import NotFound
 from bot.messages import Kind, Message
-from bot.policy.loader import load_policy
 from bot.ports import Permanent
 from bot.sender import DrainReport, SenderConfig, drain
 from bot.workspaces import Workspace
 from handlers.slack import sender_platform
 from storage.db import create_database
 from storage.models import AccessLog, SlackInstallation
-from tests.cli.harness import CONSENTBOT
+from tests.cli.harness import run_in_process
+from tests.conftest import england
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_signing import form_body, sign
 from tests.slack.conftest import SECRET, fill
@@ -358,25 +359,23 @@ Consentbot = Callable[..., subprocess.CompletedProcess[str]]
 
 def slack_cli(database_url: str) -> Consentbot:
     """A database with Oak's workspace installed (not linked) and Dee, Oak's DSL; and `consentbot`
-    run on it as a process, in several-workspaces mode.
+    run on it, in several-workspaces mode (in this process: what the commands print and write is checked).
     """
     key = generate_key("k1")
 
     async def installed() -> None:
-        svc = Services(db=create_database(database_url), keyring=Keyring.parse(key), policy=load_policy())
+        svc = Services(db=create_database(database_url), keyring=Keyring.parse(key), policy=england())
         await people.add(svc, email="dee@oak.sch.uk", role="dsl", name="Dee", school="oak", slack_user_id="U0OAKDSL01")
         await people.add(svc, email="bo@birch.sch.uk", role="dsl", name="Bo", school="birch")
         await workspaces.save(svc, workspace=Workspace(team_id=OAK, team_name="Oak Primary", bot_token="xoxb-oak-1"))
         await svc.db.dispose()
 
     asyncio.run(installed())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
-    env.update(DATABASE_URL=database_url, CONSENTBOT_ENCRYPTION_KEY=key, CONSENTBOT_ENV_FILE=os.devnull,
+    env = dict(DATABASE_URL=database_url, CONSENTBOT_ENCRYPTION_KEY=key, CONSENTBOT_ENV_FILE=os.devnull,
                SLACK_SIGNING_SECRET=SECRET, SLACK_CLIENT_ID=CLIENT_ID, SLACK_CLIENT_SECRET=CLIENT_SECRET)
 
     def consentbot(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CONSENTBOT, *args], env={**env, **extra}, capture_output=True, text=True, timeout=60,
-                              check=False)
+        return run_in_process(*args, env={**env, **extra}, cwd=Path.cwd())
 
     return consentbot
 

@@ -7,13 +7,11 @@ loopback answers 500 for as many posts as the test scripts; nothing is ever post
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +26,7 @@ from bot.policy.model import Actor
 from bot.sender import DrainReport, SenderConfig, drain
 from handlers.slack import sender_platform
 from storage.models import OutboxMessage, utcnow
+from tests.cli.harness import run_in_process
 from tests.fakes.slack_api import FakeSlack
 from tests.slack.conftest import TOKEN, make_services, slack_settings
 from tests.slack.test_ack_snooze import ANSWERS, asked, drive
@@ -184,13 +183,12 @@ async def test_an_urgent_alerts_first_retry_after_a_slack_500_comes_within_secon
 
 # ---------------------------------------------------------------- routine messages and `outbox retry`
 
-def outbox_retry(url: str, fake: FakeSlack, key: str, *args: str) -> str:
-    """`consentbot outbox retry ...` in its own process (bot.cli_outbox registers the command)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSENTBOT_", "SLACK_", "TEAMS_"))}
-    env.update(DATABASE_URL=url, CONSENTBOT_ENCRYPTION_KEY=key, SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=fake.url)
-    code = "import bot.cli, bot.cli_commands, bot.cli_outbox; bot.cli.app()"
-    done = subprocess.run([sys.executable, "-c", code, "outbox", "retry", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+async def outbox_retry(url: str, fake: FakeSlack, key: str, *args: str) -> str:
+    """`consentbot outbox retry ...` in this process, on a thread of its own as the command runs its
+    own event loop (the fault suite, tests/faults, runs it as a process).
+    """
+    env = {"DATABASE_URL": url, "CONSENTBOT_ENCRYPTION_KEY": key, "SLACK_BOT_TOKEN": TOKEN, "SLACK_API_URL": fake.url}
+    done = await asyncio.to_thread(run_in_process, "outbox", "retry", *args, env=env, cwd=Path.cwd())
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -210,8 +208,8 @@ async def test_a_routine_message_fails_visibly_and_outbox_retry_queues_it_again(
     await svc.db.dispose()
     key = generate_key("k")
 
-    waiting = outbox_retry(db_url, fake_slack, key, "--platform", "slack")
-    again = outbox_retry(db_url, fake_slack, key, "--failed", "--platform", "slack")
+    waiting = await outbox_retry(db_url, fake_slack, key, "--platform", "slack")
+    again = await outbox_retry(db_url, fake_slack, key, "--failed", "--platform", "slack")
 
     assert waiting == "outbox slack: 1 waiting now due, 1 failed left as they are (add --failed to queue them again)"
     assert again == "outbox slack: 1 failed queued again, 0 waiting now due"

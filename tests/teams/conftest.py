@@ -17,11 +17,10 @@ from bot.app import build_app
 from bot.cases import Person, Services
 from bot.config import Settings
 from bot.crypto import Keyring, generate_key
-from bot.policy.loader import load_policy
 from bot.sender import DrainReport, SenderConfig, drain
 from handlers.teams import app as teams
 from storage.db import create_database
-from storage.migrate import upgrade
+from tests.conftest import england
 from tests.fakes import teams_connector as tc
 from tests.fakes.graph_api import FakeGraph
 from tests.fakes.teams_connector import FakeTeams
@@ -98,9 +97,8 @@ def teams_db_url(migrated_sqlite_url: str) -> str:
 
 @pytest.fixture
 async def teams_services(teams_db_url: str) -> AsyncIterator[Services]:
-    db = create_database(teams_db_url)
-    await upgrade(db)
-    svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=load_policy(),
+    db = create_database(teams_db_url)  # migrated already
+    svc = Services(db=db, keyring=Keyring.parse(generate_key("t")), policy=england(),
                    delivering=frozenset({"teams"}))
     yield svc
     await db.dispose()

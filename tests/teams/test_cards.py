@@ -16,13 +16,13 @@ import pytest
 from bot import screens
 from bot.checklist import IllegalAnswer, text_limit, validate_answer
 from bot.messages import Kind, Message, render_text
-from bot.policy.loader import load_policy
 from bot.policy.model import FieldType, Step, StepKind
 from bot.screens import CARRIED_LEAD, Detail, FieldError, Question, Screen
 from handlers.teams import cards
 from handlers.teams.parse import card_data, parse_reply, parse_snooze, quoted_from_message
+from tests.conftest import england
 
-POLICY = load_policy()
+POLICY = england()
 COLLEAGUES = [("a.teacher@school.example", "A Teacher (staff)"), ("dsl@school.example", "D Lead (dsl)")]
 ASK_STEPS = [s for s in POLICY.steps.values() if s.kind is StepKind.ASK]
 STEP_DATA_KEYS = {"consentbot", "step", "case", "version", "nonce", "quoted"}

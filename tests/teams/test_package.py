@@ -18,6 +18,7 @@ import jsonschema
 import pytest
 
 from handlers.teams.package import build_package, manifest
+from tests.cli.harness import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 # CI clones the repository beside shared/ (X/main and X/shared), as on the development machine.
@@ -35,6 +36,11 @@ def consentbot(*args: str, cwd: Path, client_id: str | None = CLIENT_ID) -> subp
         env["TEAMS_CLIENT_ID"] = client_id
     return subprocess.run([sys.executable, "-c", "from bot.cli import main; main()", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def consentbot_here(*args: str, cwd: Path, client_id: str | None = CLIENT_ID) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (typer's runner), for what it prints and writes; `built` runs the process."""
+    return run_in_process(*args, env={} if client_id is None else {"TEAMS_CLIENT_ID": client_id}, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +131,10 @@ def test_without_a_domain_the_links_are_marked_placeholders_and_still_valid(vali
 
 def test_app_id_and_the_school_pages_are_taken_from_the_options(tmp_path: Path,
                                                                 validator: jsonschema.Draft4Validator) -> None:
-    result = consentbot("teams", "package", "--out", "app.zip", "--app-id", OTHER_ID, "--name", "Oak Safeguarding",
-                        "--app-version", "1.0.3", "--privacy-url", "https://oak.sch.uk/privacy",
-                        "--terms-url", "https://oak.sch.uk/terms", "--website-url", "https://oak.sch.uk/", cwd=tmp_path)
+    result = consentbot_here("teams", "package", "--out", "app.zip", "--app-id", OTHER_ID, "--name", "Oak Safeguarding",
+                             "--app-version", "1.0.3", "--privacy-url", "https://oak.sch.uk/privacy",
+                             "--terms-url", "https://oak.sch.uk/terms", "--website-url", "https://oak.sch.uk/",
+                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "note:" not in result.stdout  # nothing left to a default link
     body = read_manifest(zipfile.ZipFile(tmp_path / "app.zip"))
@@ -143,7 +150,7 @@ def test_the_same_inputs_build_the_same_bytes() -> None:
 @pytest.mark.parametrize("client_id, said", [(None, "TEAMS_CLIENT_ID is not set"),
                                              ("my-bot", "TEAMS_CLIENT_ID is not a GUID")])
 def test_without_a_valid_client_id_it_says_so_in_one_line(tmp_path: Path, client_id: str | None, said: str) -> None:
-    result = consentbot("teams", "package", cwd=tmp_path, client_id=client_id)
+    result = consentbot_here("teams", "package", cwd=tmp_path, client_id=client_id)
     assert result.returncode == 1
     (line,) = errors(result)
     assert said in line and line.endswith("(see docs/teams-setup.md)")
@@ -153,10 +160,10 @@ def test_without_a_valid_client_id_it_says_so_in_one_line(tmp_path: Path, client
 def test_an_existing_file_is_replaced_only_with_force(tmp_path: Path) -> None:
     out = tmp_path / "consentbot-teams.zip"
     out.write_bytes(b"an older package")
-    refused = consentbot("teams", "package", cwd=tmp_path)
+    refused = consentbot_here("teams", "package", cwd=tmp_path)
     assert refused.returncode == 1 and errors(refused) == [f"error: {out.name} exists: pass --force to replace it"]
     assert out.read_bytes() == b"an older package"
-    forced = consentbot("teams", "package", "--force", cwd=tmp_path)
+    forced = consentbot_here("teams", "package", "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert zipfile.ZipFile(out).namelist()
 
@@ -173,7 +180,7 @@ def test_what_teams_would_refuse_is_refused(argument: str, value: str, said: str
 
 
 def test_the_command_refuses_it_in_one_line_before_writing(tmp_path: Path) -> None:
-    result = consentbot("teams", "package", "--name", "x" * 31, cwd=tmp_path)
+    result = consentbot_here("teams", "package", "--name", "x" * 31, cwd=tmp_path)
     assert result.returncode == 1
     assert errors(result) == ["error: the name must be 1 to 30 characters (Teams' limit for an app's short name)"]
     assert list(tmp_path.iterdir()) == []
