@@ -89,10 +89,18 @@ async def counts(url: str) -> dict[str, int]:
         await conn.close()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port, never one handed out before in this process: two replicas may start at once."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
@@ -153,8 +161,7 @@ async def wait_for(url: str, done, timeout: float = 40) -> dict[str, int]:
 
 
 async def test_two_serve_processes_send_each_of_10000_reminders_exactly_once(pg_url, tmp_path, servers):
-    first = await serve(pg_url, tmp_path, servers)
-    second = await serve(pg_url, tmp_path, servers)
+    first, second = await asyncio.gather(serve(pg_url, tmp_path, servers), serve(pg_url, tmp_path, servers))
     await seed(pg_url, rows=ROWS, kind="urgent_ack", due=datetime.now(UTC) - timedelta(minutes=1))
 
     found = await wait_for(pg_url, lambda c: c.get("sent", 0) == ROWS)
