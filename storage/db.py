@@ -88,8 +88,9 @@ class Database:
 
     async def unit(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """`work(session)` in one write transaction, committed when it returns, rolled back when it
-        raises; its result is returned. On a SQLite file the whole transaction runs in the writer
-        thread in one hand-off (storage/sqlite_writer.py): `work` may use only the session and
+        raises; its result is returned. On a SQLite file the whole transaction runs in one go,
+        committed with the others of its turn, on the event loop when the database is free, else
+        in the writer thread (storage/sqlite_writer.py): `work` may use only the session and
         plain computation. Elsewhere it is `transaction()`.
         """
         if self.make_writer is None:

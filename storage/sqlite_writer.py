@@ -159,8 +159,8 @@ class SqliteWriter:
         self.batches = {"inline": 0, "thread": 0}  # committed batches, for tests and the bench
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, info: dict[str, Any]) -> T:
-        """`work` in the writer thread: its result once committed, or the exception it raised
-        (its changes rolled back).
+        """`work` in this turn's batch on the event loop, or in the thread when the database is
+        busy: its result once committed, or the exception it raised (its changes rolled back).
         """
         unit = _Unit(work, info)
         if self.inline_engine is None:
