@@ -178,16 +178,19 @@ def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_tim
                     **engine_args: Any) -> Database:
     """Build the engine for `url` (sqlite+aiosqlite or postgresql+asyncpg).
 
+    Every engine hides a statement's parameters from its error messages (`hide_parameters`):
+    an error is logged, and a parameter may be a person's name or a sealed record.
+
     `timeout` bounds connecting (PostgreSQL) or waiting for another process's write lock
     (SQLite's busy timeout); `statement_timeout` bounds one PostgreSQL statement (None: no
     limit, for migrations). A new SQLite file is created private (0600) first.
     """
     if url.startswith("sqlite"):
         _create_private_sqlite_file(url)
-        engine = create_async_engine(url, connect_args={"timeout": timeout}, **engine_args)
+        engine = create_async_engine(url, connect_args={"timeout": timeout}, hide_parameters=True, **engine_args)
         _serialise_sqlite_writers(engine, busy_ms=int(timeout * 1000))
         if make_url(url).database not in (None, "", ":memory:"):  # a memory database is one connection's own
-            readers = create_async_engine(url, connect_args={"timeout": timeout}, **engine_args)
+            readers = create_async_engine(url, connect_args={"timeout": timeout}, hide_parameters=True, **engine_args)
             _serialise_sqlite_writers(readers, busy_ms=int(timeout * 1000), read_only=True)
             lock = threading.Lock()
             return Database(write_lock=lock, engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),
@@ -196,7 +199,7 @@ def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_tim
                             make_writer=lambda: _sqlite_writer(url, busy_ms=int(timeout * 1000), lock=lock),
                             make_reader=lambda: _sqlite_writer(url, busy_ms=int(timeout * 1000), read_only=True))
     else:
-        engine = create_async_engine(url, pool_recycle=RECYCLE_SECONDS, pool_timeout=timeout,
+        engine = create_async_engine(url, pool_recycle=RECYCLE_SECONDS, pool_timeout=timeout, hide_parameters=True,
                                      connect_args=_postgres_timeouts(timeout, statement_timeout), **engine_args)
         _discard_closed_postgres_connections(engine)
     return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False),

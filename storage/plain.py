@@ -6,7 +6,8 @@ database's own work on these (py-spy: 8.4% of an answer's CPU around SQLite's 7.
 Only a statement that needs nothing of SQLAlchemy at run time qualifies: no default or onupdate
 to compute, no result type to convert, no expanding IN. Parameters are converted with
 SQLAlchemy's own bind processors, and a refusal is raised as SQLAlchemy raises it
-(IntegrityError, OperationalError), so callers see no difference. Anything else goes through
+(IntegrityError, OperationalError), without the parameters in its message, as the engines
+raise theirs, so callers see no difference. Anything else goes through
 SQLAlchemy as before.
 """
 
@@ -96,7 +97,7 @@ def run_on_sqlite(driver: sqlite3.Connection, plain: PlainSql, params: Mapping[s
         cursor.execute(plain.sql, values)
         return PlainResult(cursor.fetchall() if plain.columns else [], plain.columns, cursor.rowcount)
     except sqlite3.Error as error:  # as SQLAlchemy raises it: callers catch IntegrityError, OperationalError
-        raise DBAPIError.instance(plain.sql, values, error, sqlite3.Error) from error
+        raise DBAPIError.instance(plain.sql, values, error, sqlite3.Error, hide_parameters=True) from error
     finally:
         cursor.close()
 
@@ -117,7 +118,7 @@ async def run_on_asyncpg(fairy: Any, plain: PlainSql, params: Mapping[str, Any] 
         try:
             fairy.dbapi_connection._handle_exception(error)
         except dbapi.Error as adapted:
-            raise DBAPIError.instance(plain.sql, values, adapted, dbapi.Error) from error
+            raise DBAPIError.instance(plain.sql, values, adapted, dbapi.Error, hide_parameters=True) from error
         raise
     count = status.rsplit(" ", 1)[-1]
     return PlainResult([], (), int(count) if count.isdigit() else -1)

@@ -143,7 +143,7 @@ class SqliteWriter:
                  name: str = "consentbot-sqlite-writer", group: bool = True,
                  lock: threading.Lock | None = None, inline: bool = False) -> None:
         sync_url = url.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1)
-        self.engine = create_engine(sync_url)
+        self.engine = create_engine(sync_url, hide_parameters=True)  # as storage.db's engines
         configure(self.engine, False)
         self._bind = self.engine.execution_options(**options) if options else self.engine
         self._group = group
@@ -152,7 +152,7 @@ class SqliteWriter:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         # The event loop's own connection: busy timeout zero, so BEGIN IMMEDIATE never waits.
-        self.inline_engine = create_engine(sync_url) if inline else None
+        self.inline_engine = create_engine(sync_url, hide_parameters=True) if inline else None
         if self.inline_engine is not None:
             configure(self.inline_engine, True)
         self._pending: list[_Unit] = []
