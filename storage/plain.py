@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import functools
 import sqlite3
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,10 @@ def _row_type(columns: tuple[str, ...]) -> Any:
     return collections.namedtuple("Row", columns)
 
 
-_PLAIN: dict[tuple[Any, str, tuple[str, ...]], PlainSql | None] = {}
+# Per statement object, weakly: the hot statements are module constants and stay; a statement a
+# caller builds afresh is forgotten with it, so this cannot grow for ever nor crowd them out.
+_PLAIN: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[str, ...]], PlainSql | None]] = \
+    weakref.WeakKeyDictionary()
 
 
 def plain_sql(statement: Any, dialect: Any, keys: tuple[str, ...]) -> PlainSql | None:
@@ -70,23 +74,27 @@ def plain_sql(statement: Any, dialect: Any, keys: tuple[str, ...]) -> PlainSql |
     needs SQLAlchemy: a text() or ORM statement, a default or an onupdate to compute, a result
     type to convert, an expanding IN.
     """
-    key = (statement, dialect.name, keys)
-    if key in _PLAIN:
-        return _PLAIN[key]
-    plain = None
-    if isinstance(statement, (Insert, Update, Select)) and len(_PLAIN) < 64:  # prebuilt statements only
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        types = [c.type for c in compiled._result_columns]
-        needs = ("insert_prefetch", "update_prefetch", "postfetch", "returning")
-        if (compiled.positiontup is not None and not any(getattr(compiled, n, None) for n in needs)
-                and not any(b.expanding for b in compiled.binds.values())
-                and all(t._cached_result_processor(dialect, None) is None for t in types)
-                and all(n in keys or not compiled.binds[n].required for n in compiled.positiontup)):
-            plain = PlainSql(compiled.string, tuple(
-                (name, compiled.binds[name].type._cached_bind_processor(dialect), compiled.binds[name].value)
-                for name in compiled.positiontup), tuple(c.keyname for c in compiled._result_columns))
-    _PLAIN[key] = plain
-    return plain
+    if not isinstance(statement, (Insert, Update, Select)):
+        return None
+    forms = _PLAIN.setdefault(statement, {})
+    key = (dialect.name, keys)
+    if key not in forms:
+        forms[key] = _compiled(statement, dialect, keys)
+    return forms[key]
+
+
+def _compiled(statement: Insert | Update | Select[Any], dialect: Any, keys: tuple[str, ...]) -> PlainSql | None:
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    types = [c.type for c in compiled._result_columns]
+    needs = ("insert_prefetch", "update_prefetch", "postfetch", "returning")
+    if (compiled.positiontup is None or any(getattr(compiled, n, None) for n in needs)
+            or any(b.expanding for b in compiled.binds.values())
+            or any(t._cached_result_processor(dialect, None) is not None for t in types)
+            or any(n not in keys and compiled.binds[n].required for n in compiled.positiontup)):
+        return None
+    return PlainSql(compiled.string, tuple(
+        (name, compiled.binds[name].type._cached_bind_processor(dialect), compiled.binds[name].value)
+        for name in compiled.positiontup), tuple(c.keyname for c in compiled._result_columns))
 
 
 def run_on_sqlite(driver: sqlite3.Connection, plain: PlainSql, params: Mapping[str, Any] | None) -> PlainResult:

@@ -13,6 +13,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, bindparam, cr
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import IntegrityError
 
+import storage.plain
 from bot.app import freeze_startup_heap
 from storage import audit, children
 from storage.db import core, create_database
@@ -71,6 +72,15 @@ def test_what_needs_sqlalchemy_at_run_time_is_left_to_it() -> None:
     assert plain_sql(select(table.c.n).where(table.c.id.in_(bindparam("ids", expanding=True))), DIALECT,
                       ("ids",)) is None  # an expanding IN
     assert plain_sql(select(table.c.at), DIALECT, ()) is None  # a date to convert from its text
+
+
+def test_statements_built_afresh_are_forgotten_with_them() -> None:
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer))
+    before = len(storage.plain._PLAIN)
+    for _ in range(300):  # a caller that builds its statement on every call
+        assert plain_sql(insert(table), DIALECT, ("id", "n")) is not None
+    gc.collect()
+    assert len(storage.plain._PLAIN) <= before + 1
 
 
 def test_plain_sql_writes_and_reads_what_sqlalchemy_would(tmp_path: object) -> None:
