@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import cases, people
 from bot.cases import CaseView, Person, Services
 from bot.errors import Conflict
-from storage.sqlite_writer import UnitWaitedError
+from storage.sqlite_writer import SqliteWriter, UnitWaitedError
 from tests.completed_case import SIGNIFICANT_HARM_REFUSED, values_for
 
 
@@ -115,20 +117,35 @@ async def _schools(svc: Services, prefix: str) -> list[str]:
         return list(found.scalars())
 
 
-async def _heartbeat(stop: asyncio.Event, gaps: list[float]) -> None:
-    """The event loop's pulse: the longest gap between 5 ms sleeps is how long it was blocked."""
-    last = time.perf_counter()
-    while not stop.is_set():
-        await asyncio.sleep(0.005)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
+@asynccontextmanager
+async def _loop_pulse() -> AsyncIterator[list[float]]:
+    """The event loop's pulse meanwhile: the gaps between 5 ms sleeps (the longest is how long it was blocked)."""
+    stop, gaps = asyncio.Event(), []
+
+    async def beat() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    pulse = asyncio.create_task(beat())
+    try:
+        yield gaps
+    finally:
+        stop.set()
+        await pulse
+
+
+async def _started_writer(svc: Services) -> SqliteWriter:
+    await svc.db.unit(lambda s: _nothing(s))  # the writer exists once it has run a unit
+    assert svc.db._writer is not None
+    return svc.db._writer
 
 
 async def test_units_run_on_the_event_loop_when_the_database_is_free(svc: Services) -> None:
-    await svc.db.unit(lambda s: _nothing(s))
-    writer = svc.db._writer
-    assert writer is not None
+    writer = await _started_writer(svc)
     before = dict(writer.batches)
 
     slugs = await asyncio.gather(*(svc.db.unit(lambda s, i=i: _insert_school(s, f"loop{i:02d}")) for i in range(8)))
@@ -139,21 +156,16 @@ async def test_units_run_on_the_event_loop_when_the_database_is_free(svc: Servic
 
 
 async def test_a_unit_waits_in_the_thread_while_a_long_job_holds_the_write_lock(svc: Services) -> None:
-    await svc.db.unit(lambda s: _nothing(s))
-    writer = svc.db._writer
-    assert writer is not None
+    writer = await _started_writer(svc)
     before = dict(writer.batches)
-    stop, gaps = asyncio.Event(), []
-    pulse = asyncio.create_task(_heartbeat(stop, gaps))
 
-    async with svc.db.transaction() as job:  # a long job's transaction: this process's write lock is taken
-        await _insert_school(job, "jobx")
-        waiting = asyncio.create_task(svc.db.unit(lambda s: _insert_school(s, "unitx")))
-        await asyncio.sleep(0.3)
-        assert not waiting.done(), "the unit waits for the job, not beside it"
-    assert await waiting == "unitx"
-    stop.set()
-    await pulse
+    async with _loop_pulse() as gaps:
+        async with svc.db.transaction() as job:  # a long job's transaction: this process's write lock is taken
+            await _insert_school(job, "jobx")
+            waiting = asyncio.create_task(svc.db.unit(lambda s: _insert_school(s, "unitx")))
+            await asyncio.sleep(0.3)
+            assert not waiting.done(), "the unit waits for the job, not beside it"
+        assert await waiting == "unitx"
 
     assert await _schools(svc, "jobx") == ["jobx"] and await _schools(svc, "unitx") == ["unitx"]
     assert writer.batches["thread"] == before["thread"] + 1 and writer.batches["inline"] == before["inline"]
@@ -161,26 +173,21 @@ async def test_a_unit_waits_in_the_thread_while_a_long_job_holds_the_write_lock(
 
 
 async def test_a_unit_waits_in_the_thread_while_another_process_holds_sqlites_lock(svc: Services) -> None:
-    await svc.db.unit(lambda s: _nothing(s))
-    writer = svc.db._writer
-    assert writer is not None
+    writer = await _started_writer(svc)
     before = dict(writer.batches)
     other = sqlite3.connect(Path(str(writer.engine.url.database)), isolation_level=None)  # as a CLI command would
-    stop, gaps = asyncio.Event(), []
-    pulse = asyncio.create_task(_heartbeat(stop, gaps))
     try:
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("INSERT INTO schools (slug, name, nation, timezone, created_at) "
-                      "VALUES ('otherx', 'X', 'ENG', 'Europe/London', '2026-11-24 10:00:00.000000')")
-        waiting = asyncio.create_task(svc.db.unit(lambda s: _insert_school(s, "unity")))
-        await asyncio.sleep(0.3)
-        assert not waiting.done()
-        other.execute("COMMIT")
-        assert await waiting == "unity"
+        async with _loop_pulse() as gaps:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO schools (slug, name, nation, timezone, created_at) "
+                          "VALUES ('otherx', 'X', 'ENG', 'Europe/London', '2026-11-24 10:00:00.000000')")
+            waiting = asyncio.create_task(svc.db.unit(lambda s: _insert_school(s, "unity")))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            other.execute("COMMIT")
+            assert await waiting == "unity"
     finally:
         other.close()
-        stop.set()
-        await pulse
 
     assert await _schools(svc, "otherx") == ["otherx"] and await _schools(svc, "unity") == ["unity"]
     assert writer.batches["thread"] == before["thread"] + 1 and writer.batches["inline"] == before["inline"]
@@ -204,9 +211,7 @@ async def test_a_unit_whose_caller_has_gone_is_not_written_and_the_others_are(sv
 
 
 async def test_a_unit_after_the_writer_stopped_is_refused_not_left_waiting(svc: Services) -> None:
-    await svc.db.unit(lambda s: _nothing(s))
-    writer = svc.db._writer
-    assert writer is not None
+    writer = await _started_writer(svc)
     await asyncio.to_thread(writer.close)  # as on shutdown
     other = sqlite3.connect(Path(str(writer.engine.url.database)), isolation_level=None)
     try:
