@@ -121,3 +121,22 @@ async def test_connections_killed_during_answers_lose_nothing(svc: Services, pg_
     async with svc.db.read() as s:
         claims = (await s.execute(text("SELECT count(*) FROM processed_deliveries WHERE key LIKE 'k%'"))).scalar_one()
     assert claims == len(views)
+
+
+async def test_a_burst_of_answers_reuses_its_connections(svc: Services, pg_url: str) -> None:
+    """Sixteen transactions at once, twice: the second burst opens no connection (the pool keeps
+    what the first opened, rather than closing each beyond the fifth as soon as it is returned).
+    """
+    async def hold() -> None:
+        async with svc.db.transaction() as s:
+            await s.execute(text("SELECT pg_sleep(0.05)"))
+
+    async def opened() -> int:
+        async with svc.db.read() as s:
+            query = text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            return int((await s.execute(query)).scalar_one())
+
+    await asyncio.gather(*(hold() for _ in range(16)))
+    before = await opened()
+    await asyncio.gather(*(hold() for _ in range(16)))
+    assert await opened() - before == 0
