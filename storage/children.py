@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,19 +12,28 @@ from sqlmodel import col, select
 
 from storage.db import core
 from storage.models import Case, Child
+from storage.plain import detached
 from storage.repo import insert_with_fresh_ref
 
 
 async def find_child(session: AsyncSession, *, school_id: int, name_indexes: Collection[str]) -> list[Child]:
-    """The school's children whose blind index is one of `name_indexes` (one per key id), oldest first."""
-    found = await session.execute(_FIND_CHILD, {"school_id": school_id, "indexes": list(name_indexes)})
-    return list(found.scalars())
+    """The school's children whose blind index is one of `name_indexes` (one per key id), oldest
+    first, as read-only snapshots (storage.plain.detached).
+    """
+    indexes = sorted(set(name_indexes))
+    params = {"school_id": school_id, **{f"index_{n}": index for n, index in enumerate(indexes)}}
+    return detached(Child, await core(session, _find_child(len(indexes)), params))
 
 
-# Built once: the concern step of every case runs it.
-_FIND_CHILD = (select(Child).where(Child.school_id == bindparam("school_id"),
-                                   col(Child.name_index).in_(bindparam("indexes", expanding=True)))
-               .order_by(col(Child.id)))
+@functools.lru_cache(maxsize=8)
+def _find_child(count: int) -> Any:
+    """The lookup for `count` blind indexes (one per key id in the ring), built once: the concern
+    step of every case runs it. One placeholder each, not an expanding IN, so that it runs as
+    plain SQL (storage/plain.py).
+    """
+    indexes = [bindparam(f"index_{n}") for n in range(count)]
+    return (select(Child).where(Child.school_id == bindparam("school_id"), col(Child.name_index).in_(indexes))
+            .order_by(col(Child.id)))
 
 
 async def insert_child(session: AsyncSession, child: Child) -> Child:

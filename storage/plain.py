@@ -4,8 +4,8 @@ transaction SQLAlchemy began. SQLAlchemy's execution machinery cost as much per 
 database's own work on these (py-spy: 8.4% of an answer's CPU around SQLite's 7.9%).
 
 Only a statement that needs nothing of SQLAlchemy at run time qualifies: no default or onupdate
-to compute, no result type to convert, no expanding IN. Parameters are converted with
-SQLAlchemy's own bind processors, and a refusal is raised as SQLAlchemy raises it
+to compute, no expanding IN. Parameters and results are converted with SQLAlchemy's own bind
+and result processors (a date stored as text on SQLite comes back as the same aware datetime), and a refusal is raised as SQLAlchemy raises it
 (IntegrityError, OperationalError), without the parameters in its message, as the engines
 raise theirs, so callers see no difference. Anything else goes through
 SQLAlchemy as before.
@@ -17,12 +17,14 @@ import collections
 import functools
 import sqlite3
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Insert, Select, Update
+from sqlalchemy import Insert, Numeric, Select, Update
 from sqlalchemy.exc import DBAPIError
+
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,22 @@ class PlainSql:
     # In placeholder order: the parameter's name, its conversion, its value when not given (a LIMIT's).
     binds: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]
     columns: tuple[str, ...]
+    # Per result column, SQLAlchemy's conversion of what the driver returns; None when no column has one.
+    converts: tuple[Callable[[Any], Any] | None, ...] | None = None
 
     def values(self, params: Mapping[str, Any] | None) -> list[Any]:
         """The placeholders' values, converted as SQLAlchemy converts them."""
         given = params or {}
         return [convert(value) if convert else value
                 for value, convert in ((given[n] if n in given else fixed, convert) for n, convert, fixed in self.binds)]
+
+    def rows(self, fetched: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """The driver's rows as SQLAlchemy would return them."""
+        if self.converts is None:
+            return [tuple(row) for row in fetched]
+        converts = self.converts
+        return [tuple(value if convert is None else convert(value) for convert, value in zip(converts, row, strict=True))
+                for row in fetched]
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,22 @@ class PlainResult:
         return [row(*values) for values in self.rows]
 
 
+def detached(model: type[M], result: Any) -> list[M]:
+    """The rows of a select of `model`'s columns (a PlainResult or SQLAlchemy's Result) as `model`
+    instances, built as the ORM builds what it loads, but outside any session: read-only snapshots.
+    A change to one is never written (the hot path writes with Core statements). The ORM's
+    per-row and per-statement machinery cost more than the rows themselves (issue 12).
+    """
+    columns, rows = (result.columns, result.rows) if isinstance(result, PlainResult) else (result.keys(), result.all())
+    new = model._sa_class_manager.new_instance  # type: ignore[attr-defined]
+    found = []
+    for row in rows:
+        instance = new()
+        instance.__dict__.update(zip(columns, row, strict=True))
+        found.append(instance)
+    return found
+
+
 @functools.lru_cache(maxsize=32)
 def _row_type(columns: tuple[str, ...]) -> Any:
     """A row's type, made once per set of columns (a namedtuple class costs ~0.1 ms to make)."""
@@ -71,8 +99,8 @@ _PLAIN: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[str, ...]], PlainSq
 
 def plain_sql(statement: Any, dialect: Any, keys: tuple[str, ...]) -> PlainSql | None:
     """`statement` compiled for `dialect` once per set of parameter names; None when running it
-    needs SQLAlchemy: a text() or ORM statement, a default or an onupdate to compute, a result
-    type to convert, an expanding IN.
+    needs SQLAlchemy: a text() statement, a default or an onupdate to compute, an expanding IN,
+    a number whose conversion depends on what the driver says of it.
     """
     if not isinstance(statement, (Insert, Update, Select)):
         return None
@@ -89,12 +117,14 @@ def _compiled(statement: Insert | Update | Select[Any], dialect: Any, keys: tupl
     needs = ("insert_prefetch", "update_prefetch", "postfetch", "returning")
     if (compiled.positiontup is None or any(getattr(compiled, n, None) for n in needs)
             or any(b.expanding for b in compiled.binds.values())
-            or any(t._cached_result_processor(dialect, None) is not None for t in types)
+            or any(issubclass(t._type_affinity or type(t), Numeric) for t in types)
             or any(n not in keys and compiled.binds[n].required for n in compiled.positiontup)):
         return None
+    converts = tuple(t._cached_result_processor(dialect, None) for t in types)
     return PlainSql(compiled.string, tuple(
         (name, compiled.binds[name].type._cached_bind_processor(dialect), compiled.binds[name].value)
-        for name in compiled.positiontup), tuple(c.keyname for c in compiled._result_columns))
+        for name in compiled.positiontup), tuple(c.keyname for c in compiled._result_columns),
+        converts if any(converts) else None)
 
 
 def run_on_sqlite(driver: sqlite3.Connection, plain: PlainSql, params: Mapping[str, Any] | None) -> PlainResult:
@@ -103,7 +133,7 @@ def run_on_sqlite(driver: sqlite3.Connection, plain: PlainSql, params: Mapping[s
     cursor = driver.cursor()
     try:
         cursor.execute(plain.sql, values)
-        return PlainResult(cursor.fetchall() if plain.columns else [], plain.columns, cursor.rowcount)
+        return PlainResult(plain.rows(cursor.fetchall()) if plain.columns else [], plain.columns, cursor.rowcount)
     except sqlite3.Error as error:  # as SQLAlchemy raises it: callers catch IntegrityError, OperationalError
         raise DBAPIError.instance(plain.sql, values, error, sqlite3.Error, hide_parameters=True) from error
     finally:
@@ -120,7 +150,7 @@ async def run_on_asyncpg(fairy: Any, plain: PlainSql, params: Mapping[str, Any] 
     try:
         if plain.columns:
             rows = await driver.fetch(plain.sql, *values)
-            return PlainResult([tuple(row) for row in rows], plain.columns, len(rows))
+            return PlainResult(plain.rows(rows), plain.columns, len(rows))
         status = await driver.execute(plain.sql, *values)  # "UPDATE 1", "INSERT 0 1"
     except Exception as error:  # noqa: BLE001 - translated as SQLAlchemy's adapter translates it
         try:

@@ -14,6 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from storage.db import core
+from storage.plain import detached
 from storage.models import (
     AccessLog,
     Case,
@@ -51,9 +52,15 @@ async def ensure_school(session: AsyncSession, slug: str, name: str | None = Non
     return school
 
 
-async def staff_by(session: AsyncSession, *, include_inactive: bool = False, **criteria: Any) -> Staff | None:
-    """One active member of staff (or anyone who ever was) matching every criterion (email=..., slack_user_id=...)."""
+async def staff_by(session: AsyncSession, *, include_inactive: bool = False, read_only: bool = False,
+                   **criteria: Any) -> Staff | None:
+    """One active member of staff (or anyone who ever was) matching every criterion (email=...,
+    slack_user_id=...). `read_only`: a snapshot outside the session, for the many reads (who is
+    this?) that change nothing (storage.plain.detached).
+    """
     query = _staff_query(include_inactive, tuple(sorted(criteria)))
+    if read_only:
+        return next(iter(detached(Staff, await core(session, query, criteria))), None)
     return (await session.execute(query, criteria)).scalars().first()
 
 
@@ -167,13 +174,15 @@ async def insert_with_fresh_ref(session: AsyncSession, row: Any, *, prefix: str,
 
 
 async def case_by_ref(session: AsyncSession, ref: str) -> Case | None:
-    """The case with this reference."""
-    return (await session.execute(_CASE_BY_REF, {"ref": ref.strip().upper()})).scalars().first()
+    """The case with this reference: a read-only snapshot (storage.plain.detached), as the case
+    row changes only through save_projection and the other Core updates.
+    """
+    return next(iter(detached(Case, await core(session, _CASE_BY_REF, {"ref": ref.strip().upper()}))), None)
 
 
 async def case_events(session: AsyncSession, case_id: int) -> list[CaseEvent]:
-    """A case's events in chain order."""
-    return list((await session.execute(_CASE_EVENTS, {"case_id": case_id})).scalars())
+    """A case's events in chain order (read-only snapshots: events are never changed)."""
+    return detached(CaseEvent, await core(session, _CASE_EVENTS, {"case_id": case_id}))
 
 
 # Built once: an answer runs these every time.
