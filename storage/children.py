@@ -31,7 +31,7 @@ def _find_child(count: int) -> Any:
     step of every case runs it. One placeholder each, not an expanding IN, so that it runs as
     plain SQL (storage/plain.py).
     """
-    indexes = [bindparam(f"index_{n}") for n in range(count)]
+    indexes: list[Any] = [bindparam(f"index_{n}") for n in range(count)]
     return (select(Child).where(Child.school_id == bindparam("school_id"), col(Child.name_index).in_(indexes))
             .order_by(col(Child.id)))
 

@@ -5,10 +5,10 @@ database's own work on these (py-spy: 8.4% of an answer's CPU around SQLite's 7.
 
 Only a statement that needs nothing of SQLAlchemy at run time qualifies: no default or onupdate
 to compute, no expanding IN. Parameters and results are converted with SQLAlchemy's own bind
-and result processors (a date stored as text on SQLite comes back as the same aware datetime), and a refusal is raised as SQLAlchemy raises it
-(IntegrityError, OperationalError), without the parameters in its message, as the engines
-raise theirs, so callers see no difference. Anything else goes through
-SQLAlchemy as before.
+and result processors (a date stored as text on SQLite comes back as the same aware datetime),
+and a refusal is raised as SQLAlchemy raises it (IntegrityError, OperationalError), without the
+parameters in its message, as the engines raise theirs, so callers see no difference. Anything
+else goes through SQLAlchemy as before.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from storage.db import core
-from storage.plain import detached
 from storage.models import (
     AccessLog,
     Case,
@@ -28,6 +27,7 @@ from storage.models import (
     Staff,
     utcnow,
 )
+from storage.plain import detached
 
 REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I/L: refs are read aloud
 DECIDERS = ("dsl", "deputy")

@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import (Column, DateTime, Integer, MetaData, Numeric, Table, bindparam, create_engine, insert, select,
-                        text)
+from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, Table, bindparam, create_engine, insert, select, text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
