@@ -157,10 +157,10 @@ async def identify(svc: Services, **criteria: Any) -> Person:
 
 async def _identified(s: AsyncSession, criteria: dict[str, Any]) -> Person:
     """The active member of staff matching `criteria`, with their memberships; NotFound (audited) otherwise."""
-    staff = await repo.staff_by(s, read_only=True, **criteria)
-    if staff is None:
+    found = await repo.staff_and_memberships(s, **criteria)
+    if found is None:
         raise await _unknown(s, criteria)
-    return await Person.load(s, staff)
+    return Person.of(*found)
 
 
 async def _unknown(s: AsyncSession, criteria: dict[str, Any]) -> NotFound:

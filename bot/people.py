@@ -332,8 +332,7 @@ async def link_on_first_contact(svc: Services, *, platform: str, user_id: str, e
     """
     column = {"slack": "slack_user_id", "teams": "teams_user_id"}[platform]
     async with svc.db.transaction() as s:
-        taken: dict[str, Any] = {column: user_id}
-        if await repo.staff_by(s, include_inactive=True, **taken) is not None:
+        if await repo.staff_by(s, include_inactive=True, **{column: user_id}) is not None:
             return None  # the id is someone's already (perhaps a removed person's): never moved silently
         staff = await repo.staff_by(s, email=email.strip().lower())
         if staff is None or getattr(staff, column) is not None or school_id not in (None, staff.school_id):

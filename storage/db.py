@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 2.0
 _READ_ONLY = "consentbot_read_only"  # execution option: this connection's transactions only read
 SEALER = "consentbot.sealer"  # Session.info key read by storage.audit.sealer_of
+# Session.info key: PostgreSQL, the session's pooled connection and dialect, once its transaction
+# has begun (core() then runs plain SQL on it without asking the session, a greenlet hop each time).
+_DRIVER = "consentbot.driver"
 # A pooled PostgreSQL connection is replaced after this long, before a firewall or a proxy drops
 # it silently (a half-open connection would only fail at command_timeout).
 RECYCLE_SECONDS = 600
@@ -169,14 +172,13 @@ async def core(session: AsyncSession, statement: Any, params: Any = None) -> Any
     prebuilt statement runs as plain SQL on asyncpg (storage/plain.py), once the transaction
     has begun on the server (it has, in `transaction()` and `unit()`).
     """
-    connection = await session.connection()
-    if connection.dialect.name == "postgresql":
-        plain = plain_sql(statement, connection.dialect, tuple(params or ()))
-        if plain is not None:
-            fairy = await connection.get_raw_connection()
-            if fairy.dbapi_connection._transaction is not None:  # type: ignore[union-attr]
-                return await run_on_asyncpg(fairy, plain, params, connection.dialect.dbapi)
-    return await connection.execute(statement, params)
+    driver = session.info.get(_DRIVER)
+    if driver is not None:
+        fairy, dialect = driver
+        plain = plain_sql(statement, dialect, tuple(params or ()))
+        if plain is not None and fairy.dbapi_connection._transaction is not None:
+            return await run_on_asyncpg(fairy, plain, params, dialect.dbapi)
+    return await (await session.connection()).execute(statement, params)
 
 
 def create_database(url: str, *, timeout: float = TIMEOUT_SECONDS, statement_timeout: float | None = TIMEOUT_SECONDS,
@@ -245,8 +247,10 @@ async def _postgres_transaction(factory: async_sessionmaker[AsyncSession], *,
         try:
             yield session
         except BaseException:
+            session.info.pop(_DRIVER, None)  # the connection goes back to the pool with the transaction
             await session.rollback()
             raise
+        session.info.pop(_DRIVER, None)
         await session.commit()
 
 
@@ -265,10 +269,12 @@ async def _begun(factory: async_sessionmaker[AsyncSession], *, read_only: bool) 
             await session.close()
             raise
         try:
+            fairy = await conn.get_raw_connection()
             if read_only:
                 await conn.execute(text("SET TRANSACTION READ ONLY"))  # its BEGIN goes with it
             else:
-                await _start_transaction(await conn.get_raw_connection())
+                await _start_transaction(fairy)
+            session.info[_DRIVER] = (fairy, conn.dialect)
             return session
         except Exception:
             # Whatever failed, it was BEGIN on a pooled connection: a connection whose server has

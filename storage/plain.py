@@ -71,18 +71,21 @@ class PlainResult:
 
 def detached(model: type[M], result: Any) -> list[M]:
     """The rows of a select of `model`'s columns (a PlainResult or SQLAlchemy's Result) as `model`
-    instances, built as the ORM builds what it loads, but outside any session: read-only snapshots.
-    A change to one is never written (the hot path writes with Core statements). The ORM's
-    per-row and per-statement machinery cost more than the rows themselves (issue 12).
+    instances outside any session (`snapshot`).
     """
     columns, rows = (result.columns, result.rows) if isinstance(result, PlainResult) else (result.keys(), result.all())
-    new = model._sa_class_manager.new_instance  # type: ignore[attr-defined]
-    found = []
-    for row in rows:
-        instance = new()
-        instance.__dict__.update(zip(columns, row, strict=True))
-        found.append(instance)
-    return found
+    return [snapshot(model, zip(columns, row, strict=True)) for row in rows]
+
+
+def snapshot(model: type[M], values: Iterable[tuple[str, Any]]) -> M:
+    """A `model` instance of these (column, value) pairs, built as the ORM builds what it loads,
+    but outside any session: a read-only snapshot. A change to one is never written (the hot path
+    writes with Core statements). The ORM's per-row and per-statement machinery cost more than
+    the rows themselves (issue 12).
+    """
+    instance: M = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    instance.__dict__.update(values)
+    return instance
 
 
 @functools.lru_cache(maxsize=32)

@@ -27,7 +27,7 @@ from storage.models import (
     Staff,
     utcnow,
 )
-from storage.plain import detached
+from storage.plain import detached, snapshot
 
 REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I/L: refs are read aloud
 DECIDERS = ("dsl", "deputy")
@@ -52,15 +52,11 @@ async def ensure_school(session: AsyncSession, slug: str, name: str | None = Non
     return school
 
 
-async def staff_by(session: AsyncSession, *, include_inactive: bool = False, read_only: bool = False,
-                   **criteria: Any) -> Staff | None:
+async def staff_by(session: AsyncSession, *, include_inactive: bool = False, **criteria: Any) -> Staff | None:
     """One active member of staff (or anyone who ever was) matching every criterion (email=...,
-    slack_user_id=...). `read_only`: a snapshot outside the session, for the many reads (who is
-    this?) that change nothing (storage.plain.detached).
+    slack_user_id=...).
     """
     query = _staff_query(include_inactive, tuple(sorted(criteria)))
-    if read_only:
-        return next(iter(detached(Staff, await core(session, query, criteria))), None)
     return (await session.execute(query, criteria)).scalars().first()
 
 
@@ -83,6 +79,33 @@ def _staff_query(include_inactive: bool, names: tuple[str, ...]) -> Any:
             query = query.where(getattr(Staff, name) == bindparam(name))
         _STAFF_QUERIES[key] = query
     return _STAFF_QUERIES[key]
+
+
+async def staff_and_memberships(session: AsyncSession, **criteria: Any) -> tuple[Staff, list[tuple[int, str]]] | None:
+    """The active member of staff matching every criterion, as a read-only snapshot, with
+    memberships_of them: one query, as every request identifies someone.
+    """
+    rows = (await core(session, _staff_memberships_query(tuple(sorted(criteria))), criteria)).all()
+    if not rows:
+        return None
+    staff = snapshot(Staff, zip(_STAFF_COLUMNS, rows[0], strict=False))
+    return staff, sorted((row[-2], row[-1]) for row in rows if row[-2] is not None)
+
+
+_STAFF_COLUMNS = tuple(Staff.__table__.columns.keys())  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=8)
+def _staff_memberships_query(names: tuple[str, ...]) -> Any:
+    """The active person by these columns, one row per membership beyond their home school (one
+    row with none), built once per set of columns.
+    """
+    query: Any = (select(Staff, col(Membership.school_id).label("member_school_id"),
+                         col(Membership.role).label("member_role"))
+                  .outerjoin(Membership, col(Membership.staff_id) == col(Staff.id)).where(col(Staff.active).is_(True)))
+    for name in names:
+        query = query.where(getattr(Staff, name) == bindparam(name))
+    return query
 
 
 async def get_staff(session: AsyncSession, staff_id: int) -> Staff | None:

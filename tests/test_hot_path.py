@@ -139,7 +139,7 @@ def test_start_up_heap_is_frozen() -> None:
 
 async def test_snapshots_read_as_plain_sql_equal_what_the_orm_loads(services: Services, school: dict[str, Person],
                                                                       clock: Clock) -> None:
-    """The answer's reads (the person, the case, its events, the child) are read-only snapshots built
+    """The answer's reads (the person and their memberships, the case, its events, the child) are read-only snapshots built
     from plain SQL: every column, converted (aware datetimes, booleans), equals what the ORM loads,
     in a write unit and in a read, on either database.
     """
@@ -164,7 +164,8 @@ async def _both_ways(s: AsyncSession, ref: str) -> tuple[dict[str, Any], dict[st
     assert case is not None and case.child_id is not None
     child = await s.get(Child, case.child_id)
     assert child is not None
-    staff = await repo.staff_by(s, read_only=True, email="dee@oak.sch.uk")
+    staff, memberships = await repo.staff_and_memberships(s, email="dee@oak.sch.uk") or (None, None)
+    assert memberships == await repo.memberships_of(s, staff.id or 0) if staff else False
     snapshots = {"case": case.model_dump(), "events": [e.model_dump() for e in await repo.case_events(s, case.id or 0)],
                  "children": [c.model_dump() for c in await children.find_child(
                      s, school_id=case.school_id, name_indexes=[child.name_index, "not-an-index"])],
