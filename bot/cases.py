@@ -231,12 +231,10 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
     async def work(s: AsyncSession) -> CaseView:
         person = actor or await _identified(s, dict(identity or {}))
         who[:] = [person]
-        case = await case_for(s, person, case_ref)
+        case, answers = await _case_and_answers(s, person, case_ref)
         acting = at_case(person, case)
         if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
-            return replace(view_of(case, advance(svc.policy, await answers_of(s, case)), replayed=True),
-                           answered_by=person)
-        answers = await answers_of(s, case)
+            return replace(view_of(case, advance(svc.policy, answers), replayed=True), answered_by=person)
         progress = advance(policy_for(svc, case), answers)
         current = await _waiting_step(s, svc.policy, case, answers, progress, actor=acting, version=version,
                                       step=step)
@@ -245,7 +243,8 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
         clean = _validate(svc.policy, current, given, progress.facts, now=svc.clock())
         clean = await _resolve_assignee(s, case, current, clean)
         child = await join_child(svc, s, case, current, clean)
-        view = await _apply(svc, s, case, answers, current, clean, actor=acting, platform=platform, kind="answered")
+        view = await _apply(svc, s, case, answers, current, clean, actor=acting, platform=platform, kind="answered",
+                            before=progress, joined={"child_id": child.id} if child else {})
         if child is not None:
             await log_child_linked(svc, s, case, child)
         return replace(view, answered_by=person)
@@ -409,7 +408,18 @@ async def case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
     """The case, if the person may know of it; another school's case is 'not found' (and the
     attempt is logged with the case it was, for that school's audit).
     """
-    case = await repo.case_by_ref(s, ref)
+    return _visible(actor, ref, await repo.case_by_ref(s, ref))
+
+
+async def _case_and_answers(s: AsyncSession, actor: Person, ref: str) -> tuple[Case, list[Answer]]:
+    """case_for, with the case's answers in order (read with it: one query for an answer's both)."""
+    found = await repo.case_with_events(s, ref)
+    case = _visible(actor, ref, found[0] if found else None)
+    return case, [to_answer(e) for e in found[1] if e.kind in ANSWER_KINDS] if found else []
+
+
+def _visible(actor: Person, ref: str, case: Case | None) -> Case:
+    """`case`, if the person may know of it; else NotFound, audited (case_for)."""
     if case is None or actor.role_in(case.school_id) is None:
         why = "no such case" if case is None else "another school's case"
         raise NotFound(f"No case {ref.strip().upper()} that you can see.",
@@ -453,11 +463,15 @@ def _encrypt(keyring: Keyring, policy: Policy, case: Case, values: dict[str, Any
 
 
 async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answer], step: Step,
-                 clean: dict[str, Any], *, actor: Person, platform: str, kind: str) -> CaseView:
-    """Append the answer as an event, move the projection on, queue what follows from it."""
+                 clean: dict[str, Any], *, actor: Person, platform: str, kind: str, before: Progress | None = None,
+                 joined: Mapping[str, Any] | None = None) -> CaseView:
+    """Append the answer as an event, move the projection on, queue what follows from it.
+    `before`: the progress of `answers`, if known; `joined`: columns the answer sets once with
+    the projection (the child it names, bot.children.join_child).
+    """
     now = svc.clock()
     stored = _encrypt(svc.keyring, svc.policy, case, clean)
-    before = advance(svc.policy, answers)
+    before = before or advance(svc.policy, answers)
     after = advance(svc.policy, [*answers, Answer(step=step.id, values=stored, by=str(actor.id), at=now.isoformat(),
                                                   platform=platform)])
     event = new_case_event(s, case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind=kind,
@@ -465,7 +479,7 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
                                                                "people": await people_named(s, actor, step, clean)})
     await insert_event(s, event)
     await repo.save_projection(s, case, expected_version=case.version, version=case.version + 1,
-                               head_hash=event.hash, updated_at=now, **projection(after))
+                               head_hash=event.hash, updated_at=now, **projection(after), **(joined or {}))
     prior = svc.policy.steps[answers[-1].step] if answers else None
     answered = notify.Answered(step=step, prior=prior, before=before, after=after, actor_id=actor.id,
                                visit=sum(a.step == step.id for a in answers), values=clean)

@@ -13,7 +13,6 @@ import hmac
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.cases import Person, Services, at_case, case_for
 from bot.crypto import Keyring
@@ -46,17 +45,16 @@ def name_indexes(keyring: Keyring, school_id: int, name: str) -> dict[str, str]:
 
 
 async def join_child(svc: Services, s: AsyncSession, case: Case, step: Step, clean: dict[str, Any]) -> Child | None:
-    """When `step` names the child, join the case to its child record (found or made): the child
-    joined, for `log_child_linked` (None when the step does not name a child, or it is joined already).
+    """When `step` names the child, the child record (found or made) to join the case to: the
+    caller writes its id with the answer's projection, whose version check also makes the join
+    happen once (a case's child is never changed after), and logs it (`log_child_linked`).
+    None when the step does not name a child, or the case is joined already.
     """
     fields = child_fields(svc)
     name = clean.get(fields["name"])
     if case.child_id is not None or step.field(fields["name"]) is None or not name:
         return None
-    child = await _child_named(svc, s, case.school_id, str(name), clean.get(fields["date_of_birth"]))
-    await store.set_child(s, case_id=case.id or 0, child_id=child.id or 0)
-    set_committed_value(case, "child_id", child.id)  # as store.set_child wrote it
-    return child
+    return await _child_named(svc, s, case.school_id, str(name), clean.get(fields["date_of_birth"]))
 
 
 async def log_child_linked(svc: Services, s: AsyncSession, case: Case, child: Child) -> None:

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -57,13 +57,3 @@ async def raised_from(session: AsyncSession, case_id: int) -> list[Case]:
     """The later cases raised from this one (its re-escalations and linked concerns)."""
     query = select(Case).where(Case.linked_case_id == case_id).order_by(col(Case.created_at), col(Case.id))
     return list((await session.execute(query)).scalars())
-
-
-async def set_child(session: AsyncSession, *, case_id: int, child_id: int) -> None:
-    """Join a case to its child, once: a case's child is never changed after."""
-    await core(session, _SET_CHILD, {"case_id": case_id, "new_child_id": child_id})
-
-
-_CASES = Case.__table__  # type: ignore[attr-defined]
-_SET_CHILD = (update(_CASES).where(_CASES.c.id == bindparam("case_id"), _CASES.c.child_id.is_(None))
-              .values(child_id=bindparam("new_child_id")))

@@ -208,6 +208,23 @@ async def case_events(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     return detached(CaseEvent, await core(session, _CASE_EVENTS, {"case_id": case_id}))
 
 
+async def case_with_events(session: AsyncSession, ref: str) -> tuple[Case, list[CaseEvent]] | None:
+    """case_by_ref and its case_events, in one query (an answer reads both)."""
+    rows = (await core(session, _CASE_WITH_EVENTS, {"ref": ref.strip().upper()})).all()
+    if not rows:
+        return None
+    split = len(_CASE_COLUMNS)
+    return (snapshot(Case, zip(_CASE_COLUMNS, rows[0][:split], strict=True)),
+            [snapshot(CaseEvent, zip(_EVENT_COLUMNS, row[split:], strict=True)) for row in rows if row[split] is not None])
+
+
+_CASE_COLUMNS = tuple(Case.__table__.columns.keys())  # type: ignore[attr-defined]
+_EVENTS = CaseEvent.__table__  # type: ignore[attr-defined]
+_EVENT_COLUMNS = tuple(_EVENTS.columns.keys())
+# One row per event (one with none), in chain order: the case's columns, then the event's.
+_CASE_WITH_EVENTS = (select(Case, *(column.label(f"event_{column.key}") for column in _EVENTS.columns))
+                     .outerjoin(_EVENTS, _EVENTS.c.case_id == col(Case.id)).where(Case.ref == bindparam("ref"))
+                     .order_by(_EVENTS.c.seq))
 # Built once: an answer runs these every time.
 _CASE_BY_REF = select(Case).where(Case.ref == bindparam("ref"))
 _CASE_EVENTS = select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id")).order_by(col(CaseEvent.seq))

@@ -23,12 +23,15 @@ from storage import audit, children, repo
 from storage.db import core, create_database
 from storage.models import Case, CaseEvent, Child, School, Staff
 from storage.plain import PlainResult, plain_sql
-from storage.repo import _MEMBERSHIPS, _claim, _projection_update
+from storage.repo import _CASE_WITH_EVENTS, _MEMBERSHIPS, _claim, _projection_update, _staff_memberships_query
 from storage.sqlite_writer import SyncBackedConnection
 from tests.completed_case import complete
 from tests.conftest import Clock
 
 DIALECT = create_engine("sqlite://").dialect
+# The answer's reads: the person with their memberships, the case with its events, the child.
+READS = [(_staff_memberships_query(("slack_user_id",)), ("slack_user_id",)), (_CASE_WITH_EVENTS, ("ref",)),
+         (children._find_child(1), ("school_id", "index_0"))]
 EVENT_KEYS = ("case_id", "seq", "kind", "actor_id", "at", "payload", "prev_hash", "hash", "key_id")
 
 
@@ -38,7 +41,9 @@ def test_every_statement_of_the_answer_runs_asplain_sql() -> None:
            (audit._INSERT_ACCESS, ("seq", "at", "actor_id", "school_id", "case_id", "action", "detail", "prev_hash",
                                    "hash", "key_id")),
            (_projection_update(projection), (*(f"new_{n}" for n in projection), "case_id", "expected_version")),
-           (_claim("sqlite"), ("key", "case_id", "seen_at")), (children._SET_CHILD, ("case_id", "new_child_id"))]
+           (_projection_update((*projection, "child_id")),  # the answer that names the child joins it
+            (*(f"new_{n}" for n in (*projection, "child_id")), "case_id", "expected_version")),
+           (_claim("sqlite"), ("key", "case_id", "seen_at")), *READS]
     for statement, keys in hot:
         assert plain_sql(statement, DIALECT, keys) is not None, statement
 
@@ -47,7 +52,7 @@ def test_on_postgresql_too_every_core_statement_of_the_answer_runs_as_plain_sql(
     dialect = asyncpg_dialect()
     for statement, keys in [(audit._INSERT_EVENT, EVENT_KEYS), (audit._LAST_ACCESS, ()), (audit._ACCESS_LOCK, ()),
                             (_claim("postgresql"), ("key", "case_id", "seen_at")),
-                            (children._SET_CHILD, ("case_id", "new_child_id")), (_MEMBERSHIPS, ("staff_id",))]:
+                            (_MEMBERSHIPS, ("staff_id",)), *READS]:
         assert plain_sql(statement, dialect, keys) is not None, statement
 
 
