@@ -41,8 +41,11 @@ class PlainSql:
     def values(self, params: Mapping[str, Any] | None) -> list[Any]:
         """The placeholders' values, converted as SQLAlchemy converts them."""
         given = params or {}
-        return [convert(value) if convert else value
-                for value, convert in ((given[n] if n in given else fixed, convert) for n, convert, fixed in self.binds)]
+        values = []
+        for name, convert, fixed in self.binds:
+            value = given.get(name, fixed)
+            values.append(value if convert is None else convert(value))
+        return values
 
     def rows(self, fetched: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """The driver's rows as SQLAlchemy would return them."""
