@@ -43,8 +43,8 @@ test: $(TEST_STAMP)
 # Python, beside `make test` (SQLite and PostgreSQL) on the newest. Every test of the product's
 # logic, CLI and platforms runs on both Pythons; the database driver's behaviour does not depend
 # on the interpreter, so running it twice would only double the time. Measured in a fresh clone on
-# CI's 2 cores (30 Nov 2026): 3.13 install, lint, typecheck and `make test` 261 s (the suite 139 s);
-# 3.11 install and `make test-sqlite` 143 s (the suite 96 s); 6 min 45 s for all of .ci/run.
+# CI's 2 cores (30 Nov 2026, a noisy machine): 3.13 install, lint, typecheck and `make test` 288 s
+# (the suite 144 s); 3.11 install and `make test-sqlite` 160 s (the suite 99 s).
 test-sqlite: $(TEST_STAMP)
 	CONSENTBOT_TEST_DATABASE_URL= $(BIN)/python -m pytest -n 3 --dist worksteal
 
