@@ -12,13 +12,14 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from itertools import accumulate
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.adapter.starlette.async_handler import to_starlette_response
+from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
@@ -42,7 +43,9 @@ from handlers.slack import (
 from handlers.slack.platform import SlackPlatform, WorkspacesPlatform
 
 logger = logging.getLogger(__name__)
-LISTENERS = (first_contact, concern, steps, assignee_search, open_case, export, home, reminder_actions)
+# Bolt tries each listener's matcher in the order registered until one matches, building its
+# arguments each time: step answers, the most frequent request, are matched first.
+LISTENERS = (first_contact, steps, concern, assignee_search, open_case, export, home, reminder_actions)
 SENDER_TIMEOUT = 10  # seconds; a post that takes longer is treated as possibly delivered
 
 
@@ -70,8 +73,12 @@ def build_bolt_app(settings: Settings, services: Services) -> AsyncApp:
     if settings.slack_oauth:
         flow = oauth.oauth_flow(settings, services, web_client(settings), quiet_logger("handlers.slack.oauth_flow",
                                                                                       logging.ERROR))
+    # Bolt's own signature check is off: POST /slack/events checks every request's signature on the
+    # bytes as sent before Bolt sees it (unsigned_reason), then hands Bolt the JSON it reads, which
+    # is not what was signed (bolt_body). Socket Mode's requests come over a socket Slack opened
+    # with the app token, and Bolt never checks those.
     app = AsyncApp(client=web_client(settings), signing_secret=settings.slack_signing_secret, oauth_flow=flow,
-                   process_before_response=True, logger=bolt_logger)
+                   process_before_response=True, logger=bolt_logger, request_verification_enabled=False)
     app.use(skip_retried_events)
     app.use(skip_seen_events(services))
     app.error(on_error)
@@ -121,22 +128,23 @@ async def connect_socket_mode(bolt: AsyncApp, settings: Settings) -> Any:
 
 
 def _route(fastapi_app: FastAPI, bolt: AsyncApp, verifier: SignatureVerifier) -> None:
-    handler = AsyncSlackRequestHandler(bolt)
-
     @fastapi_app.post("/slack/events")
     async def slack_events(request: Request) -> Response:
         try:
-            body = await request.body()  # bounded by bot.app.LimitBody; Bolt reads it from the cache
+            body = await request.body()  # bounded by bot.app.LimitBody
         except ClientDisconnect:
             logger.info("slack request abandoned: the client disconnected mid-body")
             return Response(status_code=400)
         if refused := unsigned_reason(verifier, body, request.headers):
             logger.warning("slack request refused reason=%s", refused)
             return Response(status_code=401, content="invalid request")
-        if not _is_shallow_body(body):
-            return _unreadable("nesting")
+        readable = bolt_body(body.decode("utf-8"))  # unsigned_reason has checked that it is UTF-8
+        if isinstance(readable, Unreadable):
+            return _unreadable(readable.reason)
         try:
-            return await handler.handle(request)
+            bolt_request = AsyncBoltRequest(body=readable, query=request.query_params,  # type: ignore[arg-type]
+                                            headers=request.headers)  # type: ignore[arg-type]
+            return to_starlette_response(await bolt.async_dispatch(bolt_request))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:  # Bolt could not even read the body's shape
             return _unreadable(type(exc).__name__)
 
@@ -189,18 +197,24 @@ def unsigned_reason(verifier: SignatureVerifier, body: bytes, headers: Mapping[s
 # Slack's payloads nest about 10 levels (the recorded ones 8 at most; a modal's rich text adds a
 # few); json.loads recurses once per level and fails with RecursionError near 1,000.
 MAX_PAYLOAD_DEPTH = 64
-# A JSON string, or an unterminated one up to the end: possessive, so a body full of escaped
-# quotes is still scanned in linear time.
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.S)
-_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+# A JSON string, or an unterminated one up to the end: runs of plain characters taken whole, and
+# possessive, so a body full of escaped quotes is still scanned in linear time.
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 def payload_depth(text: str) -> int:
     """How deep the JSON in `text` nests: its brackets counted outside strings. For valid JSON this
     is exactly the depth json.loads reaches, so a shallow answer is a promise; without recursion.
     """
-    steps = (_STEP.get(token, 0) for token in _STRING_OR_BRACKET.findall(text))
-    return max(accumulate(steps), default=0)
+    depth = deepest = 0
+    for bracket in _NOT_BRACKET.sub("", _STRING.sub("", text)):  # strings, then all but brackets, dropped
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def is_shallow(text: str) -> bool:
@@ -208,14 +222,27 @@ def is_shallow(text: str) -> bool:
     return payload_depth(text) <= MAX_PAYLOAD_DEPTH
 
 
-def _is_shallow_body(body: bytes) -> bool:
-    """The JSON Bolt will json.loads (slack_bolt.request.internals.parse_body): the body itself, or
-    a form's `payload` field. Both are scanned, whatever the content type says, so that no reading
-    of it can recurse deeper. Form fields are read flat: a nested key (a[b][c]=) is harmless.
+@dataclass(frozen=True)
+class Unreadable:
+    """Why a signed body is not handed to Bolt (logged; the body never is)."""
+
+    reason: str
+
+
+def bolt_body(text: str) -> str | Unreadable:
+    """What Bolt is given to read, read once: a JSON body as it is; a form's `payload` field (an
+    interaction), which is JSON; any other form as it is (a slash command). Whatever Bolt will
+    json.loads is scanned for depth first. Bolt reads a body that starts with "{" as JSON
+    (slack_bolt.request.internals.parse_body), so a payload is handed over as its JSON alone and
+    Bolt does not decode the form a second time; the signature was checked on the bytes as sent.
     """
-    text = body.decode("utf-8")  # unsigned_reason has checked that it is UTF-8
-    payloads = [] if text.startswith("{") else [v for k, v in parse_qsl(text, keep_blank_values=True) if k == "payload"]
-    return all(is_shallow(json_text) for json_text in (text, *payloads))
+    if not text.startswith("{") and "payload" in text:
+        payload = dict(parse_qsl(text, keep_blank_values=True)).get("payload")
+        if payload is not None:
+            if not payload.startswith("{"):  # Slack's payload is always an object
+                return Unreadable("payload not an object")
+            text = payload
+    return text if is_shallow(text) else Unreadable("nesting")
 
 
 async def skip_retried_events(req: Any, next: Any) -> BoltResponse | None:  # noqa: A002 - Bolt injects by name

@@ -125,6 +125,13 @@ async def test_a_body_nested_20000_deep_is_a_client_error_signed_or_not(slack: D
     assert all(unsigned == 401 and 400 <= signed < 500 for unsigned, signed in answers.values()), answers
 
 
+async def test_a_signed_payload_that_is_not_a_json_object_is_a_client_error(slack: Driver) -> None:
+    answers = {body: (await slack.post(body, content_type(body))).status_code
+               for body in ["payload=%5B1%5D", "payload=1", "payload=", 'payload="x"', "payload=%7B"]}
+
+    assert all(status == 400 for status in answers.values()), answers
+
+
 def test_a_payload_nested_deeper_than_slack_ever_sends_is_refused_before_json_loads_it() -> None:
     assert is_shallow('{"view":{"state":{"values":{"b":{"a":{"value":"[[[[ {{{{ \\" [[["}}}}}}')  # text, not JSON
     assert not is_shallow("[" * (MAX_PAYLOAD_DEPTH + 1))
