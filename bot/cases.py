@@ -26,7 +26,7 @@ from bot.crypto import Keyring
 from bot.errors import BotError, Conflict, InvalidAnswer, NotAuthorised, NotFound
 from bot.policy.model import Actor, FieldType, Option, Policy, Step
 from storage import repo
-from storage.audit import GENESIS, Sealer, append_access, index_case, insert_event, new_case_event
+from storage.audit import GENESIS, Sealer, append_access, index_case, new_case_event
 from storage.db import Database
 from storage.models import Case, CaseEvent, ProcessedDelivery, School, Staff, utcnow
 
@@ -477,9 +477,8 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
     event = new_case_event(s, case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind=kind,
                            actor_id=actor.id, at=now, payload={"step": step.id, "values": stored, "platform": platform,
                                                                "people": await people_named(s, actor, step, clean)})
-    await insert_event(s, event)
-    await repo.save_projection(s, case, expected_version=case.version, version=case.version + 1,
-                               head_hash=event.hash, updated_at=now, **projection(after), **(joined or {}))
+    await repo.append_and_project(s, event, case, expected_version=case.version, version=case.version + 1,
+                                  head_hash=event.hash, updated_at=now, **projection(after), **(joined or {}))
     prior = svc.policy.steps[answers[-1].step] if answers else None
     answered = notify.Answered(step=step, prior=prior, before=before, after=after, actor_id=actor.id,
                                visit=sum(a.step == step.id for a in answers), values=clean)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert
+from sqlalchemy import Integer, String, column, func, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
@@ -143,11 +143,12 @@ def new_case_event(session: AsyncSession, case: Case, *, seq: int, prev_hash: st
 async def append_access(session: AsyncSession, *, action: str, at: datetime, actor_id: int | None = None,
                         school_id: int | None = None, case_id: int | None = None,
                         detail: dict[str, Any] | None = None) -> AccessLog:
-    """Append to the access log. Serialised on PostgreSQL by a transaction-level advisory lock."""
+    """Append to the access log. Serialised on PostgreSQL by a transaction-level advisory lock,
+    taken and followed by the read of the last entry in one round trip (migration 0010).
+    """
     sealer = sealer_of(session)
-    if session.get_bind().dialect.name == "postgresql":
-        await core(session, _ACCESS_LOCK)
-    last = (await core(session, _LAST_ACCESS)).first()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    last = (await core(session, _LAST_ACCESS_LOCKED if postgres else _LAST_ACCESS)).first()
     fields: dict[str, Any] = {
         "seq": (last.seq + 1) if last else 1, "at": at, "actor_id": actor_id, "school_id": school_id,
         "case_id": case_id, "action": action, "detail": canonical(detail or {}),
@@ -162,8 +163,10 @@ async def append_access(session: AsyncSession, *, action: str, at: datetime, act
 
 # Built once: statements on every answer's path are compiled from SQLAlchemy's cache, not rebuilt.
 _ACCESS = AccessLog.__table__  # type: ignore[attr-defined]
-_ACCESS_LOCK = select(func.pg_advisory_xact_lock(7215001))
 _LAST_ACCESS = select(_ACCESS.c.seq, _ACCESS.c.hash).order_by(_ACCESS.c.seq.desc()).limit(1)
+_HEAD = func.consentbot_last_access().table_valued(column("seq", Integer), column("hash", String))
+# PostgreSQL: advisory lock 7215001 taken, then the last entry read with a fresh snapshot, in one call.
+_LAST_ACCESS_LOCKED = select(_HEAD.c.seq, _HEAD.c.hash)
 _INSERT_ACCESS = insert(_ACCESS).inline()  # inline: no RETURNING of the id, which nobody reads
 _INSERT_EVENT = insert(CaseEvent.__table__).inline()  # type: ignore[attr-defined]
 

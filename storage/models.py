@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -291,3 +292,10 @@ class SlackInstallation(SQLModel, table=True):
     bot_scopes: str = Field(default="", max_length=2000)  # comma-separated, as Slack grants them
     installed_at: datetime = _when(default_factory=utcnow)
     school_id: int | None = Field(default=None, foreign_key="schools.id", unique=True)
+
+
+# The mappers are configured now, not at the first query: the hot path builds rows with
+# model_construct and snapshots outside any session (storage/audit.py, storage/plain.py), and
+# before configuration such an instance has no attributes to read. A process whose first act
+# was an append to the access log failed so.
+configure_mappers()

@@ -9,6 +9,7 @@ naming the case or record.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import sqlite3
@@ -468,3 +469,27 @@ def test_db_upgrade_adopts_legacy_history_once(bot_with_case: tuple[Bot, str], c
     assert "adopted the audit history written before keyed chains: 1 case chains, 3 staff records" in first
     assert "adopted" not in bot.run("db", "upgrade").stdout
     assert bot.run("audit", "verify").stdout.endswith(": ok\n")
+
+
+async def test_appends_to_the_access_log_at_the_same_moment_all_land_in_one_unbroken_chain(
+        services: Services) -> None:
+    # Each writer holds its transaction open a little after appending, so on PostgreSQL the others
+    # are waiting on the lock when it commits: a read that did not see its entry would chain from
+    # the same predecessor, and the second of the two would be refused (seq is unique).
+    from sqlalchemy import func, select
+
+    from storage.audit import append_access
+
+    async def append(n: int) -> None:
+        async with services.db.transaction() as s:
+            await append_access(s, action="viewed", at=services.clock(), detail={"n": n})
+            if s.get_bind().dialect.name == "postgresql":
+                await s.execute(select(func.pg_sleep(0.005)))
+
+    await asyncio.gather(*(append(n) for n in range(24)))
+
+    report = await audit.verify(services)
+    async with services.db.read() as s:
+        seqs = sorted((await s.execute(text("SELECT seq FROM access_log"))).scalars())
+    assert seqs == list(range(1, 25)), seqs
+    assert report.access_entries == 24 and report.problems == []

@@ -23,7 +23,14 @@ from storage import audit, children, repo
 from storage.db import core, create_database
 from storage.models import Case, CaseEvent, Child, School, Staff
 from storage.plain import PlainResult, plain_sql
-from storage.repo import _CASE_WITH_EVENTS, _MEMBERSHIPS, _claim, _projection_update, _staff_memberships_query
+from storage.repo import (
+    _CASE_WITH_EVENTS,
+    _MEMBERSHIPS,
+    _claim,
+    _event_and_projection,
+    _projection_update,
+    _staff_memberships_query,
+)
 from storage.sqlite_writer import SyncBackedConnection
 from tests.completed_case import complete
 from tests.conftest import Clock
@@ -50,7 +57,10 @@ def test_every_statement_of_the_answer_runs_asplain_sql() -> None:
 
 def test_on_postgresql_too_every_core_statement_of_the_answer_runs_as_plain_sql() -> None:
     dialect = asyncpg_dialect()
-    for statement, keys in [(audit._INSERT_EVENT, EVENT_KEYS), (audit._LAST_ACCESS, ()), (audit._ACCESS_LOCK, ()),
+    projection = ("head_hash", "status", "version")
+    written = (*(f"event_{k}" for k in EVENT_KEYS), *(f"new_{n}" for n in projection), "case_id", "expected_version")
+    for statement, keys in [(audit._INSERT_EVENT, EVENT_KEYS), (audit._LAST_ACCESS, ()), (audit._LAST_ACCESS_LOCKED, ()),
+                            (_event_and_projection(projection), written),
                             (_claim("postgresql"), ("key", "case_id", "seen_at")),
                             (_MEMBERSHIPS, ("staff_id",)), *READS]:
         assert plain_sql(statement, dialect, keys) is not None, statement

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,6 +75,33 @@ async def test_the_projection_moves_on_only_from_the_version_that_was_read(servi
     async with services.db.transaction() as s:
         again = await repo.case_by_ref(s, view.ref)
         assert again is not None and (again.version, again.status) == (2, "draft")
+
+
+async def test_an_event_and_its_projection_are_written_together_or_not_at_all(services: Services,
+                                                                              school: dict) -> None:
+    from storage.audit import GENESIS, new_case_event
+
+    view = await cases.raise_concern(services, actor=school["teacher"], platform="test",
+                                     values={"immediate_danger": "no"})
+
+    def event(s: Any, case: Any) -> Any:
+        return new_case_event(s, case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind="answered",
+                              actor_id=school["teacher"].id, at=services.clock(), payload={"step": "x"})
+
+    with pytest.raises(repo.StaleVersion):  # the version read has moved on: nothing of it may stay
+        async with services.db.transaction() as s:
+            case = await repo.case_by_ref(s, view.ref)
+            assert case is not None
+            await repo.append_and_project(s, event(s, case), case, expected_version=0, version=2)
+    async with services.db.transaction() as s:
+        case = await repo.case_by_ref(s, view.ref)
+        assert case is not None and len(await repo.case_events(s, case.id or 0)) == 1
+        written = event(s, case)
+        await repo.append_and_project(s, written, case, expected_version=1, version=2, head_hash=written.hash)
+    async with services.db.read() as s:
+        again = await repo.case_by_ref(s, view.ref)
+        assert again is not None and (again.version, again.head_hash) == (2, written.hash)
+        assert [e.hash for e in await repo.case_events(s, again.id or 0)][-1] == written.hash
 
 
 def test_an_unreachable_database_is_a_one_line_error_without_the_url(tmp_path: Path) -> None:
