@@ -18,7 +18,7 @@ async def test_quick_mode_counts_a_written_event_per_answer(capsys: pytest.Captu
 
     assert set(summary) == ({"sqlite", "postgres"} if postgres_url() else {"sqlite"})
     for figures in summary.values():
-        assert figures["real/bare"] > 0 and figures["floor/bare"] > 0
+        assert figures["real/bare"] > 0 and figures["floor/bare"] > 0 and figures["real/bare paired"] > 0
     out = capsys.readouterr().out
     assert "fsync probe:" in out and "every answer counted as written" in out
 
