@@ -20,8 +20,9 @@ not exactly one per request: a replay or a refusal can never pass for a fast ans
 Prints an fsync probe (a 4 KiB write + fsync beside the database, median of 50), then per round
 and as medians over the rounds: requests/s, p50 and p99 latency, and the ratios real/bare,
 floor/bare and real/floor; then real/bare round by round (each real round against the bare round
-measured just before it) and their median, steadier on a machine whose speed drifts. SQLite always; PostgreSQL too when --postgres names a server (a
-fresh database is created on it and dropped after).
+measured just before it) and their median, steadier on a machine whose speed drifts. SQLite
+always; PostgreSQL too when --postgres names a server (a fresh database is created on it and
+dropped after).
 """
 
 from __future__ import annotations
