@@ -44,7 +44,9 @@ test: $(TEST_STAMP)
 # logic, CLI and platforms runs on both Pythons; the database driver's behaviour does not depend
 # on the interpreter, so running it twice would only double the time. Measured in a fresh clone on
 # CI's 2 cores (30 Nov 2026, a noisy machine): 3.13 install, lint, typecheck and `make test` 288 s
-# (the suite 144 s); 3.11 install and `make test-sqlite` 160 s (the suite 99 s).
+# (the suite 144 s); 3.11 install and `make test-sqlite` 160 s (the suite 99 s). Later the same day,
+# in a slower spell: 403 s (the suite 224 s) and 206 s (131 s); the suite of that morning's code,
+# run back to back with the afternoon's, took 174 s against 169 s.
 test-sqlite: $(TEST_STAMP)
 	CONSENTBOT_TEST_DATABASE_URL= $(BIN)/python -m pytest -n 3 --dist worksteal
 
