@@ -296,6 +296,6 @@ class SlackInstallation(SQLModel, table=True):
 
 # The mappers are configured now, not at the first query: the hot path builds rows with
 # model_construct and snapshots outside any session (storage/audit.py, storage/plain.py), and
-# before configuration such an instance has no attributes to read. A process whose first act
-# was an append to the access log failed so.
+# before configuration such an instance has no attributes to read: a process whose first act on
+# the database was an append to the access log failed (as a test that did only that found).
 configure_mappers()
