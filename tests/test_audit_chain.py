@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from bot import audit, cases, checkpoint, people, views
 from bot.audit_adopt import adopt_legacy
@@ -26,7 +26,7 @@ from bot.cases import CaseView, Person, Services
 from bot.checkpoint import CheckpointError
 from bot.crypto import Keyring, generate_key
 from bot.policy.model import Actor, FieldType
-from storage.audit import GENESIS, Sealer, access_fields, canonical, chain_hash, event_fields
+from storage.audit import GENESIS, Sealer, access_fields, append_access, canonical, chain_hash, event_fields
 from storage.db import create_database
 from storage.models import AccessLog, Case, CaseEvent
 from tests.cli.harness import Bot
@@ -476,10 +476,6 @@ async def test_appends_to_the_access_log_at_the_same_moment_all_land_in_one_unbr
     # Each writer holds its transaction open a little after appending, so on PostgreSQL the others
     # are waiting on the lock when it commits: a read that did not see its entry would chain from
     # the same predecessor, and the second of the two would be refused (seq is unique).
-    from sqlalchemy import func, select
-
-    from storage.audit import append_access
-
     async def append(n: int) -> None:
         async with services.db.transaction() as s:
             await append_access(s, action="viewed", at=services.clock(), detail={"n": n})

@@ -26,6 +26,7 @@ from bot.crypto import Keyring, generate_key
 from bot.errors import NotFound
 from bot.runtime import DatabaseUrlError, build_services
 from storage import repo
+from storage.audit import GENESIS, new_case_event
 from storage.db import create_database
 from storage.migrate import head_revision, is_current, upgrade
 from storage.models import SQLModel
@@ -79,8 +80,6 @@ async def test_the_projection_moves_on_only_from_the_version_that_was_read(servi
 
 async def test_an_event_and_its_projection_are_written_together_or_not_at_all(services: Services,
                                                                               school: dict) -> None:
-    from storage.audit import GENESIS, new_case_event
-
     view = await cases.raise_concern(services, actor=school["teacher"], platform="test",
                                      values={"immediate_danger": "no"})
 
