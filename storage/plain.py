@@ -17,7 +17,7 @@ import collections
 import functools
 import sqlite3
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from sqlalchemy import Insert, Numeric, Select, Update
 from sqlalchemy.exc import DBAPIError
 
 M = TypeVar("M")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -153,16 +154,26 @@ async def run_on_asyncpg(fairy: Any, plain: PlainSql, params: Mapping[str, Any] 
     """
     values = plain.values(params)
     driver = fairy.driver_connection
+    if plain.columns:
+        rows = await on_driver(fairy, plain.sql, lambda: driver.fetch(plain.sql, *values), values, dbapi)
+        return PlainResult(plain.rows(rows), plain.columns, len(rows))
+    status = await on_driver(fairy, plain.sql, lambda: driver.execute(plain.sql, *values), values, dbapi)
+    count = status.rsplit(" ", 1)[-1]  # "UPDATE 1", "INSERT 0 1"
+    return PlainResult([], (), int(count) if count.isdigit() else -1)
+
+
+async def on_driver(fairy: Any, sql: str, call: Callable[[], Awaitable[T]], values: Sequence[Any] = (),
+                    dbapi: Any = None) -> T:
+    """`await call()` on the asyncpg connection under `fairy`, its error raised as SQLAlchemy raises
+    one (IntegrityError, OperationalError...), translated by SQLAlchemy's adapter, without the
+    parameters in its message. `sql` names what was sent, for the message.
+    """
     try:
-        if plain.columns:
-            rows = await driver.fetch(plain.sql, *values)
-            return PlainResult(plain.rows(rows), plain.columns, len(rows))
-        status = await driver.execute(plain.sql, *values)  # "UPDATE 1", "INSERT 0 1"
+        return await call()
     except Exception as error:  # noqa: BLE001 - translated as SQLAlchemy's adapter translates it
+        dbapi = dbapi or fairy.dbapi_connection.dbapi
         try:
             fairy.dbapi_connection._handle_exception(error)
         except dbapi.Error as adapted:
-            raise DBAPIError.instance(plain.sql, values, adapted, dbapi.Error, hide_parameters=True) from error
+            raise DBAPIError.instance(sql, list(values), adapted, dbapi.Error, hide_parameters=True) from error
         raise
-    count = status.rsplit(" ", 1)[-1]
-    return PlainResult([], (), int(count) if count.isdigit() else -1)

@@ -29,7 +29,7 @@ from storage import repo
 from storage.audit import GENESIS, new_case_event
 from storage.db import create_database
 from storage.migrate import head_revision, is_current, upgrade
-from storage.models import SQLModel
+from storage.models import ProcessedDelivery, SQLModel
 from tests.cli.harness import run_in_process
 from tests.conftest import england
 
@@ -101,6 +101,30 @@ async def test_an_event_and_its_projection_are_written_together_or_not_at_all(se
         again = await repo.case_by_ref(s, view.ref)
         assert again is not None and (again.version, again.head_hash) == (2, written.hash)
         assert [e.hash for e in await repo.case_events(s, again.id or 0)][-1] == written.hash
+
+
+async def test_a_transaction_keeps_or_discards_its_orm_and_plain_sql_writes_together(services: Services) -> None:
+    """The ORM's writes (even one only added, never flushed) and the plain SQL of the hot path
+    (storage.plain) commit together, and roll back together; the connection is left clean.
+    """
+    def delivery(key: str) -> ProcessedDelivery:
+        return ProcessedDelivery(key=key, case_id=None, seen_at=services.clock())
+
+    async with services.db.transaction() as s:
+        s.add(delivery("orm-kept"))
+        assert await repo.claim_delivery(s, "plain-kept", None)
+    for orm in (True, False):
+        with pytest.raises(RuntimeError):
+            async with services.db.transaction() as s:
+                if orm:
+                    s.add(delivery("orm-lost"))
+                    await s.flush()
+                assert await repo.claim_delivery(s, f"plain-lost-{orm}", None)
+                raise RuntimeError("after both writes")
+    async with services.db.read() as s:
+        keys = set((await s.execute(text("SELECT key FROM processed_deliveries"))).scalars())
+    assert {"orm-kept", "plain-kept"} <= keys
+    assert not keys & {"orm-lost", "plain-lost-True", "plain-lost-False"}
 
 
 def test_an_unreachable_database_is_a_one_line_error_without_the_url(tmp_path: Path) -> None:
