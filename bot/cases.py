@@ -231,9 +231,9 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
     async def work(s: AsyncSession) -> CaseView:
         person = actor or await _identified(s, dict(identity or {}))
         who[:] = [person]
-        case, answers = await _case_and_answers(s, person, case_ref)
+        case, answers, fresh = await _case_and_answers(s, person, case_ref, claim=idempotency_key)
         acting = at_case(person, case)
-        if idempotency_key and not await repo.claim_delivery(s, idempotency_key, case.id):
+        if not fresh:  # the delivery was seen before: the case as it is, unchanged
             return replace(view_of(case, advance(svc.policy, answers), replayed=True), answered_by=person)
         progress = advance(policy_for(svc, case), answers)
         current = await _waiting_step(s, svc.policy, case, answers, progress, actor=acting, version=version,
@@ -411,11 +411,20 @@ async def case_for(s: AsyncSession, actor: Person, ref: str) -> Case:
     return _visible(actor, ref, await repo.case_by_ref(s, ref))
 
 
-async def _case_and_answers(s: AsyncSession, actor: Person, ref: str) -> tuple[Case, list[Answer]]:
-    """case_for, with the case's answers in order (read with it: one query for an answer's both)."""
-    found = await repo.case_with_events(s, ref)
+async def _case_and_answers(s: AsyncSession, actor: Person, ref: str, *,
+                            claim: str | None = None) -> tuple[Case, list[Answer], bool]:
+    """case_for, with the case's answers in order (read with it: one query for an answer's both),
+    and the idempotency key `claim` claimed for it (on PostgreSQL in the same query): False when
+    the key was seen before. A case that is not the person's is refused, and the claim rolled
+    back with the refusal.
+    """
+    if claim:
+        claimed = await repo.case_with_events_claimed(s, ref, claim)
+        found, fresh = (claimed[:2], claimed[2]) if claimed else (None, False)
+    else:
+        found, fresh = await repo.case_with_events(s, ref), True
     case = _visible(actor, ref, found[0] if found else None)
-    return case, [to_answer(e) for e in found[1] if e.kind in ANSWER_KINDS] if found else []
+    return case, [to_answer(e) for e in found[1] if e.kind in ANSWER_KINDS] if found else [], fresh
 
 
 def _visible(actor: Person, ref: str, case: Case | None) -> Case:

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from bot import cases, views
 from bot.cases import CaseView, Person, Services
 from bot.errors import Conflict, InvalidAnswer, NotAuthorised, NotFound
-from storage.models import AccessLog, CaseEvent, OutboxMessage, Reminder
+from storage.models import AccessLog, Case, CaseEvent, OutboxMessage, ProcessedDelivery, Reminder
 
 People = dict[str, Person]
 RAISE = {"child": "Ada Canary", "year_group": "year_4", "concern": "Ada said X", "seen_at": "2026-11-24T09:10:00+00:00"}
@@ -91,6 +91,22 @@ async def test_replaying_an_idempotency_key_changes_nothing(services: Services, 
     again = await answer(services, school["dsl"], view, {"threshold": "significant_harm"}, key="slack:action:1")
     assert again.replayed and again.version == first.version
     assert len(await rows(services, CaseEvent)) == 4
+
+
+async def test_a_refused_answer_leaves_its_idempotency_key_unclaimed(services: Services, school: People) -> None:
+    """The key is claimed with the case's read (one statement on PostgreSQL): when the case is
+    another school's, or not at the step, the claim is rolled back with the refusal, so the key
+    is still free for the answer that is accepted.
+    """
+    view = await raised(services, school)
+    with pytest.raises(NotFound):
+        await answer(services, school["other_dsl"], view, {"threshold": "significant_harm"}, key="slack:view:V1")
+    with pytest.raises(NotAuthorised):
+        await answer(services, school["teacher"], view, {"threshold": "significant_harm"}, key="slack:view:V1")
+    accepted = await answer(services, school["dsl"], view, {"threshold": "significant_harm"}, key="slack:view:V1")
+    assert not accepted.replayed and accepted.version == view.version + 1
+    claims = [d for d in await rows(services, ProcessedDelivery) if d.key == "slack:view:V1"]
+    assert [d.case_id for d in claims] == [c.id for c in await rows(services, Case) if c.ref == view.ref]
 
 
 async def test_urgent_concern_alerts_every_decider_at_once(services: Services, school: People) -> None:

@@ -26,6 +26,7 @@ from storage.plain import PlainResult, plain_sql
 from storage.repo import (
     _CASE_WITH_EVENTS,
     _MEMBERSHIPS,
+    _case_with_events_claimed,
     _claim,
     _event_and_projection,
     _projection_update,
@@ -62,6 +63,7 @@ def test_on_postgresql_too_every_core_statement_of_the_answer_runs_as_plain_sql(
     for statement, keys in [(audit._INSERT_EVENT, EVENT_KEYS), (audit._LAST_ACCESS, ()), (audit._LAST_ACCESS_LOCKED, ()),
                             (_event_and_projection(projection), written),
                             (_claim("postgresql"), ("key", "case_id", "seen_at")),
+                            (_case_with_events_claimed(), ("ref", "key", "seen_at")),
                             (_MEMBERSHIPS, ("staff_id",)), *READS]:
         assert plain_sql(statement, dialect, keys) is not None, statement
 
