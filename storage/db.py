@@ -276,8 +276,8 @@ async def _end(session: AsyncSession, fairy: Any, *, commit: bool) -> None:
     """
     if _orm_used(session):
         await (session.commit() if commit else session.rollback())
-    adapted = fairy.dbapi_connection
-    if adapted._transaction is not None:
+    adapted = fairy.dbapi_connection  # None once a lost connection was invalidated: nothing left to end
+    if adapted is not None and adapted._transaction is not None:
         await on_driver(fairy, "COMMIT" if commit else "ROLLBACK",
                         lambda: adapted._call_and_discard(adapted._transaction.commit if commit
                                                           else adapted._transaction.rollback))

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from bot import cases, people
 from bot.cases import CaseView, Person, Services
 from bot.crypto import Keyring, generate_key
+from storage import repo
 from storage.db import create_database
 from tests.completed_case import SIGNIFICANT_HARM_REFUSED, values_for
 from tests.conftest import _pg_database, england
@@ -140,3 +142,24 @@ async def test_a_burst_of_answers_reuses_its_connections(svc: Services, pg_url: 
     before = await opened()
     await asyncio.gather(*(hold() for _ in range(16)))
     assert await opened() - before == 0
+
+
+@pytest.mark.parametrize("through", ["orm", "plain"])
+async def test_a_connection_lost_mid_transaction_fails_it_with_the_drivers_error(svc: Services, pg_url: str,
+                                                                                  through: str,
+                                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The statement that finds the connection gone raises SQLAlchemy's error for it, the
+    transaction ends there (nothing to roll back on a dead connection), and the next one gets a
+    live connection: through the ORM, which invalidates the connection itself, or the plain SQL.
+    """
+    teacher = await people.add(svc, email="t@r.sch.uk", role="staff", name="T", school="r", slack_user_id="U0RESIL001")
+    with pytest.raises(DBAPIError):
+        async with svc.db.transaction() as s:
+            if through == "orm":
+                await s.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+                await s.execute(text("SELECT 1"))
+            else:
+                await kill_others(pg_url)
+                await repo.claim_delivery(s, "lost", None)
+    assert not [r for r in caplog.records if "ROLLBACK failed" in r.getMessage()]
+    assert (await raised(svc, teacher, 1))[0].version == 1
