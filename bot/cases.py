@@ -229,9 +229,12 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
     who: list[Person] = [actor] if actor else []
 
     async def work(s: AsyncSession) -> CaseView:
-        person = actor or await _identified(s, dict(identity or {}))
-        who[:] = [person]
-        case, answers, fresh = await _case_and_answers(s, person, case_ref, claim=idempotency_key)
+        if actor is None:  # who it is, and the case, in one read
+            person, (case, answers, fresh) = await _person_and_case(s, dict(identity or {}), case_ref,
+                                                                    claim=idempotency_key, who=who)
+        else:
+            person, who[:] = actor, [actor]
+            case, answers, fresh = await _case_and_answers(s, actor, case_ref, claim=idempotency_key)
         acting = at_case(person, case)
         if not fresh:  # the delivery was seen before: the case as it is, unchanged
             return replace(view_of(case, advance(svc.policy, answers), replayed=True), answered_by=person)
@@ -425,6 +428,21 @@ async def _case_and_answers(s: AsyncSession, actor: Person, ref: str, *,
         found, fresh = await repo.case_with_events(s, ref), True
     case = _visible(actor, ref, found[0] if found else None)
     return case, [to_answer(e) for e in found[1] if e.kind in ANSWER_KINDS] if found else [], fresh
+
+
+async def _person_and_case(s: AsyncSession, criteria: dict[str, Any], ref: str, *, claim: str | None,
+                           who: list[Person]) -> tuple[Person, tuple[Case, list[Answer], bool]]:
+    """_identified and _case_and_answers, read together (repo.person_and_case): the person, into
+    `who` as soon as known (a refusal names them), then their case.
+    """
+    person_read, case_read = await repo.person_and_case(s, criteria, ref, claim)
+    if person_read is None:
+        raise await _unknown(s, criteria)
+    person = Person.of(*person_read)
+    who[:] = [person]
+    case = _visible(person, ref, case_read[0] if case_read else None)
+    answers = [to_answer(e) for e in case_read[1] if e.kind in ANSWER_KINDS] if case_read else []
+    return person, (case, answers, case_read[2] if case_read else False)
 
 
 def _visible(actor: Person, ref: str, case: Case | None) -> Case:

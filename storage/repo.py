@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, String, bindparam, func, insert, update
+from sqlalchemy import DateTime, String, bindparam, false, func, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -253,6 +253,51 @@ def _case_with_events_claimed() -> Any:
         Case.ref == bindparam("ref"))).on_conflict_do_nothing(index_elements=["key"])
         .returning(deliveries.c.key).cte("claimed"))
     return _CASE_WITH_EVENTS.add_columns(select(func.count()).select_from(claimed).scalar_subquery().label("claimed"))
+
+
+PersonRead = tuple[Staff, list[tuple[int, str]]]
+CaseRead = tuple[Case, list[CaseEvent], bool]
+
+
+async def person_and_case(session: AsyncSession, criteria: dict[str, Any], ref: str,
+                          key: str | None) -> tuple[PersonRead | None, CaseRead | None]:
+    """staff_and_memberships(**criteria), and the case with its events and the delivery `key`
+    claimed (case_with_events_claimed; with no key, claimed is True): what an answer reads first.
+    On PostgreSQL in one round trip, the two queries side by side in a FULL JOIN ON false (each
+    row is one query's, the other's columns NULL); on SQLite one after the other. When the person
+    is not found, the caller must roll back: the claim may have been made.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        person = await staff_and_memberships(session, **criteria)
+        if person is None:
+            return None, None
+        if key:
+            return person, await case_with_events_claimed(session, ref, key)
+        found = await case_with_events(session, ref)
+        return person, None if found is None else (*found, True)
+    names = tuple(sorted(criteria))
+    params = {**criteria, "ref": ref.strip().upper(), **({"key": key, "seen_at": utcnow()} if key else {})}
+    rows = (await core(session, _person_and_case(names, bool(key)), params)).all()
+    width = len(_STAFF_COLUMNS) + 2  # the person's columns, then their membership's two
+    people = [row[:width] for row in rows if row[0] is not None]
+    case_rows = [row[width:] for row in rows if row[width] is not None]
+    person = None if not people else (snapshot(Staff, zip(_STAFF_COLUMNS, people[0], strict=False)),
+                                      sorted((r[-2], r[-1]) for r in people if r[-2] is not None))
+    if not case_rows:
+        return person, None
+    return person, (*_case_and_events(case_rows), bool(case_rows[0][-1]) if key else True)
+
+
+@lru_cache(maxsize=8)
+def _person_and_case(names: tuple[str, ...], claimed: bool) -> Any:
+    """_staff_memberships_query(names) and the case query (with the claim, or not) as one, ordered
+    as the case query is (the person's rows come last). Columns are labelled by their side: the
+    two share names (id, school_id).
+    """
+    person = _staff_memberships_query(names).subquery("person")
+    case = (_case_with_events_claimed() if claimed else _CASE_WITH_EVENTS).subquery("case_read")
+    return (select(*(c.label(f"p_{c.key}") for c in person.c), *(c.label(f"c_{c.key}") for c in case.c))
+            .select_from(person.join(case, false(), full=True)).order_by(case.c.event_seq))
 
 
 _CASE_COLUMNS = tuple(Case.__table__.columns.keys())  # type: ignore[attr-defined]

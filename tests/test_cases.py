@@ -109,6 +109,34 @@ async def test_a_refused_answer_leaves_its_idempotency_key_unclaimed(services: S
     assert [d.case_id for d in claims] == [c.id for c in await rows(services, Case) if c.ref == view.ref]
 
 
+async def test_an_answer_identifies_its_person_with_the_case_in_one_read(services: Services, school: People) -> None:
+    """answer(identity=...) reads the person (with memberships of other schools) and the case
+    together (one round trip on PostgreSQL): an unknown id is refused and claims nothing; a
+    trust's DSL answers at the school they joined; the same delivery again is a replay.
+    """
+    from bot import people
+
+    view = await raised(services, school)
+
+    async def by_slack(user: str, key: str) -> CaseView:
+        assert view.step is not None
+        return await cases.answer(services, identity={"slack_user_id": user}, case_ref=view.ref,
+                                  version=view.version, step=view.step.id, values={"threshold": "significant_harm"},
+                                  platform="slack", idempotency_key=key)
+
+    with pytest.raises(NotFound, match="not registered"):
+        await by_slack("U0NOBODY01", "slack:view:V9")
+    with pytest.raises(NotFound, match="that you can see"):  # Olu is Elm's DSL, not yet Oak's
+        await by_slack("U0OLU00000", "slack:view:V9")
+    await people.join(services, email="olu@elm.sch.uk", school="oak", role="dsl")
+    answered = await by_slack("U0OLU00000", "slack:view:V9")
+    assert answered.answered_by is not None and answered.answered_by.id == school["other_dsl"].id
+    assert (answered.version, answered.replayed) == (view.version + 1, False)
+    again = await by_slack("U0OLU00000", "slack:view:V9")
+    assert again.replayed and again.version == answered.version
+    assert [d.key for d in await rows(services, ProcessedDelivery)].count("slack:view:V9") == 1
+
+
 async def test_urgent_concern_alerts_every_decider_at_once(services: Services, school: People) -> None:
     await raised(services, school, danger="yes")
     urgent = [m for m in await rows(services, OutboxMessage) if m.kind == "urgent_alert"]

@@ -29,6 +29,7 @@ from storage.repo import (
     _case_with_events_claimed,
     _claim,
     _event_and_projection,
+    _person_and_case,
     _projection_update,
     _staff_memberships_query,
 )
@@ -64,6 +65,8 @@ def test_on_postgresql_too_every_core_statement_of_the_answer_runs_as_plain_sql(
                             (_event_and_projection(projection), written),
                             (_claim("postgresql"), ("key", "case_id", "seen_at")),
                             (_case_with_events_claimed(), ("ref", "key", "seen_at")),
+                            (_person_and_case(("slack_user_id",), True), ("slack_user_id", "ref", "key", "seen_at")),
+                            (_person_and_case(("slack_user_id",), False), ("slack_user_id", "ref")),
                             (_MEMBERSHIPS, ("staff_id",)), *READS]:
         assert plain_sql(statement, dialect, keys) is not None, statement
 
