@@ -28,7 +28,7 @@ from bot.policy.model import Actor, FieldType, Option, Policy, Step
 from storage import repo
 from storage.audit import GENESIS, Sealer, append_access, index_case, new_case_event
 from storage.db import Database
-from storage.models import Case, CaseEvent, ProcessedDelivery, School, Staff, utcnow
+from storage.models import Case, CaseEvent, Child, ProcessedDelivery, School, Staff, utcnow
 
 logger = logging.getLogger(__name__)
 DECIDERS = frozenset({"dsl", "deputy"})
@@ -224,7 +224,7 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
     `identity` names (`slack_user_id=...`), identified inside the answer's own transaction: one
     transaction per answer. The view says who answered.
     """
-    from bot.children import join_child, log_child_linked  # bot.children builds on this module
+    from bot.children import join_child  # bot.children builds on this module
 
     who: list[Person] = [actor] if actor else []
 
@@ -247,9 +247,7 @@ async def answer(svc: Services, *, case_ref: str, version: int, step: str, value
         clean = await _resolve_assignee(s, case, current, clean)
         child = await join_child(svc, s, case, current, clean)
         view = await _apply(svc, s, case, answers, current, clean, actor=acting, platform=platform, kind="answered",
-                            before=progress, joined={"child_id": child.id} if child else {})
-        if child is not None:
-            await log_child_linked(svc, s, case, child)
+                            before=progress, child=child)
         return replace(view, answered_by=person)
 
     async with refusals_logged(svc):
@@ -491,10 +489,12 @@ def _encrypt(keyring: Keyring, policy: Policy, case: Case, values: dict[str, Any
 
 async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answer], step: Step,
                  clean: dict[str, Any], *, actor: Person, platform: str, kind: str, before: Progress | None = None,
-                 joined: Mapping[str, Any] | None = None) -> CaseView:
+                 child: Child | None = None) -> CaseView:
     """Append the answer as an event, move the projection on, queue what follows from it.
-    `before`: the progress of `answers`, if known; `joined`: columns the answer sets once with
-    the projection (the child it names, bot.children.join_child).
+    `before`: the progress of `answers`, if known; `child`: the child record the answer joins
+    the case to (bot.children.join_child), set once with the projection and named in the event.
+    The join is in the case's own chain, not on the access log: every appender of that log
+    waits for the one before, and a join on it serialised answers (issue 12).
     """
     now = svc.clock()
     stored = _encrypt(svc.keyring, svc.policy, case, clean)
@@ -503,9 +503,11 @@ async def _apply(svc: Services, s: AsyncSession, case: Case, answers: list[Answe
                                                   platform=platform)])
     event = new_case_event(s, case, seq=case.version + 1, prev_hash=case.head_hash or GENESIS, kind=kind,
                            actor_id=actor.id, at=now, payload={"step": step.id, "values": stored, "platform": platform,
-                                                               "people": await people_named(s, actor, step, clean)})
+                                                               "people": await people_named(s, actor, step, clean),
+                                                               **({"child": child.ref} if child else {})})
     await repo.append_and_project(s, event, case, expected_version=case.version, version=case.version + 1,
-                                  head_hash=event.hash, updated_at=now, **projection(after), **(joined or {}))
+                                  head_hash=event.hash, updated_at=now, **projection(after),
+                                  **({"child_id": child.id} if child else {}))
     prior = svc.policy.steps[answers[-1].step] if answers else None
     answered = notify.Answered(step=step, prior=prior, before=before, after=after, actor_id=actor.id,
                                visit=sum(a.step == step.id for a in answers), values=clean)

@@ -47,7 +47,7 @@ def name_indexes(keyring: Keyring, school_id: int, name: str) -> dict[str, str]:
 async def join_child(svc: Services, s: AsyncSession, case: Case, step: Step, clean: dict[str, Any]) -> Child | None:
     """When `step` names the child, the child record (found or made) to join the case to: the
     caller writes its id with the answer's projection, whose version check also makes the join
-    happen once (a case's child is never changed after), and logs it (`log_child_linked`).
+    happen once (a case's child is never changed after), and names it in the answer's event.
     None when the step does not name a child, or the case is joined already.
     """
     fields = child_fields(svc)
@@ -55,15 +55,6 @@ async def join_child(svc: Services, s: AsyncSession, case: Case, step: Step, cle
     if case.child_id is not None or step.field(fields["name"]) is None or not name:
         return None
     return await _child_named(svc, s, case.school_id, str(name), clean.get(fields["date_of_birth"]))
-
-
-async def log_child_linked(svc: Services, s: AsyncSession, case: Case, child: Child) -> None:
-    """Log the join on the chained access log. Called last in the answer's transaction: on
-    PostgreSQL the log's append lock is held from here to the commit, and every writer of the
-    log waits for it (issue 12: logged mid-answer, it serialised answers for five round trips).
-    """
-    await append_access(s, action="child_linked", at=svc.clock(), school_id=case.school_id, case_id=case.id,
-                        detail={"child": child.ref})
 
 
 async def _child_named(svc: Services, s: AsyncSession, school_id: int, name: str, born: Any) -> Child:

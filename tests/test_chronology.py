@@ -83,6 +83,27 @@ async def test_the_link_is_chained_and_both_cases_show_it(services: Services, sc
     assert by_ref[again.ref][1] == by_ref[first.ref][1] is not None
 
 
+async def test_a_case_joins_its_child_in_its_own_chained_event_not_the_access_log(services: Services,
+                                                                                  school: People) -> None:
+    """The answer that names the child joins the case to the child's record and says so in its
+    own sealed event, which the case's chain verifies; the shared access log, whose appends wait
+    for one another, is not written (issue 12).
+    """
+    from bot.audit import verify
+
+    view = await concern(services, school)
+    async with services.db.read() as s:
+        child_ref, child_id, case_id = (await s.execute(text(
+            "SELECT children.ref, children.id, cases.id FROM cases JOIN children ON children.id = cases.child_id "
+            "WHERE cases.ref = :ref"), {"ref": view.ref})).one()
+        events = await repo.case_events(s, case_id)
+    named = [e for e in events if "child" in json.loads(e.payload)]
+    assert [json.loads(e.payload)["child"] for e in named] == [child_ref] and child_id
+    assert json.loads(named[0].payload)["step"] == "concern"  # the step that names the child
+    assert not [a for a in await rows(services, AccessLog) if a.case_id == case_id and "child" in (a.detail or "")]
+    assert not (await verify(services)).problems
+
+
 async def test_the_childs_name_is_encrypted_and_found_by_a_keyed_index(services: Services, school: People) -> None:
     await concern(services, school)
     async with services.db.read() as s:
