@@ -49,6 +49,8 @@ class Database:
     """An engine and its session factories. `transaction()` is the only way to write; `read()` only reads."""
 
     engine: AsyncEngine
+    # SQLite's session factories, for writing and for reading. On PostgreSQL each transaction binds
+    # a session to the connection it checked out (_postgres_transaction), and these are not used.
     sessions: async_sessionmaker[AsyncSession]
     readers: async_sessionmaker[AsyncSession]
     _sqlite_turn: asyncio.Lock | None = field(default=None, repr=False)
@@ -243,9 +245,9 @@ async def _postgres_transaction(engine: AsyncEngine, *, read_only: bool = False)
 
     The session is bound to the connection, not to the engine, and begins nothing of its own
     until the ORM is used: the answer's statements run as plain SQL on the driver (`core`), and
-    then the transaction is ended on the driver too. A session bound to the engine cost 0.3 ms of
-    CPU per transaction for its own set-up, begin, commit and close, each through a greenlet: as
-    much as six of the answer's statements (issue 12, measured at 16 at once).
+    then the transaction is ended on the driver too. A session bound to the engine cost 0.15 ms
+    more CPU per transaction for its own set-up, begin, commit and close, each through a greenlet:
+    as much as three of the answer's statements (issue 12, measured at 16 at once).
     """
     conn = await _begun(engine, read_only=read_only)
     fairy = conn.sync_connection.connection  # type: ignore[union-attr]
